@@ -1,0 +1,325 @@
+"""Decoder micro-benchmark: BiLD beside large-only, small-only and transformers' assisted
+generation, on the same inputs, in one run, at several levels of small/large agreement.
+
+    bild-align bench --preset t5 --examples 8 --max-new-tokens 48 --eps 0,0.01,0.02
+
+    config = BenchConfig(preset="tiny", examples=2)
+    results = run_benchmark(config)        # dict, also written to config.output as JSON
+
+Pairs come from `bild_align.toy_models`: the large model is the small one plus near-identity
+layers (`eps` scales them; 0 means the two always agree), so the depth ratio mimics the real
+pairs and the agreement is measured rather than assumed. Each tunable method is first timed at
+a few settings on the first examples and then run at its fastest one, so that every method is
+compared at its best setting. Runs are interleaved per example (drift hits all alike), after a
+warm-up, with the device synchronised; only generation is timed.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+import bild_align
+from bild_align.decoding import BiLDStats, bild_generate
+from bild_align.io_utils import write_json_atomic
+from bild_align.timing import ForwardClock, summarize, timed
+from bild_align.toy_models import agreement, deepen, random_inputs, random_t5
+
+# Shapes of the real checkpoints' families; the large model keeps the small one's width (so that
+# its agreement can be controlled) and takes the large checkpoint's depth.
+PRESETS: dict[str, dict] = {
+    "t5": dict(
+        vocab_size=32128,
+        d_model=512,
+        num_heads=8,
+        d_ff=2048,
+        gated=False,
+        small_layers=6,
+        large_layers=24,
+    ),  # T5-small (6 layers) vs T5-large (24)
+    "mt5": dict(
+        vocab_size=250112,
+        d_model=512,
+        num_heads=8,
+        d_ff=1024,
+        gated=True,
+        small_layers=8,
+        large_layers=24,
+    ),  # mT5-small (8 layers) vs mT5-large (24)
+    "tiny": dict(
+        vocab_size=512,
+        d_model=64,
+        num_heads=4,
+        d_ff=256,
+        gated=False,
+        small_layers=1,
+        large_layers=4,
+    ),  # seconds on a laptop; for smoke tests
+}
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "t5"
+    eps: tuple[float, ...] = (0.0, 0.01, 0.02)  # extra-layer scale per agreement level
+    examples: int = 8
+    max_new_tokens: int = 48
+    tune_examples: int = 2
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    output: str | None = "results/bench_decoder.json"
+    # candidate settings for the tuned methods
+    assistant_tokens: tuple[int, ...] = (4, 8, 16)
+    small_steps: tuple[int, ...] = (4, 8, 16, 32)
+    exact_fallbacks: tuple[float, ...] = (0.0, 0.3)
+
+
+@dataclass
+class Method:
+    name: str
+    setting: dict
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, BiLDStats | None]]
+    is_bild: bool = False
+    seconds: list[float] = field(default_factory=list)
+    overhead: list[float] = field(default_factory=list)
+    identical: int = 0
+    stats: BiLDStats = field(default_factory=BiLDStats)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_pair(preset: str, eps: float, seed: int, device: torch.device, dtype: torch.dtype):
+    shape = dict(PRESETS[preset])
+    small_layers, large_layers = shape.pop("small_layers"), shape.pop("large_layers")
+    small = random_t5(num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape)
+    large = deepen(small, extra_layers=large_layers - small_layers, eps=eps, seed=seed + 1)
+    return small.to(device, dtype), large.to(device, dtype)
+
+
+def _generate_method(model, max_new_tokens: int, assistant=None, **assist) -> Callable:
+    def run(input_ids):
+        if assistant is not None:
+            for key, value in assist.items():
+                setattr(assistant.generation_config, key, value)
+        sequences = model.generate(
+            input_ids, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=assistant
+        )
+        return sequences, None
+
+    return run
+
+
+def _bild_method(small, large, max_new_tokens: int, **settings) -> Callable:
+    def run(input_ids):
+        out = bild_generate(small, large, input_ids, max_new_tokens=max_new_tokens, **settings)
+        return out.sequences, out.stats
+
+    return run
+
+
+def _fastest(candidates: list[Method], inputs: list[torch.Tensor], device) -> Method:
+    """The candidate with the least total time on `inputs` (after one warm-up call each)."""
+    totals = []
+    for method in candidates:
+        method.run(inputs[0])
+        totals.append(sum(timed(lambda m=method, x=x: m.run(x), device)[0] for x in inputs))
+    best = candidates[totals.index(min(totals))]
+    best.setting["tuned_over"] = [
+        {**m.setting, "total_s": round(t, 4)} for m, t in zip(candidates, totals, strict=True)
+    ]
+    return best
+
+
+def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Method]:
+    n = config.max_new_tokens
+    assisted = [
+        Method(
+            "assisted",
+            {"num_assistant_tokens_schedule": "heuristic"},
+            _generate_method(
+                large, n, small, num_assistant_tokens_schedule="heuristic", num_assistant_tokens=20
+            ),
+        )
+    ] + [
+        Method(
+            "assisted",
+            {"num_assistant_tokens_schedule": "constant", "num_assistant_tokens": k},
+            _generate_method(
+                large, n, small, num_assistant_tokens_schedule="constant", num_assistant_tokens=k
+            ),
+        )
+        for k in config.assistant_tokens
+    ]
+    exact = [
+        Method(
+            "bild exact",
+            {"rb": 0.0, "fb": fb, "max_small_steps": k},
+            _bild_method(
+                small, large, n, rollback_threshold=0.0, fallback_threshold=fb, max_small_steps=k
+            ),
+            is_bild=True,
+        )
+        for k in config.small_steps
+        for fb in config.exact_fallbacks
+    ]
+    return [
+        Method("large", {}, _generate_method(large, n)),
+        Method("small", {}, _generate_method(small, n)),
+        _fastest(assisted, tune_inputs, device),
+        _fastest(exact, tune_inputs, device),
+        Method(
+            "bild",
+            {"rb": 2.0, "fb": 0.6, "max_small_steps": 10},
+            _bild_method(
+                small, large, n, rollback_threshold=2.0, fallback_threshold=0.6, max_small_steps=10
+            ),
+            is_bild=True,
+        ),
+    ]
+
+
+def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> dict:
+    small, large = build_pair(config.preset, eps, config.seed, device, dtype)
+    inputs = [
+        ids.to(device)
+        for ids in random_inputs(
+            config.examples,
+            vocab_size=small.config.vocab_size,
+            min_length=8,
+            max_length=32,
+            seed=config.seed + 7,
+        )
+    ]
+    level_agreement = statistics.mean(
+        agreement(small, large, ids, config.max_new_tokens) for ids in inputs
+    )
+    methods = _methods(small, large, config, inputs[: config.tune_examples], device)
+    for method in methods:  # warm-up
+        method.run(inputs[0])
+    for input_ids in inputs:
+        reference = None
+        for method in methods:  # interleaved: every method on this example, then the next
+            seconds, (sequences, stats) = timed(lambda m=method, x=input_ids: m.run(x), device)
+            method.seconds.append(seconds)
+            if method.name == "large":
+                reference = sequences
+            method.identical += int(torch.equal(sequences.cpu(), reference.cpu()))
+            if stats is not None:
+                method.stats += stats
+            progress.update(1)
+        for method in methods:
+            if method.is_bild:  # a separate, instrumented run: time outside forward passes
+                with ForwardClock(
+                    [small, large, small.get_encoder(), large.get_encoder()], device
+                ) as clock:
+                    wall, _ = timed(lambda m=method, x=input_ids: m.run(x), device)
+                method.overhead.append(max(0.0, wall - clock.seconds) / wall)
+    large_total = sum(methods[0].seconds)
+    rows = []
+    for method in methods:
+        total = sum(method.seconds)
+        row = {
+            "method": method.name,
+            "setting": method.setting,
+            **summarize(method.seconds),
+            "speedup": large_total / total if total else 0.0,
+            "identical_to_large": f"{method.identical}/{len(inputs)}",
+        }
+        if method.is_bild:
+            row["stats"] = method.stats.as_dict()
+            row["overhead_share"] = statistics.mean(method.overhead)
+        rows.append(row)
+    return {"eps": eps, "agreement": level_agreement, "methods": rows}
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "bild_align": bild_align.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
+def run_benchmark(config: BenchConfig) -> dict:
+    if config.preset not in PRESETS:
+        raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+    device = _resolve_device(config.device)
+    dtype = getattr(torch, config.dtype)
+    levels = []
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(config.eps) * config.examples * 5, desc="bench", unit="run") as progress,
+    ):
+        for eps in config.eps:
+            levels.append(_measure_level(config, eps, device, dtype, progress))
+    results = {
+        "config": {**asdict(config), "preset_shape": PRESETS[config.preset]},
+        "environment": environment(device),
+        "levels": levels,
+    }
+    if config.output:
+        write_json_atomic(config.output, results)
+    return results
+
+
+_SHORT_NAMES = {
+    "num_assistant_tokens_schedule": "schedule",
+    "num_assistant_tokens": "k",
+    "max_small_steps": "steps",
+}
+
+
+def _short_setting(setting: dict) -> str:
+    return " ".join(
+        f"{_SHORT_NAMES.get(key, key)}={value}"
+        for key, value in setting.items()
+        if key != "tuned_over"
+    )
+
+
+def format_table(results: dict) -> str:
+    lines = []
+    config = results["config"]
+    lines.append(
+        f"preset {config['preset']} {config['preset_shape']} | {config['examples']} inputs x "
+        f"{config['max_new_tokens']} new tokens | {results['environment']['device']}, "
+        f"{config['dtype']}, torch {results['environment']['torch']}, transformers "
+        f"{results['environment']['transformers']}"
+    )
+    header = (
+        f"{'method':<12}{'setting':<34}{'median ms':>10}{'speedup':>9}{'same':>6}"
+        f"{'L calls/tok':>12}{'small share':>12}{'overhead':>9}"
+    )
+    for level in results["levels"]:
+        lines.append("")
+        lines.append(f"eps={level['eps']}  agreement={level['agreement']:.3f}")
+        lines.append(header)
+        for row in level["methods"]:
+            setting = _short_setting(row["setting"])
+            stats = row.get("stats")
+            lines.append(
+                f"{row['method']:<12}{setting:<34}{row['median_s'] * 1000:>10.1f}"
+                f"{row['speedup']:>8.2f}x{row['identical_to_large']:>6}"
+                + (
+                    f"{stats['large_calls_per_token']:>12.3f}{stats['small_token_share']:>12.2f}"
+                    f"{row['overhead_share'] * 100:>8.1f}%"
+                    if stats
+                    else ""
+                )
+            )
+    return "\n".join(lines)

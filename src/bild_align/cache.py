@@ -1,0 +1,62 @@
+"""One model's decoding state: its encoder output (computed once) and its KV cache.
+
+    state = DecoderState(model, input_ids, attention_mask)   # runs the encoder once
+    logits = state.feed(decoder_ids[:, state.length:])       # (k, vocab) for the k new tokens
+    state.crop(n)                                            # keep the first n cached tokens
+
+The state knows nothing about which tokens are "right": the decoder decides what to feed and
+where to crop. Cropping touches the self-attention cache only; the cross-attention keys/values
+depend on the input alone and stay valid for the whole generation.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+
+class DecoderState:
+    """Encoder output plus a growing (and croppable) KV cache for one encoder-decoder model."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+    ) -> None:
+        self.model = model
+        self.device = model.device
+        self.input_ids = input_ids.to(self.device)
+        self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
+        encoder_output = model.get_encoder()(
+            input_ids=self.input_ids, attention_mask=self.attention_mask, return_dict=True
+        )
+        self.encoder_outputs = BaseModelOutput(last_hidden_state=encoder_output.last_hidden_state)
+        self.cache = EncoderDecoderCache(
+            DynamicCache(config=model.config), DynamicCache(config=model.config)
+        )
+
+    @property
+    def length(self) -> int:
+        """Number of decoder tokens whose keys/values are cached."""
+        return self.cache.get_seq_length()
+
+    def feed(self, new_ids: torch.LongTensor) -> torch.Tensor:
+        """Run the decoder on `new_ids` (1, k) after the cached prefix; return logits (k, vocab)."""
+        output = self.model(
+            encoder_outputs=self.encoder_outputs,
+            attention_mask=self.attention_mask,
+            decoder_input_ids=new_ids.to(self.device),
+            past_key_values=self.cache,
+            use_cache=True,
+            return_dict=True,
+        )
+        return output.logits[0]
+
+    def crop(self, length: int) -> None:
+        """Forget every cached token from position `length` on (no-op if fewer are cached)."""
+        excess = self.length - length
+        if excess > 0:
+            # transformers 5 counts the tokens to remove, as a negative number.
+            self.cache.crop(-excess)
