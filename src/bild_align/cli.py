@@ -14,9 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-
-class UserError(Exception):
-    """A mistake in the command line or its inputs: reported in one line, exit code 2."""
+from bild_align.errors import UserError
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -127,6 +125,241 @@ def _run_bench(args: argparse.Namespace) -> None:
     print(f"\nresults written to {args.output}")
 
 
+def _add_task_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        required=True,
+        help="a registered benchmark (iwslt2017-de-en, wmt14-de-en, xsum, "
+        "cnn_dailymail) or a local .jsonl/.csv/.parquet file",
+    )
+    parser.add_argument("--source-column", help="source column of a local file (default: source)")
+    parser.add_argument(
+        "--target-column", help="reference column of a local file (default: target, if present)"
+    )
+    parser.add_argument(
+        "--prefix",
+        help="text put before every source (default: the task's, "
+        "e.g. 'summarize: ' for summarization)",
+    )
+    parser.add_argument(
+        "--max-samples", type=_positive_int, help="use only the first N rows of the split"
+    )
+
+
+def _add_calibrate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="decode a benchmark's inputs with the large model into a calibration dataset",
+        description=(
+            "Greedy-decode every input of a benchmark split with the large model and save "
+            "(source, large-model output, reference) as a dataset with a dataset card: "
+            "OUTPUT/data/*.parquet and OUTPUT/README.md (datasets.load_dataset(OUTPUT) reads "
+            "it). Inputs are batched by length; each output equals unbatched greedy decoding. "
+            "Interrupted runs resume: run the same command again. Under `accelerate launch` "
+            "the inputs are split across processes."
+        ),
+    )
+    parser.add_argument(
+        "--large",
+        required=True,
+        help="the large model: a Hub id or a local save_pretrained directory",
+    )
+    _add_task_options(parser)
+    parser.add_argument("--split", default="train", help="benchmark split (default: train)")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="inputs decoded together (default: 32)"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        help="output length limit (default: the task's target length)",
+    )
+    parser.add_argument(
+        "--max-source-length",
+        type=_positive_int,
+        help="inputs are truncated to this many tokens (default: the task's)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (default: float32)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device (default: cuda if available; under accelerate "
+        "launch, each process's own)",
+    )
+    parser.add_argument(
+        "--shard-rows",
+        type=_positive_int,
+        default=256,
+        help="finished rows per on-disk shard; at most this many are redone "
+        "after a crash (default: 256)",
+    )
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="also upload the dataset to this Hub dataset repository (token "
+        "from HF_TOKEN or `hf auth login`)",
+    )
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        help="with --push-to-hub: create the repository as private",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete what OUTPUT holds and start afresh"
+    )
+    parser.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> None:
+    from bild_align.calibrate import CalibrateConfig, run_calibration
+
+    config = CalibrateConfig(
+        large=args.large,
+        task=args.task,
+        output=args.output,
+        split=args.split,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        max_source_length=args.max_source_length,
+        dtype=args.dtype,
+        device=args.device,
+        shard_rows=args.shard_rows,
+        source_column=args.source_column,
+        target_column=args.target_column,
+        prefix=args.prefix,
+        push_to_hub=args.push_to_hub,
+        private=args.private,
+        overwrite=args.overwrite,
+    )
+    output = run_calibration(config)
+    print(f"calibration dataset: {output}")
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_eval(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure a small/large pair with BiLD beside the baselines; sweep thresholds",
+        description=(
+            "Run the large model alone, the chosen baselines (small alone, transformers' "
+            "assisted generation) and BiLD on the same examples, one input at a time, after a "
+            "warm-up, interleaved per example, timing generation only. Prints quality (the "
+            "task's metric with its signature), latency, speedup over the large model and "
+            "BiLD's statistics, and writes them with the full configuration to --output. "
+            "With --sweep, every (rb, fb) pair of the lists is run and a CSV, the Pareto front "
+            "and a PNG plot are written beside --output."
+        ),
+    )
+    parser.add_argument("--small", required=True, help="small model: Hub id or local directory")
+    parser.add_argument("--large", required=True, help="large model: Hub id or local directory")
+    _add_task_options(parser)
+    parser.add_argument("--split", default="validation", help="split (default: validation)")
+    parser.add_argument(
+        "--rb",
+        type=_float_list,
+        default=(2.0,),
+        help="rollback threshold(s), >= 0; 0 is the exact mode (default: 2)",
+    )
+    parser.add_argument(
+        "--fb",
+        type=_float_list,
+        default=(0.6,),
+        help="fallback threshold(s), in [0, 1] for sweeps (default: 0.6)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="evaluate every (rb, fb) pair of the comma-separated lists",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="with --sweep: report the fastest setting whose quality is at most "
+        "this many points below the large model's (default: 1.0)",
+    )
+    parser.add_argument(
+        "--max-small-steps",
+        type=_positive_int,
+        default=10,
+        help="most consecutive small-model tokens (default: 10)",
+    )
+    parser.add_argument(
+        "--baselines",
+        type=_name_list,
+        default=("large", "small", "assisted"),
+        help="comma-separated: large (always run), small, assisted (default: large,small,assisted)",
+    )
+    parser.add_argument(
+        "--reference-compat",
+        action="store_true",
+        help="reproduce the original BiLD implementation's decisions",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        help="output length limit (default: the task's target length)",
+    )
+    parser.add_argument(
+        "--max-source-length",
+        type=_positive_int,
+        help="inputs are truncated to this many tokens (default: the task's)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (default: float32)",
+    )
+    parser.add_argument("--device", default="auto", help="torch device (default: cuda if any)")
+    parser.add_argument(
+        "--output",
+        default="results/eval.json",
+        help="results JSON; a sweep adds .csv and .png beside it (default: %(default)s)",
+    )
+    parser.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from bild_align.evaluate import EvalConfig, format_results, run_eval
+
+    config = EvalConfig(
+        small=args.small,
+        large=args.large,
+        task=args.task,
+        split=args.split,
+        max_samples=args.max_samples,
+        rb=args.rb,
+        fb=args.fb,
+        sweep=args.sweep,
+        max_small_steps=args.max_small_steps,
+        max_new_tokens=args.max_new_tokens,
+        max_source_length=args.max_source_length,
+        baselines=args.baselines,
+        reference_compat=args.reference_compat,
+        max_drop=args.max_drop,
+        dtype=args.dtype,
+        device=args.device,
+        output=args.output,
+        source_column=args.source_column,
+        target_column=args.target_column,
+        prefix=args.prefix,
+    )
+    results = run_eval(config)
+    print(format_results(results))
+    print(f"results written to {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bild_align import __version__
 
@@ -137,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bild-align {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_calibrate(subparsers)
+    _add_eval(subparsers)
     _add_bench(subparsers)
     return parser
 

@@ -73,7 +73,11 @@ def _stack_copy(blocks: nn.ModuleList, extra_layers: int, eps: float) -> nn.Modu
         for sublayer in block.layer:
             for name in ("SelfAttention", "EncDecAttention"):
                 if hasattr(sublayer, name):
-                    getattr(sublayer, name).o.weight.data.mul_(eps)
+                    attention = getattr(sublayer, name)
+                    attention.o.weight.data.mul_(eps)
+                    if attention.has_relative_attention_bias:  # only the first layer has one
+                        attention.has_relative_attention_bias = False
+                        del attention.relative_attention_bias
             if hasattr(sublayer, "DenseReluDense"):
                 sublayer.DenseReluDense.wo.weight.data.mul_(eps)
         new_blocks.append(block)

@@ -1,0 +1,222 @@
+"""Benchmark registry: where each task's data lives, its columns, prefix, metric and lengths.
+
+    task = get_task("iwslt2017-de-en")                 # or a local file: get_task("pairs.jsonl",
+    rows = load_rows(task, "validation", 100)          #   source_column="de", target_column="en")
+    rows[0]   # {"id": "validation-0", "source": "Das ...", "reference": "The ..."}
+
+`load_rows` returns a `datasets.Dataset` with three string columns: `id` (maps back to the
+benchmark row), `source` (the model input, prefix included) and `reference` (the benchmark's
+target, "" where it has none). Hub datasets are loaded in their Parquet form, because current
+`datasets` releases no longer run loading scripts; when the plain repository fails, the loader
+tries the `refs/convert/parquet` export, and its error says what was tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bild_align.errors import UserError
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class TaskError(UserError):
+    """The task cannot be resolved or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "translation" or "summarization"
+    metric: str  # "bleu", "rougeL" or "rougeLsum"
+    hub_path: str | None = None  # Hub dataset id
+    hub_config: str | None = None
+    parquet_data_dir: str | None = None  # folder in the refs/convert/parquet export
+    local_path: str | None = None  # a local JSON lines / CSV / Parquet file
+    source_column: str = "source"
+    target_column: str = "target"
+    translation_pair: tuple[str, str] | None = None  # keys of a `translation` dict column
+    id_column: str | None = None
+    prefix: str = ""
+    max_source_length: int = 256
+    max_target_length: int = 128
+    require_target: bool = False  # a missing target column is an error, not "no reference"
+    splits: dict[str, str] = field(default_factory=dict)  # our split name -> the dataset's
+    builder: Callable[[str], list[dict]] | None = None  # for tasks built on this machine
+
+    @property
+    def source(self) -> str:
+        return self.local_path or self.hub_path or self.name
+
+
+def _translation(name, hub_path, config, data_dir, **extra) -> Task:
+    return Task(
+        name=name,
+        kind="translation",
+        metric="bleu",
+        hub_path=hub_path,
+        hub_config=config,
+        parquet_data_dir=data_dir,
+        translation_pair=("de", "en"),
+        **extra,
+    )
+
+
+REGISTRY: dict[str, Task] = {
+    "iwslt2017-de-en": _translation(
+        "iwslt2017-de-en", "IWSLT/iwslt2017", "iwslt2017-de-en", "iwslt2017-de-en"
+    ),
+    "wmt14-de-en": _translation("wmt14-de-en", "wmt/wmt14", "de-en", "de-en"),
+    "xsum": Task(
+        name="xsum",
+        kind="summarization",
+        metric="rougeL",
+        hub_path="EdinburghNLP/xsum",
+        parquet_data_dir="default",
+        source_column="document",
+        target_column="summary",
+        id_column="id",
+        prefix="summarize: ",
+        max_source_length=1024,
+        max_target_length=64,
+    ),
+    "cnn_dailymail": Task(
+        name="cnn_dailymail",
+        kind="summarization",
+        metric="rougeLsum",
+        hub_path="abisee/cnn_dailymail",
+        hub_config="3.0.0",
+        parquet_data_dir="3.0.0",
+        source_column="article",
+        target_column="highlights",
+        id_column="id",
+        prefix="summarize: ",
+        max_source_length=1024,
+        max_target_length=128,
+    ),
+}
+
+
+def register(task: Task) -> Task:
+    REGISTRY[task.name] = task
+    return task
+
+
+def get_task(
+    name: str,
+    *,
+    source_column: str | None = None,
+    target_column: str | None = None,
+    prefix: str | None = None,
+    metric: str | None = None,
+) -> Task:
+    """A registered task, or a local file's task when `name` is a path to one."""
+    overrides = {
+        key: value for key, value in (("prefix", prefix), ("metric", metric)) if value is not None
+    }
+    if name in REGISTRY:
+        return replace(REGISTRY[name], **overrides)
+    path = Path(name)
+    if path.suffix.lower() in LOCAL_FORMATS:
+        if not path.is_file():
+            raise TaskError(f"task file {name} does not exist")
+        return Task(
+            name=path.stem,
+            kind="translation",
+            metric=overrides.get("metric", "bleu"),
+            local_path=str(path),
+            source_column=source_column or "source",
+            target_column=target_column or "target",
+            prefix=overrides.get("prefix", ""),
+            require_target=target_column is not None,
+        )
+    known = ", ".join(sorted(REGISTRY))
+    raise TaskError(
+        f"unknown task {name!r}: use one of {known}, or a local .jsonl/.csv/.parquet file with "
+        "--source-column and --target-column"
+    )
+
+
+def _load_hub_split(task: Task, split: str):
+    import datasets
+
+    attempts = [
+        dict(path=task.hub_path, name=task.hub_config),
+        dict(path=task.hub_path, revision="refs/convert/parquet", data_dir=task.parquet_data_dir),
+    ]
+    errors = []
+    for kwargs in attempts:
+        try:
+            return datasets.load_dataset(**kwargs, split=split)
+        except Exception as error:  # noqa: BLE001 - every failure is reported together below
+            errors.append(f"{kwargs}: {type(error).__name__}: {str(error).splitlines()[0]}")
+    raise TaskError(
+        f"could not load {task.name} ({task.hub_path}, config {task.hub_config}, split "
+        f"{split}). Tried: " + " | ".join(errors) + ". Check the network and the split name, "
+        "or download the data once and pass it as a local .parquet/.jsonl file with "
+        "--source-column/--target-column."
+    )
+
+
+def _load_split(task: Task, split: str):
+    import datasets
+
+    if task.builder is not None:
+        return datasets.Dataset.from_list(task.builder(split))
+    if task.local_path is not None:
+        suffix = Path(task.local_path).suffix.lower()
+        try:
+            return datasets.load_dataset(
+                LOCAL_FORMATS[suffix], data_files={split: task.local_path}, split=split
+            )
+        except Exception as error:  # noqa: BLE001 - a malformed file is a user mistake
+            raise TaskError(f"could not read {task.local_path}: {error}") from None
+    return _load_hub_split(task, task.splits.get(split, split))
+
+
+def _column_getter(task: Task, columns: list[str]) -> tuple[Callable, Callable]:
+    if task.translation_pair is not None and "translation" in columns:
+        source_language, target_language = task.translation_pair
+        return (
+            lambda row: row["translation"][source_language],
+            lambda row: row["translation"][target_language],
+        )
+    if task.source_column not in columns:
+        raise TaskError(
+            f"{task.source}: no source column {task.source_column!r}; the columns are "
+            f"{columns} (set --source-column)"
+        )
+    has_target = task.target_column in columns
+    if task.require_target and not has_target:
+        raise TaskError(
+            f"{task.source}: no target column {task.target_column!r}; the columns are "
+            f"{columns} (set --target-column)"
+        )
+    return (
+        lambda row: row[task.source_column],
+        (lambda row: row[task.target_column]) if has_target else (lambda row: ""),
+    )
+
+
+def load_rows(task: Task, split: str, max_samples: int | None = None):
+    """The split as a `datasets.Dataset` with columns id, source (prefixed) and reference."""
+    dataset = _load_split(task, split)
+    if len(dataset) == 0:
+        raise TaskError(f"{task.source}: split {split!r} is empty")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    get_source, get_reference = _column_getter(task, list(dataset.column_names))
+    id_column = task.id_column if task.id_column in dataset.column_names else None
+
+    def convert(row, index):
+        return {
+            "id": str(row[id_column]) if id_column else f"{split}-{index}",
+            "source": task.prefix + str(get_source(row)),
+            "reference": str(get_reference(row) or ""),
+        }
+
+    return dataset.map(
+        convert, with_indices=True, remove_columns=dataset.column_names, desc="preparing inputs"
+    )

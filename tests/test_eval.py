@@ -1,0 +1,167 @@
+"""bild-align eval: results file, exactness at rb=0, sweeps with Pareto plots, user mistakes."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from bild_align.cli import main
+from bild_align.evaluate import EvalConfig, run_eval
+from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("eval") / "pairs.jsonl", 6, seed=5)
+
+
+def _config(byte_pair_dirs, pairs_file, output, **extra):
+    small, large = byte_pair_dirs
+    return EvalConfig(
+        small=str(small),
+        large=str(large),
+        task=str(pairs_file),
+        source_column="de",
+        target_column="en",
+        split="validation",
+        max_new_tokens=20,
+        output=str(output),
+        **extra,
+    )
+
+
+def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, tmp_path):
+    results = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "a.json", rb=(0.0,)))
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["config"]["sample_ids"] == [f"validation-{i}" for i in range(6)]
+    for key in (
+        "small",
+        "large",
+        "small_revision",
+        "large_revision",
+        "task",
+        "split",
+        "rb",
+        "fb",
+        "metric",
+        "dtype",
+        "max_new_tokens",
+        "batch_size",
+    ):
+        assert key in saved["config"]
+    assert {"bild_align", "torch", "transformers", "device"} <= set(saved["environment"])
+    methods = {row["method"]: row for row in saved["methods"]}
+    assert set(methods) == {"large", "small", "assisted", "bild"}
+    for row in saved["methods"]:
+        assert row["quality"]["metric"] == "bleu" and "tok:13a" in row["quality"]["signature"]
+        assert row["latency"]["count"] == 6 and row["latency"]["median_s"] > 0
+        assert len(row["outputs"]) == 6
+    # rb = 0 is lossless, and so is assisted generation
+    assert methods["bild"]["outputs"] == methods["large"]["outputs"]
+    assert methods["bild"]["identical_to_large"] == 6
+    assert methods["assisted"]["outputs"] == methods["large"]["outputs"]
+    assert methods["bild"]["stats"]["generated"] > 0
+    again = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "b.json", rb=(0.0,)))
+    assert again["config"]["sample_ids"] == results["config"]["sample_ids"]
+    assert [r["outputs"] for r in again["methods"]] == [r["outputs"] for r in results["methods"]]
+
+
+def test_sweep_writes_csv_plot_and_best(byte_pair_dirs, pairs_file, tmp_path):
+    output = tmp_path / "sweep.json"
+    results = run_eval(
+        _config(
+            byte_pair_dirs,
+            pairs_file,
+            output,
+            rb=(0.0, 2.0, 5.0),
+            fb=(0.2, 0.8),
+            sweep=True,
+            baselines=("large",),
+        )
+    )
+    with open(output.with_suffix(".csv"), encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and {row["pareto"] for row in rows} <= {"0", "1"}
+    assert any(row["pareto"] == "1" for row in rows)
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sweep = results["sweep"]
+    assert sweep["best"] is not None  # rb = 0 settings lose nothing
+    # the large model ran once for the whole sweep
+    assert [row["method"] for row in results["methods"]].count("large") == 1
+
+
+def test_eval_cli_prints_table(byte_pair_dirs, pairs_file, tmp_path, capsys):
+    small, large = byte_pair_dirs
+    code = main(
+        [
+            "eval",
+            "--small",
+            str(small),
+            "--large",
+            str(large),
+            "--task",
+            str(pairs_file),
+            "--source-column",
+            "de",
+            "--target-column",
+            "en",
+            "--max-samples",
+            "3",
+            "--rb",
+            "3",
+            "--fb",
+            "0.5",
+            "--max-new-tokens",
+            "12",
+            "--baselines",
+            "large,small",
+            "--output",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "speedup" in out and "bild" in out and "tok:13a" in out
+
+
+def test_eval_user_mistakes_exit_2(byte_pair_dirs, pairs_file, tmp_path, capsys):
+    small, large = byte_pair_dirs
+    other_vocab = byte_level_model()
+    other_vocab.resize_token_embeddings(300)
+    other = save_with_byte_tokenizer(other_vocab, tmp_path / "other")
+    base = [
+        "eval",
+        "--task",
+        str(pairs_file),
+        "--source-column",
+        "de",
+        "--target-column",
+        "en",
+        "--max-new-tokens",
+        "4",
+        "--output",
+        str(tmp_path / "x.json"),
+    ]
+    cases = [
+        (["--small", str(small), "--large", str(large), "--rb", "-1"], "--rb values must be >= 0"),
+        (
+            ["--small", str(small), "--large", str(large), "--sweep", "--fb", "0.5,1.5"],
+            "must lie in [0, 1]",
+        ),
+        (
+            ["--small", str(small), "--large", str(large), "--baselines", "large,beam"],
+            "unknown baseline beam",
+        ),
+        (["--small", str(other), "--large", str(large)], "vocabularies differ"),
+        (["--small", str(small), "--large", str(large), "--rb", "1,2"], "need --sweep"),
+    ]
+    for extra, message in cases:
+        try:
+            code = main(base + extra)
+        except SystemExit as exit_info:
+            code = exit_info.code
+        err = capsys.readouterr().err
+        assert code == 2, extra
+        assert message in err and "Traceback" not in err
+    assert not Path(tmp_path, "x.json").exists()
