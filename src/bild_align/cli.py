@@ -125,10 +125,10 @@ def _run_bench(args: argparse.Namespace) -> None:
     print(f"\nresults written to {args.output}")
 
 
-def _add_task_options(parser: argparse.ArgumentParser) -> None:
+def _add_task_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
         "--task",
-        required=True,
+        required=required,
         help="a registered benchmark (iwslt2017-de-en, wmt14-de-en, xsum, "
         "cnn_dailymail) or a local .jsonl/.csv/.parquet file",
     )
@@ -260,33 +260,36 @@ def _add_eval(subparsers) -> None:
             "and a PNG plot are written beside --output."
         ),
     )
-    parser.add_argument("--small", required=True, help="small model: Hub id or local directory")
-    parser.add_argument("--large", required=True, help="large model: Hub id or local directory")
-    _add_task_options(parser)
-    parser.add_argument("--split", default="validation", help="split (default: validation)")
+    parser.add_argument(
+        "--recipe",
+        help="a training recipe: supplies --small (its output_dir), --large, --task, --split "
+        "and the thresholds; options given here win",
+    )
+    parser.add_argument("--small", help="small model: Hub id or local directory")
+    parser.add_argument("--large", help="large model: Hub id or local directory")
+    _add_task_options(parser, required=False)
+    parser.add_argument("--split", help="split (default: validation, or the recipe's eval_split)")
     parser.add_argument(
         "--rb",
         type=_float_list,
-        default=(2.0,),
-        help="rollback threshold(s), >= 0; 0 is the exact mode (default: 2)",
+        help="rollback threshold(s), >= 0; 0 is the exact mode (default: 2, or the recipe's "
+        "rb / sweep_rb)",
     )
     parser.add_argument(
         "--fb",
         type=_float_list,
-        default=(0.6,),
-        help="fallback threshold(s), in [0, 1] for sweeps (default: 0.6)",
+        help="fallback threshold(s), in [0, 1] for sweeps (default: 0.6, or the recipe's "
+        "fb / sweep_fb)",
     )
     parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="evaluate every (rb, fb) pair of the comma-separated lists",
+        "--sweep", action="store_true", help="evaluate every (rb, fb) pair of the lists"
     )
     parser.add_argument(
         "--max-drop",
         type=float,
         default=1.0,
-        help="with --sweep: report the fastest setting whose quality is at most "
-        "this many points below the large model's (default: 1.0)",
+        help="with --sweep: report the fastest setting whose quality is at most this many "
+        "points below the large model's (default: 1.0)",
     )
     parser.add_argument(
         "--max-small-steps",
@@ -298,7 +301,7 @@ def _add_eval(subparsers) -> None:
         "--baselines",
         type=_name_list,
         default=("large", "small", "assisted"),
-        help="comma-separated: large (always run), small, assisted (default: large,small,assisted)",
+        help="comma-separated: large (always run), small, assisted (default: all three)",
     )
     parser.add_argument(
         "--reference-compat",
@@ -330,17 +333,45 @@ def _add_eval(subparsers) -> None:
     parser.set_defaults(handler=_run_eval)
 
 
+def _eval_models_and_task(args: argparse.Namespace) -> dict:
+    """small, large, task, split, rb and fb: the command line, else the recipe, else defaults."""
+    chosen = {
+        "small": args.small,
+        "large": args.large,
+        "task": args.task,
+        "split": args.split,
+        "rb": args.rb,
+        "fb": args.fb,
+    }
+    if args.recipe:
+        from bild_align.recipes import load_recipe
+
+        recipe = load_recipe(args.recipe)
+        from_recipe = {
+            "small": recipe.output_dir,
+            "large": recipe.large_model,
+            "task": recipe.task,
+            "split": recipe.eval_split,
+            "rb": tuple(recipe.sweep_rb if args.sweep else recipe.rb),
+            "fb": tuple(recipe.sweep_fb if args.sweep else recipe.fb),
+        }
+        chosen = {
+            key: from_recipe[key] if value is None else value for key, value in chosen.items()
+        }
+    defaults = {"split": "validation", "rb": (2.0,), "fb": (0.6,)}
+    chosen = {key: defaults.get(key) if value is None else value for key, value in chosen.items()}
+    missing = [f"--{key}" for key in ("small", "large", "task") if not chosen[key]]
+    if missing:
+        raise UserError(f"eval needs {', '.join(missing)} (or a --recipe that names them)")
+    return chosen
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     from bild_align.evaluate import EvalConfig, format_results, run_eval
 
     config = EvalConfig(
-        small=args.small,
-        large=args.large,
-        task=args.task,
-        split=args.split,
+        **_eval_models_and_task(args),
         max_samples=args.max_samples,
-        rb=args.rb,
-        fb=args.fb,
         sweep=args.sweep,
         max_small_steps=args.max_small_steps,
         max_new_tokens=args.max_new_tokens,
@@ -360,6 +391,39 @@ def _run_eval(args: argparse.Namespace) -> None:
     print(f"results written to {args.output}")
 
 
+def _add_train(subparsers) -> None:
+    from bild_align.recipes import TrainRecipe, add_recipe_arguments
+
+    parser = subparsers.add_parser(
+        "train",
+        help="align the small model: fine-tune it on a calibration dataset (Adafactor)",
+        description=(
+            "Fine-tune the small model on the large model's outputs (a `bild-align calibrate` "
+            "dataset) with transformers' Seq2SeqTrainer and Adafactor at a constant learning "
+            "rate. Settings come from the YAML recipe; every recipe key can be overridden on "
+            "the command line (--learning-rate 1e-4, --max-steps 100, ...). Checkpoints "
+            "(safetensors) keep the best and the last; --resume continues from the last. "
+            "Under `accelerate launch` it trains on several processes."
+        ),
+    )
+    parser.add_argument("--recipe", help="YAML recipe, e.g. recipes/iwslt.yaml")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in output_dir"
+    )
+    add_recipe_arguments(
+        parser.add_argument_group("recipe keys (override the recipe)"), TrainRecipe
+    )
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from bild_align.recipes import load_recipe, overrides_from_args
+    from bild_align.train import run_training
+
+    recipe = load_recipe(args.recipe, overrides_from_args(args))
+    run_training(recipe, resume=args.resume)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bild_align import __version__
 
@@ -371,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bild-align {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_calibrate(subparsers)
+    _add_train(subparsers)
     _add_eval(subparsers)
     _add_bench(subparsers)
     return parser

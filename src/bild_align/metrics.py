@@ -33,6 +33,16 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     return {"metric": "bleu", "score": result.score, "signature": str(metric.get_signature())}
 
 
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """sacrebleu's corpus chrF: character n-grams, meaningful even for short or odd outputs."""
+    import sacrebleu
+
+    _check(hypotheses, references)
+    metric = sacrebleu.metrics.CHRF()
+    result = metric.corpus_score(list(hypotheses), [list(references)])
+    return {"metric": "chrf", "score": result.score, "signature": str(metric.get_signature())}
+
+
 def rouge(hypotheses: Sequence[str], references: Sequence[str], kind: str = "rougeL") -> dict:
     import rouge_score
     from rouge_score import rouge_scorer

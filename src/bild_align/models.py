@@ -33,7 +33,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtypes[name]
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
 
 
@@ -48,7 +48,7 @@ def load_seq2seq(name: str, *, dtype: str = "float32", device: str | torch.devic
     """(model in eval mode on `device`, its tokenizer, its revision) for a seq2seq checkpoint."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    if _looks_local(name) and not Path(name).expanduser().exists():
+    if looks_local(name) and not Path(name).expanduser().exists():
         raise ModelLoadError(f"model directory {name} does not exist")
     torch_dtype = resolve_dtype(dtype)
     target = device if isinstance(device, torch.device) else resolve_device(device)

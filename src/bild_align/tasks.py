@@ -48,6 +48,8 @@ class Task:
 
     @property
     def source(self) -> str:
+        if self.builder is not None:
+            return f"{self.name} (built on this machine)"
         return self.local_path or self.hub_path or self.name
 
 
@@ -97,6 +99,25 @@ REGISTRY: dict[str, Task] = {
         max_target_length=128,
     ),
 }
+
+
+def _gettext_rows(split: str) -> list[dict]:
+    from bild_align.gettext_corpus import load_split
+
+    return load_split(split)
+
+
+REGISTRY["gettext-de-en"] = Task(
+    name="gettext-de-en",
+    kind="translation",
+    metric="bleu",
+    source_column="de",
+    target_column="en",
+    id_column="id",
+    max_source_length=64,
+    max_target_length=64,
+    builder=_gettext_rows,
+)
 
 
 def register(task: Task) -> Task:

@@ -1,0 +1,209 @@
+"""YAML recipes parsed into dataclasses: built-in defaults < recipe file < command line.
+
+    recipe = load_recipe("recipes/iwslt.yaml", overrides={"learning_rate": 1e-4})
+    recipe.learning_rate      # 1e-4: the command line wins
+    add_recipe_arguments(parser, TrainRecipe)   # --learning-rate, --max-steps, ... for every field
+
+Unknown keys, values of the wrong type and missing required keys are errors (`RecipeError`,
+a `UserError`) that name the key and the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bild_align.errors import UserError
+
+
+class RecipeError(UserError):
+    pass
+
+
+def _key(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:
+    """A recipe field with its --help text."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainRecipe:
+    """Everything `bild-align train` needs; the paper's values where it gives them."""
+
+    # what to align
+    task: str = _key(help="benchmark (its metric scores the held-out rows' references)")
+    calibration_dataset: str = _key(help="`bild-align calibrate` output dir or Hub dataset id")
+    output_dir: str = _key(help="where checkpoints and the aligned model go")
+    small_model: str | None = _key(None, "Hub id or local dir of the small model to fine-tune")
+    small_config: dict | None = _key(None, "T5Config fields, to train a small model from scratch")
+    tokenizer: str | None = _key(None, "tokenizer (default: the small model's)")
+    large_model: str | None = _key(None, "the model that made the calibration data (for eval)")
+    calibration_split: str = _key("train", "split of the calibration dataset")
+    # optimisation: Adafactor with a constant learning rate, effective batch size 16
+    learning_rate: float = _key(5e-4, "constant learning rate (paper: {0.5,1,2,5}e-4)")
+    per_device_train_batch_size: int = _key(16, "batch per process")
+    gradient_accumulation_steps: int = _key(1, "steps per optimizer update")
+    max_steps: int = _key(500_000, "optimizer updates (paper: 500k)")
+    warmup_steps: int = _key(0, "linear warm-up steps before the constant rate")
+    weight_decay: float = _key(0.0, "weight decay")
+    max_grad_norm: float = _key(1.0, "gradient clipping norm")
+    dropout_rate: float | None = _key(None, "dropout (default: the model's own)")
+    max_source_length: int = _key(256, "inputs are truncated to this many tokens")
+    max_target_length: int = _key(128, "targets are truncated to this many tokens")
+    seed: int = _key(42, "seed for initialisation, data order and the held-out rows")
+    bf16: bool = _key(False, "bfloat16 mixed precision")
+    fp16: bool = _key(False, "float16 mixed precision (GPU)")
+    # evaluation and checkpoints
+    eval_rows: int = _key(200, "calibration rows held out for periodic evaluation")
+    eval_steps: int = _key(5000, "evaluate every this many steps")
+    save_steps: int = _key(5000, "checkpoint every this many steps (multiple of eval_steps)")
+    save_total_limit: int = _key(2, "checkpoints kept: the best and the last")
+    logging_steps: int = _key(100, "log the training loss every this many steps")
+    per_device_eval_batch_size: int = _key(32, "evaluation batch per process")
+    # logging
+    report_to: str = _key("none", "none, or wandb (offline when not logged in)")
+    run_name: str | None = _key(None, "run name for the logger")
+    # thresholds that `bild-align eval --recipe` uses
+    eval_split: str = _key("validation", "benchmark split that `eval --recipe` uses")
+    rb: list[float] = _key(help="rollback threshold(s) for `eval --recipe`", factory=lambda: [2.0])
+    fb: list[float] = _key(help="fallback threshold(s) for `eval --recipe`", factory=lambda: [0.6])
+    sweep_rb: list[float] = _key(
+        help="rollback grid for `eval --recipe --sweep`", factory=lambda: [1.0, 2.0, 3.0, 5.0]
+    )
+    sweep_fb: list[float] = _key(
+        help="fallback grid for `eval --recipe --sweep`", factory=lambda: [0.3, 0.5, 0.7, 0.9]
+    )
+
+
+def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Check (and gently coerce) a YAML value against a field's annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(annotation):
+            return True, None
+        for option in typing.get_args(annotation):
+            if option is not type(None):
+                ok, coerced = _type_ok(value, option)
+                if ok:
+                    return True, coerced
+        return False, value
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            value = [value]
+        checked = [_type_ok(item, item_type) for item in value]
+        return all(ok for ok, _ in checked), [item for _, item in checked]
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict), value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if annotation is str:
+        return isinstance(value, str), value
+    return True, value
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
+    """An instance of `recipe_class` from `values`, with errors naming the key and `source`."""
+    hints = typing.get_type_hints(recipe_class)
+    fields = {f.name: f for f in dataclasses.fields(recipe_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise RecipeError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(fields)}"
+        )
+    checked = {}
+    for key, value in values.items():
+        ok, coerced = _type_ok(value, hints[key])
+        if not ok:
+            raise RecipeError(
+                f"{source}: key {key!r} must be {_type_name(hints[key])}, got {value!r}"
+            )
+        checked[key] = coerced
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in checked
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise RecipeError(f"{source}: missing required key(s) {', '.join(missing)}")
+    return recipe_class(**checked)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
+    return data
+
+
+def load_recipe(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    recipe_class: type = TrainRecipe,
+) -> Any:
+    """Defaults < the recipe at `path` < `overrides` (e.g. from the command line)."""
+    values = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "the command line"
+    if overrides:
+        values = {**values, **overrides}
+        source = f"{source} (with command-line overrides)" if path is not None else source
+    return build(recipe_class, values, source)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_class: type) -> None:
+    """One `--key-name VALUE` option per recipe field; given options override the recipe."""
+    for f in dataclasses.fields(recipe_class):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            dest=f"recipe__{f.name}",
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
+            help=f.metadata.get("help", f.name)
+            + ("" if f.default in (dataclasses.MISSING, None) else f" (default: {f.default})"),
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe keys given on the command line, parsed as YAML scalars (1e-4, true, [1,2])."""
+    import yaml
+
+    values = {}
+    for name, text in vars(args).items():
+        if name.startswith("recipe__"):
+            try:
+                values[name.removeprefix("recipe__")] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                values[name.removeprefix("recipe__")] = text
+    return values

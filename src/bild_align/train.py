@@ -1,0 +1,224 @@
+"""Stage two: align the small model to the large one by fine-tuning it on calibration data.
+
+    bild-align train --recipe recipes/iwslt.yaml [--max-steps 100 --learning-rate 1e-4]
+    accelerate launch --num_processes 2 -m bild_align.cli train --recipe recipes/tiny.yaml
+
+    run_training(load_recipe("recipes/tiny.yaml"))
+
+Sequence-level distillation ("prediction alignment" in the paper): the targets are the large
+model's greedy outputs from `bild-align calibrate`. Built on transformers' `Seq2SeqTrainer`,
+which brings Adafactor, gradient accumulation, mixed precision, checkpoints and their resume,
+W&B reporting and multi-process runs through accelerate. Periodic evaluation on held-out
+calibration rows reports the loss, the agreement with the large model (BLEU of the small
+model's greedy output against the large model's) and, where the rows carry references, the
+task's metric against them; the checkpoint with the best agreement is kept beside the last.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bild_align.errors import UserError
+from bild_align.metrics import bleu, chrf, score
+from bild_align.models import looks_local
+from bild_align.recipes import TrainRecipe
+from bild_align.tasks import get_task
+
+
+def load_calibration(name: str, split: str):
+    """A calibration dataset from a `calibrate` output directory or a Hub dataset id."""
+    import datasets
+
+    path = Path(name)
+    try:
+        if path.exists():
+            files = sorted(str(f) for f in (path / "data").glob(f"{split}-*.parquet"))
+            if not files:
+                raise UserError(
+                    f"{name} holds no {split} calibration data (expected data/{split}-*.parquet"
+                    " written by `bild-align calibrate`)"
+                )
+            dataset = datasets.load_dataset("parquet", data_files=files, split="train")
+        else:
+            dataset = datasets.load_dataset(name, split=split)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unknown id, no network, bad files
+        raise UserError(
+            f"could not load the calibration dataset {name} (split {split}): "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
+    missing = {"source", "target"} - set(dataset.column_names)
+    if missing:
+        raise UserError(f"{name}: calibration data lacks column(s) {', '.join(sorted(missing))}")
+    return dataset
+
+
+def _model_and_tokenizer(recipe: TrainRecipe):
+    from transformers import (
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    tokenizer_name = recipe.tokenizer or recipe.small_model
+    if tokenizer_name is None:
+        raise UserError("the recipe needs small_model, or small_config with tokenizer")
+    for key, name in (("small_model", recipe.small_model), ("tokenizer", recipe.tokenizer)):
+        if name is not None and looks_local(name) and not Path(name).exists():
+            raise UserError(f"{key}: directory {name} does not exist")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+        if recipe.small_model is not None:
+            extra = {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
+            model = AutoModelForSeq2SeqLM.from_pretrained(recipe.small_model, **extra)
+        elif recipe.small_config is not None:
+            config = T5Config(
+                **{
+                    "vocab_size": len(tokenizer),
+                    "decoder_start_token_id": tokenizer.pad_token_id,
+                    "pad_token_id": tokenizer.pad_token_id,
+                    "eos_token_id": tokenizer.eos_token_id,
+                    **recipe.small_config,
+                    **(
+                        {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
+                    ),
+                }
+            )
+            model = T5ForConditionalGeneration(config)
+        else:
+            raise UserError("the recipe needs small_model (to fine-tune) or small_config")
+    except (OSError, TypeError) as error:
+        raise UserError(f"could not build the small model: {str(error).splitlines()[0]}") from None
+    return model, tokenizer
+
+
+def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> None:
+    if recipe.report_to != "wandb" or "WANDB_MODE" in os.environ:
+        return
+    netrc = Path.home() / ".netrc"
+    logged_in = "WANDB_API_KEY" in os.environ or (
+        netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
+    if not logged_in:
+        os.environ["WANDB_MODE"] = "offline"
+        print("wandb: no login found, logging offline (sync later with `wandb sync`)")
+
+
+def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+    )
+
+    task = get_task(recipe.task)
+    dataset = load_calibration(recipe.calibration_dataset, recipe.calibration_split)
+    if len(dataset) <= recipe.eval_rows:
+        raise UserError(
+            f"the calibration data has {len(dataset)} rows, not more than eval_rows="
+            f"{recipe.eval_rows}; lower eval_rows or calibrate more rows"
+        )
+    split = dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
+    model, tokenizer = _model_and_tokenizer(recipe)
+
+    def tokenize(batch):
+        features = tokenizer(batch["source"], max_length=recipe.max_source_length, truncation=True)
+        features["labels"] = tokenizer(
+            text_target=batch["target"], max_length=recipe.max_target_length, truncation=True
+        )["input_ids"]
+        return features
+
+    columns = split["train"].column_names
+    train_set = split["train"].map(
+        tokenize, batched=True, remove_columns=columns, desc="tokenizing"
+    )
+    eval_set = split["test"].map(tokenize, batched=True, remove_columns=columns, desc="tokenizing")
+    large_outputs = split["test"]["target"]
+    references = split["test"]["reference"] if "reference" in columns else []
+    metric = task.metric
+
+    def compute_metrics(prediction):
+        ids = prediction.predictions
+        ids = ids.clip(min=0) if hasattr(ids, "clip") else ids
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        result = {
+            "agreement_bleu": bleu(texts, large_outputs)["score"],
+            "agreement_chrf": chrf(texts, large_outputs)["score"],
+            "agreement_exact": sum(a == b for a, b in zip(texts, large_outputs, strict=True))
+            / len(texts),
+        }
+        if any(references):
+            result[f"reference_{metric}"] = score(metric, texts, references)["score"]
+        return result
+
+    _wandb_offline_unless_logged_in(recipe)
+    arguments = Seq2SeqTrainingArguments(
+        output_dir=recipe.output_dir,
+        optim="adafactor",
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type="constant_with_warmup" if recipe.warmup_steps else "constant",
+        warmup_steps=recipe.warmup_steps,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        per_device_eval_batch_size=recipe.per_device_eval_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        max_steps=recipe.max_steps,
+        eval_strategy="steps",
+        eval_steps=recipe.eval_steps,
+        eval_on_start=True,  # the "before" figures: agreement of the unaligned model
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="agreement_bleu",
+        greater_is_better=True,
+        logging_steps=recipe.logging_steps,
+        predict_with_generate=True,
+        generation_max_length=recipe.max_target_length,
+        generation_num_beams=1,
+        bf16=recipe.bf16,
+        fp16=recipe.fp16,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        report_to=[] if recipe.report_to == "none" else [recipe.report_to],
+        run_name=recipe.run_name,
+        dataloader_num_workers=0,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    checkpoint = resume and _last_checkpoint(recipe.output_dir)
+    if resume and not checkpoint:
+        print(f"--resume: no checkpoint in {recipe.output_dir} yet, starting from the beginning")
+    trainer.train(resume_from_checkpoint=checkpoint or None)
+    final_metrics = trainer.evaluate()
+    output = Path(recipe.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output))
+        tokenizer.save_pretrained(str(output))
+        print(
+            f"aligned small model saved to {output} (eval: "
+            + ", ".join(
+                f"{key}={value:.4g}"
+                for key, value in final_metrics.items()
+                if isinstance(value, float)
+            )
+            + ")"
+        )
+    return output
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None

@@ -1,0 +1,254 @@
+"""bild-align train: recipes parse, training aligns, resume continues, bad recipes fail."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from bild_align import bild_generate
+from bild_align.calibrate import CalibrateConfig, run_calibration
+from bild_align.cli import main
+from bild_align.recipes import RecipeError, TrainRecipe, load_recipe
+from bild_align.toy_models import deepen
+from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
+
+RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_parses(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, TrainRecipe)
+    assert recipe.learning_rate > 0 and recipe.max_steps > 0
+    assert recipe.save_steps % recipe.eval_steps == 0  # the best checkpoint can be kept
+
+
+def test_paper_recipes_carry_the_paper_setup():
+    for name in ("iwslt", "wmt", "xsum", "cnndm"):
+        recipe = load_recipe(f"recipes/{name}.yaml")
+        effective = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps
+        assert effective == 16 and recipe.max_steps == 500_000
+        assert recipe.learning_rate in (0.5e-4, 1e-4, 2e-4, 5e-4)
+
+
+def test_precedence_defaults_recipe_command_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task: xsum\ncalibration_dataset: c\noutput_dir: o\nlearning_rate: 1e-3\n")
+    recipe = load_recipe(path)
+    assert recipe.learning_rate == 1e-3  # recipe over default (YAML "1e-3" is a string)
+    assert recipe.max_steps == 500_000  # default
+    assert load_recipe(path, {"learning_rate": 2e-4}).learning_rate == 2e-4  # command line
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "task: xsum\ncalibration_dataset: c\noutput_dir: o\nlearnig_rate: 1\n",
+            "unknown key(s) learnig_rate",
+        ),
+        (
+            "task: xsum\ncalibration_dataset: c\noutput_dir: o\nmax_steps: many\n",
+            "key 'max_steps' must be int",
+        ),
+        ("task: xsum\noutput_dir: o\n", "missing required key(s) calibration_dataset"),
+        ("- a list\n", "a recipe is a mapping"),
+        ("task: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_recipes_name_key_and_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        load_recipe(path)
+    assert str(path) in str(info.value)
+
+
+def test_bad_recipe_on_command_line_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("task: xsum\ncalibration_dataset: c\noutput_dir: o\nbatch: 3\n")
+    assert main(["train", "--recipe", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) batch" in err and str(path) in err
+    assert main(["train", "--recipe", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.fixture(scope="module")
+def alignment_setup(tmp_path_factory):
+    """A large model, an unaligned small one (noisy head), and the large model's calibration."""
+    root = tmp_path_factory.mktemp("align")
+    small = byte_level_model(num_layers=1, d_model=32, seed=3)
+    large = deepen(small, extra_layers=2, eps=0.05, seed=4)
+    with torch.no_grad():
+        small.lm_head.weight.add_(torch.randn_like(small.lm_head.weight) * 0.8)
+        small.lm_head.weight[small.lm_head.weight.abs().sum(-1) < 1e-6] = 0.0
+    large_dir = save_with_byte_tokenizer(large, root / "large")
+    small_dir = save_with_byte_tokenizer(small, root / "small")
+    pairs = write_pairs(root / "pairs.jsonl", 160, seed=9)
+    calibration = run_calibration(
+        CalibrateConfig(
+            large=str(large_dir),
+            task=str(pairs),
+            output=str(root / "calibration"),
+            source_column="de",
+            target_column="en",
+            max_new_tokens=24,
+            batch_size=16,
+        )
+    )
+    return {
+        "root": root,
+        "large": large_dir,
+        "small": small_dir,
+        "pairs": pairs,
+        "calibration": calibration,
+    }
+
+
+def _train_argv(setup, output_dir, *extra):
+    return [
+        "train",
+        "--recipe",
+        "recipes/tiny.yaml",
+        "--task",
+        str(setup["pairs"]),
+        "--small-model",
+        str(setup["small"]),
+        "--large-model",
+        str(setup["large"]),
+        "--calibration-dataset",
+        str(setup["calibration"]),
+        "--output-dir",
+        str(output_dir),
+        "--max-target-length",
+        "24",
+        *extra,
+    ]
+
+
+def _bild_calls_per_token(small_dir, large_dir, pairs):
+    tokenizer = AutoTokenizer.from_pretrained(large_dir)
+    small = AutoModelForSeq2SeqLM.from_pretrained(small_dir).eval()
+    large = AutoModelForSeq2SeqLM.from_pretrained(large_dir).eval()
+    calls = tokens = 0
+    for line in pairs.read_text().splitlines()[:12]:
+        ids = tokenizer(json.loads(line)["de"], return_tensors="pt").input_ids
+        stats = bild_generate(
+            small, large, ids, rollback_threshold=2.0, fallback_threshold=0.6, max_new_tokens=24
+        ).stats
+        calls, tokens = calls + stats.large_calls, tokens + stats.generated
+    return calls / tokens
+
+
+def test_training_aligns_the_small_model(alignment_setup, tmp_path):
+    output = tmp_path / "aligned"
+    assert main(_train_argv(alignment_setup, output)) == 0
+    state = json.loads((output / "checkpoint-200" / "trainer_state.json").read_text())
+    evals = [entry for entry in state["log_history"] if "eval_loss" in entry]
+    assert evals[0]["step"] == 0  # the unaligned model, evaluated before training
+    # held-out cross-entropy of the large model's outputs, and BLEU against them
+    assert evals[-1]["eval_loss"] < 0.6 * evals[0]["eval_loss"]
+    assert evals[-1]["eval_agreement_bleu"] > evals[0]["eval_agreement_bleu"] + 3
+    assert (output / "model.safetensors").exists() and (output / "tokenizer_config.json").exists()
+    before = _bild_calls_per_token(
+        alignment_setup["small"], alignment_setup["large"], alignment_setup["pairs"]
+    )
+    after = _bild_calls_per_token(output, alignment_setup["large"], alignment_setup["pairs"])
+    assert after < before
+
+
+def _global_step(output):
+    states = sorted(
+        output.glob("checkpoint-*/trainer_state.json"),
+        key=lambda p: int(p.parent.name.split("-")[1]),
+    )
+    return json.loads(states[-1].read_text())["global_step"] if states else 0
+
+
+def test_resume_after_kill_continues_from_checkpoint(alignment_setup, tmp_path):
+    output = tmp_path / "resumed"
+    argv = [
+        sys.executable,
+        "-m",
+        "bild_align.cli",
+        *_train_argv(
+            alignment_setup, output, "--max-steps", "60", "--save-steps", "10", "--eval-steps", "10"
+        ),
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while process.poll() is None and time.time() < deadline:
+        if _global_step(output) >= 20:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    process.wait()
+    killed_at = _global_step(output)
+    assert 20 <= killed_at < 60
+    optimizer_state = torch.load(
+        next(output.glob(f"checkpoint-{killed_at}/optimizer.pt")), weights_only=False
+    )
+    assert optimizer_state["state"]  # Adafactor's factored moments were saved
+    result = subprocess.run(
+        argv + ["--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _global_step(output) == 60
+    state = json.loads(next(output.glob("checkpoint-60/trainer_state.json")).read_text())
+    steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert steps == sorted(set(steps))  # resumed: no step logged twice
+
+
+def _final_eval(output):
+    state = json.loads((output / "checkpoint-200" / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "eval_loss" in entry]
+
+
+def test_two_processes_train_as_well_as_one(alignment_setup, tmp_path):
+    single = tmp_path / "single"
+    assert main(_train_argv(alignment_setup, single)) == 0
+    double = tmp_path / "double"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "bild_align.cli",
+            *_train_argv(alignment_setup, double),
+            "--per-device-train-batch-size",
+            "4",
+        ],  # 2 x 4 = the single process's batch of 8
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = _final_eval(single), _final_eval(double)
+    best_one = min(entry["eval_loss"] for entry in one)
+    best_two = min(entry["eval_loss"] for entry in two)
+    assert best_two < 0.6 * two[0]["eval_loss"]
+    # Data order differs between one and two processes; seeds alone move this toy by ~10%.
+    assert abs(best_two - best_one) < 0.2 * best_one
+    assert (double / "model.safetensors").exists()
