@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench clean
+.PHONY: install test lint format bench demo demo-models clean
 
 install: $(STAMP)
 
@@ -18,19 +18,28 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/bild-align bench
+
+# The whole pipeline, offline, on the shipped demo pair (data/demo) and gettext-de-en.
+demo: $(STAMP)
+	$(BIN)/bild-align demo
+
+# Rebuild data/demo (tokenizer, large and small models) from scratch on this machine's
+# gettext catalogs: about an hour on 2 CPU cores.
+demo-models: $(STAMP)
+	$(BIN)/python -m bild_align.demo models
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

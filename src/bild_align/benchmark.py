@@ -26,10 +26,17 @@ import transformers
 from tqdm.auto import tqdm
 
 import bild_align
-from bild_align.decoding import BiLDStats, bild_generate
+from bild_align.decoding import BiLDStats, bild_generate, speculative_generate
 from bild_align.io_utils import write_json_atomic
 from bild_align.timing import ForwardClock, summarize, timed
-from bild_align.toy_models import agreement, deepen, random_inputs, random_t5
+from bild_align.toy_models import (
+    agreement,
+    deepen,
+    deepen_llama,
+    random_inputs,
+    random_llama,
+    random_t5,
+)
 
 # Shapes of the real checkpoints' families; the large model keeps the small one's width (so that
 # its agreement can be controlled) and takes the large checkpoint's depth.
@@ -52,6 +59,14 @@ PRESETS: dict[str, dict] = {
         small_layers=8,
         large_layers=24,
     ),  # mT5-small (8 layers) vs mT5-large (24)
+    "llama": dict(
+        decoder_only=True,
+        vocab_size=32000,
+        hidden_size=512,
+        num_heads=8,
+        small_layers=4,
+        large_layers=16,
+    ),  # a decoder-only pair, Llama layers
     "tiny": dict(
         vocab_size=512,
         d_model=64,
@@ -79,6 +94,8 @@ class BenchConfig:
     assistant_tokens: tuple[int, ...] = (4, 8, 16)
     small_steps: tuple[int, ...] = (4, 8, 16, 32)
     exact_fallbacks: tuple[float, ...] = (0.0, 0.3)
+    gammas: tuple[int, ...] = (2, 4, 8)
+    sampling: bool = False  # add sampling rows (large, speculative and BiLD, temperature 1)
 
 
 @dataclass
@@ -102,27 +119,42 @@ def _resolve_device(name: str) -> torch.device:
 def build_pair(preset: str, eps: float, seed: int, device: torch.device, dtype: torch.dtype):
     shape = dict(PRESETS[preset])
     small_layers, large_layers = shape.pop("small_layers"), shape.pop("large_layers")
-    small = random_t5(num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape)
-    large = deepen(small, extra_layers=large_layers - small_layers, eps=eps, seed=seed + 1)
+    extra = large_layers - small_layers
+    if shape.pop("decoder_only", False):
+        small = random_llama(
+            num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape
+        )
+        large = deepen_llama(small, extra_layers=extra, eps=eps, seed=seed + 1)
+    else:
+        small = random_t5(
+            num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape
+        )
+        large = deepen(small, extra_layers=extra, eps=eps, seed=seed + 1)
     return small.to(device, dtype), large.to(device, dtype)
 
 
-def _generate_method(model, max_new_tokens: int, assistant=None, **assist) -> Callable:
+def _generate_method(
+    model, max_new_tokens: int, assistant=None, do_sample=False, temperature=1.0, **assist
+) -> Callable:
     def run(input_ids):
         if assistant is not None:
             for key, value in assist.items():
                 setattr(assistant.generation_config, key, value)
         sequences = model.generate(
-            input_ids, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=assistant
+            input_ids,
+            do_sample=do_sample,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            assistant_model=assistant,
         )
         return sequences, None
 
     return run
 
 
-def _bild_method(small, large, max_new_tokens: int, **settings) -> Callable:
+def _ours(decoder, small, large, max_new_tokens: int, **settings) -> Callable:
     def run(input_ids):
-        out = bild_generate(small, large, input_ids, max_new_tokens=max_new_tokens, **settings)
+        out = decoder(small, large, input_ids, max_new_tokens=max_new_tokens, **settings)
         return out.sequences, out.stats
 
     return run
@@ -148,45 +180,112 @@ def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Met
             "assisted",
             {"num_assistant_tokens_schedule": "heuristic"},
             _generate_method(
-                large, n, small, num_assistant_tokens_schedule="heuristic", num_assistant_tokens=20
+                large,
+                n,
+                small,
+                num_assistant_tokens_schedule="heuristic",
+                num_assistant_tokens=20,
+                assistant_confidence_threshold=0.4,
             ),
         )
     ] + [
         Method(
             "assisted",
-            {"num_assistant_tokens_schedule": "constant", "num_assistant_tokens": k},
+            {
+                "num_assistant_tokens_schedule": "constant",
+                "num_assistant_tokens": k,
+                "assistant_confidence_threshold": c,
+            },
             _generate_method(
-                large, n, small, num_assistant_tokens_schedule="constant", num_assistant_tokens=k
+                large,
+                n,
+                small,
+                num_assistant_tokens_schedule="constant",
+                num_assistant_tokens=k,
+                assistant_confidence_threshold=c,
             ),
         )
         for k in config.assistant_tokens
+        for c in (0.0, 0.4)
     ]
     exact = [
         Method(
             "bild exact",
             {"rb": 0.0, "fb": fb, "max_small_steps": k},
-            _bild_method(
-                small, large, n, rollback_threshold=0.0, fallback_threshold=fb, max_small_steps=k
+            _ours(
+                bild_generate,
+                small,
+                large,
+                n,
+                rollback_threshold=0.0,
+                fallback_threshold=fb,
+                max_small_steps=k,
             ),
             is_bild=True,
         )
         for k in config.small_steps
         for fb in config.exact_fallbacks
     ]
-    return [
+    speculative = [
+        Method(
+            "speculative",
+            {"gamma": gamma},
+            _ours(speculative_generate, small, large, n, gamma=gamma),
+            is_bild=True,
+        )
+        for gamma in config.gammas
+    ]
+    methods = [
         Method("large", {}, _generate_method(large, n)),
         Method("small", {}, _generate_method(small, n)),
         _fastest(assisted, tune_inputs, device),
         _fastest(exact, tune_inputs, device),
+        _fastest(speculative, tune_inputs, device),
         Method(
             "bild",
             {"rb": 2.0, "fb": 0.6, "max_small_steps": 10},
-            _bild_method(
-                small, large, n, rollback_threshold=2.0, fallback_threshold=0.6, max_small_steps=10
+            _ours(
+                bild_generate,
+                small,
+                large,
+                n,
+                rollback_threshold=2.0,
+                fallback_threshold=0.6,
+                max_small_steps=10,
             ),
             is_bild=True,
         ),
     ]
+    if config.sampling:
+        sampled = {"do_sample": True, "temperature": 1.0, "seed": config.seed}
+        methods += [
+            Method(
+                "large sample",
+                {"temperature": 1.0},
+                _generate_method(large, n, do_sample=True, temperature=1.0),
+            ),
+            Method(
+                "spec. sample",
+                {"gamma": 4, "temperature": 1.0},
+                _ours(speculative_generate, small, large, n, gamma=4, **sampled),
+                is_bild=True,
+            ),
+            Method(
+                "bild sample",
+                {"rb": 2.0, "fb": 0.6, "temperature": 1.0},
+                _ours(
+                    bild_generate,
+                    small,
+                    large,
+                    n,
+                    rollback_threshold=2.0,
+                    fallback_threshold=0.6,
+                    **sampled,
+                ),
+                is_bild=True,
+            ),
+        ]
+    return methods
 
 
 def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> dict:
@@ -263,7 +362,11 @@ def run_benchmark(config: BenchConfig) -> dict:
     levels = []
     with (
         torch.inference_mode(),
-        tqdm(total=len(config.eps) * config.examples * 5, desc="bench", unit="run") as progress,
+        tqdm(
+            total=len(config.eps) * config.examples * (9 if config.sampling else 6),
+            desc="bench",
+            unit="run",
+        ) as progress,
     ):
         for eps in config.eps:
             levels.append(_measure_level(config, eps, device, dtype, progress))

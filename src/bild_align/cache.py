@@ -1,12 +1,14 @@
 """One model's decoding state: its encoder output (computed once) and its KV cache.
 
     state = DecoderState(model, input_ids, attention_mask)   # runs the encoder once
-    logits = state.feed(decoder_ids[:, state.length:])       # (k, vocab) for the k new tokens
+    logits = state.feed(token_ids[:, state.length:])         # (k, vocab) for the k new tokens
     state.crop(n)                                            # keep the first n cached tokens
 
-The state knows nothing about which tokens are "right": the decoder decides what to feed and
-where to crop. Cropping touches the self-attention cache only; the cross-attention keys/values
-depend on the input alone and stay valid for the whole generation.
+Encoder-decoder models (T5, BART, ...) cache the decoder tokens; decoder-only models (GPT-2,
+Llama, ...) cache the prompt and the tokens after it, so for them the prompt is simply the
+first tokens fed. The state knows nothing about which tokens are "right": the decoder decides
+what to feed and where to crop. Cropping touches the self-attention cache only; the
+cross-attention keys/values depend on the input alone and stay valid for the whole generation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 
 class DecoderState:
-    """Encoder output plus a growing (and croppable) KV cache for one encoder-decoder model."""
+    """A growing (and croppable) KV cache for one model, plus its encoder output if any."""
 
     def __init__(
         self,
@@ -27,31 +29,44 @@ class DecoderState:
     ) -> None:
         self.model = model
         self.device = model.device
-        self.input_ids = input_ids.to(self.device)
-        self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
-        encoder_output = model.get_encoder()(
-            input_ids=self.input_ids, attention_mask=self.attention_mask, return_dict=True
-        )
-        self.encoder_outputs = BaseModelOutput(last_hidden_state=encoder_output.last_hidden_state)
-        self.cache = EncoderDecoderCache(
-            DynamicCache(config=model.config), DynamicCache(config=model.config)
-        )
+        self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        if self.is_encoder_decoder:
+            self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
+            encoder_output = model.get_encoder()(
+                input_ids=input_ids.to(self.device),
+                attention_mask=self.attention_mask,
+                return_dict=True,
+            )
+            self.encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_output.last_hidden_state
+            )
+            self.cache = EncoderDecoderCache(
+                DynamicCache(config=model.config), DynamicCache(config=model.config)
+            )
+        else:
+            self.cache = DynamicCache(config=model.config)
 
     @property
     def length(self) -> int:
-        """Number of decoder tokens whose keys/values are cached."""
+        """Number of (decoder) tokens whose keys/values are cached."""
         return self.cache.get_seq_length()
 
     def feed(self, new_ids: torch.LongTensor) -> torch.Tensor:
         """Run the decoder on `new_ids` (1, k) after the cached prefix; return logits (k, vocab)."""
-        output = self.model(
-            encoder_outputs=self.encoder_outputs,
-            attention_mask=self.attention_mask,
-            decoder_input_ids=new_ids.to(self.device),
-            past_key_values=self.cache,
-            use_cache=True,
-            return_dict=True,
-        )
+        new_ids = new_ids.to(self.device)
+        if self.is_encoder_decoder:
+            output = self.model(
+                encoder_outputs=self.encoder_outputs,
+                attention_mask=self.attention_mask,
+                decoder_input_ids=new_ids,
+                past_key_values=self.cache,
+                use_cache=True,
+                return_dict=True,
+            )
+        else:
+            output = self.model(
+                input_ids=new_ids, past_key_values=self.cache, use_cache=True, return_dict=True
+            )
         return output.logits[0]
 
     def crop(self, length: int) -> None:

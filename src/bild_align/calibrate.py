@@ -74,27 +74,33 @@ def _fingerprint(config: CalibrateConfig, task: Task, revision: str) -> dict:
     }
 
 
-def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
-    """Make `output` ours: new, or holding this same run (then resume), else refuse."""
+def _check_output(output: Path, fingerprint: dict) -> None:
+    """Refuse an `output` that holds another run or other files (this same run resumes).
+
+    Read-only, so that every process of a distributed run checks (and fails) alike."""
     run_file = output / RUN_FILE
-    if overwrite and output.exists():
-        shutil.rmtree(output)
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        if previous.get("fingerprint") != fingerprint:
+        previous = json.loads(run_file.read_text()).get("fingerprint", {})
+        if previous != fingerprint:
             changed = sorted(
                 key
-                for key in set(previous.get("fingerprint", {})) | set(fingerprint)
-                if previous.get("fingerprint", {}).get(key) != fingerprint.get(key)
+                for key in set(previous) | set(fingerprint)
+                if previous.get(key) != fingerprint.get(key)
             )
             raise UserError(
                 f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
                 " choose another --output, or pass --overwrite to start afresh"
             )
-        return
-    if output.exists() and any(output.iterdir()):
+    elif output.exists() and any(output.iterdir()):
         raise UserError(f"{output} exists and is not a calibration run; choose another --output")
-    write_json_atomic(run_file, {"fingerprint": fingerprint, "complete": False})
+
+
+def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
+    """Main process only: start afresh if asked, and record the run's identity."""
+    if overwrite and output.exists():
+        shutil.rmtree(output)
+    if not (output / RUN_FILE).exists():
+        write_json_atomic(output / RUN_FILE, {"fingerprint": fingerprint, "complete": False})
 
 
 def dataset_card(meta: dict) -> str:
@@ -191,6 +197,9 @@ def run_calibration(config: CalibrateConfig) -> Path:
     model, tokenizer, revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
     output = Path(config.output)
     fingerprint = _fingerprint(config, task, revision)
+    if not config.overwrite:
+        _check_output(output, fingerprint)
+    state.wait_for_everyone()
     if state.is_main_process:
         _claim_output(output, fingerprint, config.overwrite)
     state.wait_for_everyone()

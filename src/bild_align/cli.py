@@ -11,6 +11,7 @@ one line on stderr and exits with code 2; success exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,9 +53,15 @@ def _add_bench(subparsers) -> None:
     parser.add_argument(
         "--preset",
         default="t5",
-        choices=["t5", "mt5", "tiny"],
+        choices=["t5", "mt5", "llama", "tiny"],
         help="model shapes: t5 (6 vs 24 layers, 32k vocab), mt5 (8 vs 24 "
-        "layers, 250k vocab, gated), tiny (smoke test) (default: t5)",
+        "layers, 250k vocab, gated), llama (decoder-only, 4 vs 16 layers, 32k vocab), tiny "
+        "(smoke test) (default: t5)",
+    )
+    parser.add_argument(
+        "--sampling",
+        action="store_true",
+        help="add sampling rows (large model, speculative sampling and BiLD, temperature 1)",
     )
     parser.add_argument(
         "--eps",
@@ -119,6 +126,7 @@ def _run_bench(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         seed=args.seed,
         output=args.output,
+        sampling=args.sampling,
     )
     results = run_benchmark(config)
     print(format_table(results))
@@ -129,8 +137,9 @@ def _add_task_options(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument(
         "--task",
         required=required,
-        help="a registered benchmark (iwslt2017-de-en, wmt14-de-en, xsum, "
-        "cnn_dailymail) or a local .jsonl/.csv/.parquet file",
+        help="a registered benchmark (iwslt2017-de-en, wmt14-de-en, xsum, cnn_dailymail, "
+        "gettext-de-en: built offline from this machine's gettext catalogs) or a local "
+        ".jsonl/.csv/.parquet file" + ("" if required else " (default: gettext-de-en)"),
     )
     parser.add_argument("--source-column", help="source column of a local file (default: source)")
     parser.add_argument(
@@ -161,10 +170,10 @@ def _add_calibrate(subparsers) -> None:
     )
     parser.add_argument(
         "--large",
-        required=True,
-        help="the large model: a Hub id or a local save_pretrained directory",
+        help="the large model: a Hub id or a local save_pretrained directory (default: the "
+        "built-in demo pair's large model)",
     )
-    _add_task_options(parser)
+    _add_task_options(parser, required=False)
     parser.add_argument("--split", default="train", help="benchmark split (default: train)")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument(
@@ -218,10 +227,12 @@ def _add_calibrate(subparsers) -> None:
 
 def _run_calibrate(args: argparse.Namespace) -> None:
     from bild_align.calibrate import CalibrateConfig, run_calibration
+    from bild_align.defaults import demo_defaults
 
+    chosen = demo_defaults(large=args.large, task=args.task)
     config = CalibrateConfig(
-        large=args.large,
-        task=args.task,
+        large=chosen["large"],
+        task=chosen["task"],
         output=args.output,
         split=args.split,
         max_samples=args.max_samples,
@@ -265,8 +276,12 @@ def _add_eval(subparsers) -> None:
         help="a training recipe: supplies --small (its output_dir), --large, --task, --split "
         "and the thresholds; options given here win",
     )
-    parser.add_argument("--small", help="small model: Hub id or local directory")
-    parser.add_argument("--large", help="large model: Hub id or local directory")
+    parser.add_argument(
+        "--small", help="small model: Hub id or local directory (default: the demo pair's)"
+    )
+    parser.add_argument(
+        "--large", help="large model: Hub id or local directory (default: the demo pair's)"
+    )
     _add_task_options(parser, required=False)
     parser.add_argument("--split", help="split (default: validation, or the recipe's eval_split)")
     parser.add_argument(
@@ -360,10 +375,10 @@ def _eval_models_and_task(args: argparse.Namespace) -> dict:
         }
     defaults = {"split": "validation", "rb": (2.0,), "fb": (0.6,)}
     chosen = {key: defaults.get(key) if value is None else value for key, value in chosen.items()}
-    missing = [f"--{key}" for key in ("small", "large", "task") if not chosen[key]]
-    if missing:
-        raise UserError(f"eval needs {', '.join(missing)} (or a --recipe that names them)")
-    return chosen
+    from bild_align.defaults import demo_defaults
+
+    models = demo_defaults(small=chosen["small"], large=chosen["large"], task=chosen["task"])
+    return {**chosen, **models}
 
 
 def _run_eval(args: argparse.Namespace) -> None:
@@ -424,6 +439,149 @@ def _run_train(args: argparse.Namespace) -> None:
     run_training(recipe, resume=args.resume)
 
 
+def _add_chat(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "chat",
+        help="interactive console: BiLD beside large, small and speculative decoding",
+        description=(
+            "Type an input and see BiLD's output beside the large model's, the small model's "
+            "and speculative decoding's, each with tokens/s, time and decoder statistics; "
+            "tokens kept from the small model are green. Commands (/help) change thresholds, "
+            "gamma, sampling, length and which outputs are shown. Reads standard input, so it "
+            "can be scripted: `printf 'Hallo Welt\\n' | bild-align chat`."
+        ),
+    )
+    parser.add_argument("--small", help="small model (default: the demo pair's)")
+    parser.add_argument("--large", help="large model (default: the demo pair's)")
+    parser.add_argument(
+        "--prefix",
+        default="",
+        help="text put before every input, e.g. 'summarize: ' (default: none)",
+    )
+    parser.add_argument("--rb", type=float, default=2.0, help="rollback threshold (default: 2)")
+    parser.add_argument("--fb", type=float, default=0.6, help="fallback threshold (default: 0.6)")
+    parser.add_argument(
+        "--gamma",
+        type=_positive_int,
+        default=4,
+        help="speculative decoding's draft length (default: 4)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=_positive_int, default=64, help="output length limit (default: 64)"
+    )
+    parser.add_argument(
+        "--show",
+        type=_name_list,
+        default=("bild", "large"),
+        help="outputs to show: bild,large,small,speculative (default: bild,large)",
+    )
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--top-k", type=int, default=0, help="top-k filter (0: off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus filter (1: off)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    parser.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour the small model's tokens (default: auto, on a terminal)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (default: float32)",
+    )
+    parser.add_argument("--device", default="auto", help="torch device (default: cuda if any)")
+    parser.set_defaults(handler=_run_chat)
+
+
+def _run_chat(args: argparse.Namespace) -> None:
+    from bild_align.chat import METHODS, Console, Settings
+    from bild_align.defaults import demo_defaults
+    from bild_align.models import load_seq2seq_or_causal
+
+    unknown = [name for name in args.show if name not in METHODS]
+    if unknown:
+        raise UserError(f"--show: unknown output {', '.join(unknown)}; use {', '.join(METHODS)}")
+    chosen = demo_defaults(small=args.small, large=args.large)
+    large, tokenizer, _ = load_seq2seq_or_causal(
+        chosen["large"], dtype=args.dtype, device=args.device
+    )
+    small, _, _ = load_seq2seq_or_causal(chosen["small"], dtype=args.dtype, device=large.device)
+    settings = Settings(
+        rb=args.rb,
+        fb=args.fb,
+        gamma=args.gamma,
+        max=args.max_new_tokens,
+        show=args.show,
+        sample=args.sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    interactive = sys.stdin.isatty()
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    console = Console(
+        small, large, tokenizer, sys.stdout, colour=colour, prefix=args.prefix, settings=settings
+    )
+    with contextlib.suppress(EOFError):  # Ctrl-D at the prompt ends the session
+        console.run(_prompted_lines() if interactive else sys.stdin, interactive=interactive)
+
+
+def _prompted_lines():
+    while True:
+        yield input("> ")
+
+
+def _add_demo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the whole pipeline, offline, on the shipped demo pair and gettext-de-en",
+        description=(
+            "calibrate (the demo's large model over gettext-de-en's train split), train (align "
+            "the demo's small model on it), eval (large alone, small alone, assisted "
+            "generation, BiLD with the unaligned and the aligned small model, and a threshold "
+            "sweep with its Pareto plot), then one summary table. Steps already done are "
+            "reused when run again."
+        ),
+    )
+    parser.add_argument(
+        "--output-dir", default="outputs/demo", help="where everything goes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--calibration-rows",
+        type=_positive_int,
+        help="calibrate only the first N train rows (default: all)",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=_positive_int,
+        default=200,
+        help="test sentences evaluated (default: 200)",
+    )
+    parser.add_argument("--rb", type=float, default=3.0, help="rollback threshold (default: 3)")
+    parser.add_argument("--fb", type=float, default=0.5, help="fallback threshold (default: 0.5)")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from bild_align.demo import DemoConfig, run_demo
+
+    if args.rb < 0 or not 0 <= args.fb <= 1:
+        raise UserError("--rb must be >= 0 and --fb within [0, 1]")
+    run_demo(
+        DemoConfig(
+            output_dir=args.output_dir,
+            calibration_rows=args.calibration_rows,
+            eval_samples=args.eval_samples,
+            rb=args.rb,
+            fb=args.fb,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bild_align import __version__
 
@@ -437,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_chat(subparsers)
+    _add_demo(subparsers)
     _add_bench(subparsers)
     return parser
 

@@ -1,17 +1,25 @@
-"""Big Little Decoder (BiLD), greedy: the small model drafts, the large one checks and corrects.
+"""The decoder family: Big Little Decoder (BiLD), classic speculative decoding, and a plain
+autoregressive baseline, greedy or sampled, for encoder-decoder and decoder-only models.
 
-    from bild_align import bild_generate
+    from bild_align import bild_generate, speculative_generate, autoregressive_generate
     out = bild_generate(small, large, input_ids, fallback_threshold=0.6, rollback_threshold=2.0)
-    out.sequences                    # (1, 1 + new tokens): decoder start token, then the output
+    out.sequences                    # encoder-decoder: start token + output; decoder-only:
+                                     # prompt + output (the `generate` convention)
     out.stats.large_calls_per_token  # exact counts and derived rates, see `BiLDStats`
+    out = speculative_generate(small, large, input_ids, gamma=4, do_sample=True, seed=0)
 
-Token ids in, token ids and counts out: no tokenizer, no timing, no I/O. The two policies are
-small pure functions (`falls_back`, `rollback_index`) so that they can be read and tested alone;
-`bild_generate` validates its arguments and `_BiLDLoop` drives the two models.
+Token ids in, token ids and counts out: no tokenizer, no timing, no I/O. The two BiLD policies
+are small pure functions (`falls_back`, `rollback_index`); `_DecodeLoop` drives the two models:
+the small one drafts, the large one checks the drafts in one pass and corrects or continues.
 
-With `rollback_threshold=0` the output equals the large model's greedy output (every small
-token is checked against the large model's argmax); with `fallback_threshold > 1` the small
-model never contributes a token, so the output is again the large model's greedy output.
+- BiLD: the small model drafts until it is unsure (fallback) or has drafted `max_small_steps`
+  tokens; the large model replaces the first drafted token it finds unlikely (rollback), then
+  produces one more token itself. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
+  exactly the large model's greedy output.
+- Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
+  with probability min(1, p/q) and resamples the first rejected one from max(0, p - q)
+  (Leviathan et al. 2023; Chen et al. 2023), so the output follows the large model's sampling
+  distribution exactly; greedy, it is the large model's greedy output.
 """
 
 from __future__ import annotations
@@ -25,20 +33,25 @@ import torch
 from transformers import PreTrainedModel
 
 from bild_align.cache import DecoderState
+from bild_align.sampling import Sampler
 
 
 @dataclass
 class BiLDStats:
-    """Exact counts for one `bild_generate` call, plus rates derived from them."""
+    """Exact counts for one decoding call, plus rates derived from them."""
 
     small_steps: int = 0  # forward passes of the small model (fallback steps included)
     large_calls: int = 0  # forward passes of the large model
     fallbacks: int = 0  # small steps whose top probability was below the fallback threshold
     rollbacks: int = 0  # large-model checks that rejected a drafted token
     small_accepted: int = 0  # small-model tokens kept in the output
-    rolled_back: int = 0  # drafted tokens discarded by rollbacks
+    rolled_back: int = 0  # drafted tokens discarded by rollbacks (rejections)
     large_tokens: int = 0  # output tokens chosen by the large model
     generated: int = 0  # new tokens in the output (= small_accepted + large_tokens)
+
+    @property
+    def drafted(self) -> int:
+        return self.small_accepted + self.rolled_back
 
     @property
     def large_calls_per_token(self) -> float:
@@ -52,8 +65,12 @@ class BiLDStats:
     @property
     def rollback_rate(self) -> float:
         """Share of drafted tokens that were rolled back."""
-        drafted = self.small_accepted + self.rolled_back
-        return self.rolled_back / drafted if drafted else 0.0
+        return self.rolled_back / self.drafted if self.drafted else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Share of drafted tokens that were accepted (speculative decoding's figure)."""
+        return self.small_accepted / self.drafted if self.drafted else 0.0
 
     @property
     def small_token_share(self) -> float:
@@ -69,6 +86,7 @@ class BiLDStats:
             "large_calls_per_token",
             "fallback_rate",
             "rollback_rate",
+            "acceptance_rate",
             "small_token_share",
             "accepted_per_large_call",
         )
@@ -82,12 +100,12 @@ class BiLDStats:
 
 @dataclass
 class BiLDOutput:
-    sequences: torch.LongTensor  # (1, 1 + generated): decoder start token, then new tokens
+    sequences: torch.LongTensor  # (1, prefix + generated); prefix: start token or the prompt
     stats: BiLDStats
     from_small: list[bool] = field(default_factory=list)  # per new token: drafted by small?
 
 
-# --- the two policies --------------------------------------------------------------------------
+# --- the two BiLD policies ---------------------------------------------------------------------
 
 
 def falls_back(top_probability: float, fallback_threshold: float) -> bool:
@@ -98,7 +116,7 @@ def falls_back(top_probability: float, fallback_threshold: float) -> bool:
 def rollback_index(
     drafted: Sequence[int],
     large_nll: Sequence[float],
-    large_argmax: Sequence[int],
+    large_choice: Sequence[int],
     rollback_threshold: float,
     reference_compat: bool = False,
 ) -> int | None:
@@ -109,7 +127,7 @@ def rollback_index(
     at the first token above the threshold and keeps everything if the large model agrees there
     (`reference_compat=True`).
     """
-    for index, (token, nll, best) in enumerate(zip(drafted, large_nll, large_argmax, strict=True)):
+    for index, (token, nll, best) in enumerate(zip(drafted, large_nll, large_choice, strict=True)):
         if nll > rollback_threshold:
             if best != token:
                 return index
@@ -121,30 +139,36 @@ def rollback_index(
 # --- validation --------------------------------------------------------------------------------
 
 
-def _special_tokens(model: PreTrainedModel) -> tuple[int, frozenset[int], int | None]:
+def _special_tokens(model: PreTrainedModel) -> tuple[int | None, frozenset[int], int | None]:
     config, generation = model.config, model.generation_config
     start = generation.decoder_start_token_id
     if start is None:
-        start = config.decoder_start_token_id
+        start = getattr(config, "decoder_start_token_id", None)
     eos = generation.eos_token_id if generation.eos_token_id is not None else config.eos_token_id
     eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
     return start, eos_ids, getattr(generation, "forced_bos_token_id", None)
 
 
+def _is_encoder_decoder(model: PreTrainedModel) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
 def _check_pair(small: PreTrainedModel, large: PreTrainedModel) -> None:
-    for role, model in (("small", small), ("large", large)):
-        if not getattr(model.config, "is_encoder_decoder", False):
-            raise ValueError(
-                f"bild_generate needs encoder-decoder models (T5, mT5, BART, ...), but the {role} "
-                f"model is a decoder-only {type(model).__name__}. Load it with "
-                "AutoModelForSeq2SeqLM, or pass an encoder-decoder checkpoint."
-            )
+    if _is_encoder_decoder(small) != _is_encoder_decoder(large):
+        kinds = {True: "an encoder-decoder", False: "a decoder-only"}
+        raise ValueError(
+            f"The small model is {kinds[_is_encoder_decoder(small)]} {type(small).__name__} but "
+            f"the large model is {kinds[_is_encoder_decoder(large)]} {type(large).__name__}; "
+            "pair two encoder-decoder models (T5, mT5, BART) or two decoder-only models "
+            "(GPT-2, Llama, Qwen, ...) that share a tokenizer."
+        )
     small_vocab = small.get_output_embeddings().weight.shape[0]
     large_vocab = large.get_output_embeddings().weight.shape[0]
     if small_vocab != large_vocab:
         raise ValueError(
             f"The models' vocabularies differ (small: {small_vocab} tokens, large: "
-            f"{large_vocab}). BiLD compares token ids, so both models must share one tokenizer."
+            f"{large_vocab}). The decoders compare token ids, so both models must share one "
+            "tokenizer."
         )
     if _special_tokens(small) != _special_tokens(large):
         raise ValueError(
@@ -152,34 +176,21 @@ def _check_pair(small: PreTrainedModel, large: PreTrainedModel) -> None:
             f"{_special_tokens(small)}, large {_special_tokens(large)}. Use a pair trained with "
             "the same tokenizer, or set the small model's generation_config to match the large."
         )
-    if _special_tokens(large)[0] is None:
+    if _is_encoder_decoder(large) and _special_tokens(large)[0] is None:
         raise ValueError(
             "The large model has no decoder_start_token_id; set "
             "large.generation_config.decoder_start_token_id."
         )
 
 
-def _check_settings(
-    fallback_threshold: float,
-    rollback_threshold: float,
-    max_small_steps: int,
-    max_new_tokens: int,
-) -> None:
-    if not (isinstance(fallback_threshold, numbers.Real) and fallback_threshold >= 0):
-        raise ValueError(
-            f"fallback_threshold must be a number >= 0 (got {fallback_threshold!r}): the small "
-            "model hands over when its top probability is below it; 0 never falls back, "
-            "anything above 1 always does."
-        )
-    if not (isinstance(rollback_threshold, numbers.Real) and rollback_threshold >= 0):
-        raise ValueError(
-            f"rollback_threshold must be a number >= 0 (got {rollback_threshold!r}): the large "
-            "model's cross-entropy above which a drafted token is replaced; 0 is the exact mode "
-            "(output equals the large model's greedy output)."
-        )
-    for name, value in (("max_small_steps", max_small_steps), ("max_new_tokens", max_new_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer (got {value!r}).")
+def _check_number(name: str, value: object, minimum: float, meaning: str) -> None:
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= minimum):
+        raise ValueError(f"{name} must be a number >= {minimum:g} (got {value!r}): {meaning}")
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (got {value!r}).")
 
 
 def _check_inputs(
@@ -192,12 +203,12 @@ def _check_inputs(
         raise ValueError(f"input_ids must have shape (1, length); got {tuple(input_ids.shape)}.")
     if input_ids.shape[0] != 1:
         raise ValueError(
-            f"bild_generate decodes one input at a time (batch size 1), got a batch of "
-            f"{input_ids.shape[0]}. Call it once per row, e.g. `for row in input_ids: "
+            f"The decoders take one input at a time (batch size 1), got a batch of "
+            f"{input_ids.shape[0]}. Call once per row, e.g. `for row in input_ids: "
             "bild_generate(small, large, row[None])`."
         )
     if input_ids.shape[1] == 0:
-        raise ValueError("input_ids is empty: give the encoder at least one token.")
+        raise ValueError("input_ids is empty: give the model at least one token.")
     if attention_mask is not None:
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
@@ -209,7 +220,7 @@ def _check_inputs(
     return input_ids, attention_mask
 
 
-# --- the decoder -------------------------------------------------------------------------------
+# --- the public functions ----------------------------------------------------------------------
 
 
 def bild_generate(
@@ -223,72 +234,175 @@ def bild_generate(
     max_small_steps: int = 10,
     max_new_tokens: int = 128,
     reference_compat: bool = False,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
 ) -> BiLDOutput:
-    """Greedy Big Little Decoding of one input with an encoder-decoder pair.
+    """Big Little Decoding of one input.
 
     Args:
-        small, large: encoder-decoder models sharing a vocabulary and special tokens, in eval
-            mode (dropout would make the output random).
-        input_ids, attention_mask: the encoder input, shape (1, length) (or (length,)).
+        small, large: two encoder-decoder or two decoder-only models sharing a vocabulary and
+            special tokens, in eval mode (dropout would make the output random).
+        input_ids, attention_mask: the encoder input, or the prompt, shape (1, length).
         fallback_threshold: the small model hands control to the large one when its top
             probability is below this (0: never; above 1: always, i.e. large-only decoding).
         rollback_threshold: the large model replaces a drafted token when its cross-entropy of
-            that token exceeds this and its own argmax differs (0: exact greedy decoding).
+            that token exceeds this and its own choice differs (0: the exact mode).
         max_small_steps: most consecutive small-model tokens before the large model checks.
-        max_new_tokens: most tokens generated after the decoder start token.
+        max_new_tokens: most tokens generated.
         reference_compat: reproduce the original implementation's decisions (no check of the
             drafted tail at the end, its rollback rule, decoding on past an EOS produced by a
             rollback) to reproduce the paper's numbers token for token.
-
-    Returns:
-        `BiLDOutput` with `sequences` (decoder start token followed by the new tokens, as
-        `generate` returns them for encoder-decoder models) and `stats`.
+        do_sample, temperature, top_k, top_p, seed: sample instead of taking the argmax; the
+            fallback reads the small model's sampling distribution, the rollback the large
+            model's cross-entropy of the sampled token.
     """
-    _check_settings(fallback_threshold, rollback_threshold, max_small_steps, max_new_tokens)
+    _check_number(
+        "fallback_threshold",
+        fallback_threshold,
+        0,
+        "the small model hands over "
+        "when its top probability is below it; 0 never falls back, above 1 always does",
+    )
+    _check_number(
+        "rollback_threshold",
+        rollback_threshold,
+        0,
+        "the large model's cross-entropy "
+        "above which a drafted token is replaced; 0 is the exact mode",
+    )
+    _check_count("max_small_steps", max_small_steps)
+    return _decode(
+        small,
+        large,
+        input_ids,
+        attention_mask,
+        max_new_tokens,
+        Sampler(do_sample, temperature, top_k, top_p, seed, large.device),
+        fallback_threshold=float(fallback_threshold),
+        rollback_threshold=float(rollback_threshold),
+        max_small_steps=max_small_steps,
+        reference_compat=reference_compat,
+        speculative=False,
+    )
+
+
+def speculative_generate(
+    small: PreTrainedModel,
+    large: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    gamma: int = 4,
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> BiLDOutput:
+    """Classic speculative decoding: `gamma` drafted tokens per large-model call, verified so
+    that the output follows the large model's (greedy or sampling) distribution exactly.
+    `out.stats.acceptance_rate` is accepted drafts / drafted tokens."""
+    _check_count("gamma", gamma)
+    return _decode(
+        small,
+        large,
+        input_ids,
+        attention_mask,
+        max_new_tokens,
+        Sampler(do_sample, temperature, top_k, top_p, seed, large.device),
+        fallback_threshold=0.0,
+        rollback_threshold=0.0,
+        max_small_steps=gamma,
+        reference_compat=False,
+        speculative=True,
+    )
+
+
+def autoregressive_generate(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> BiLDOutput:
+    """One model alone, one token per forward pass, through the same machinery as the two-model
+    decoders: the fair baseline for timing them."""
+    _check_count("max_new_tokens", max_new_tokens)
+    input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+    sampler = Sampler(do_sample, temperature, top_k, top_p, seed, model.device)
+    with torch.inference_mode():
+        loop = _DecodeLoop(None, model, input_ids, attention_mask, max_new_tokens, sampler)
+        return loop.run_alone()
+
+
+def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy):
+    _check_count("max_new_tokens", max_new_tokens)
     _check_pair(small, large)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     with torch.inference_mode():
-        loop = _BiLDLoop(
-            DecoderState(small, input_ids, attention_mask),
-            DecoderState(large, input_ids, attention_mask),
-            fallback_threshold=float(fallback_threshold),
-            rollback_threshold=float(rollback_threshold),
-            max_small_steps=max_small_steps,
-            max_new_tokens=max_new_tokens,
-            reference_compat=reference_compat,
-            special_tokens=_special_tokens(large),
+        loop = _DecodeLoop(
+            small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy
         )
         return loop.run()
 
 
-class _BiLDLoop:
+# --- the loop ----------------------------------------------------------------------------------
+
+
+class _DecodeLoop:
     """The decode loop of one call. `tokens` (host) mirrors `ids` (device); the last `pending`
     tokens were drafted by the small model and not yet checked by the large one."""
 
     def __init__(
         self,
-        small: DecoderState,
-        large: DecoderState,
-        *,
-        fallback_threshold: float,
-        rollback_threshold: float,
-        max_small_steps: int,
+        small: PreTrainedModel | None,
+        large: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
         max_new_tokens: int,
-        reference_compat: bool,
-        special_tokens: tuple[int, frozenset[int], int | None],
+        sampler: Sampler,
+        *,
+        fallback_threshold: float = 0.0,
+        rollback_threshold: float = 0.0,
+        max_small_steps: int = 1,
+        reference_compat: bool = False,
+        speculative: bool = False,
     ) -> None:
-        self.small, self.large = small, large
+        self.large = DecoderState(large, input_ids, attention_mask)
+        self.small = None if small is None else DecoderState(small, input_ids, attention_mask)
+        self.sampler = sampler
         self.fallback_threshold = fallback_threshold
         self.rollback_threshold = rollback_threshold
         self.max_small_steps = max_small_steps
         self.max_new_tokens = max_new_tokens
         self.reference_compat = reference_compat
-        start, self.eos_ids, self.forced_first = special_tokens
-        self.ids = torch.empty((1, 1 + max_new_tokens), dtype=torch.long, device=large.device)
-        self.ids[0, 0] = start
-        self.tokens = [start]
+        self.speculative = speculative
+        start, self.eos_ids, forced_first = _special_tokens(large)
+        if self.large.is_encoder_decoder:
+            prefix = [start]
+            self.forced_first = forced_first
+        else:  # the prompt is the prefix; padding is dropped (batch size 1 needs none)
+            kept = input_ids[0] if attention_mask is None else input_ids[0][attention_mask[0] > 0]
+            prefix = kept.tolist()
+            self.forced_first = None
+        self.prefix_length = len(prefix)
+        self.ids = torch.empty(
+            (1, len(prefix) + max_new_tokens), dtype=torch.long, device=self.large.device
+        )
+        self.ids[0, : len(prefix)] = torch.tensor(prefix)
+        self.tokens = list(prefix)
         self.from_small: list[bool] = []
         self.pending = 0
+        self.drafts: list[torch.Tensor] = []  # the small model's distributions of pending tokens
         self.stats = BiLDStats()
 
     # -- bookkeeping --
@@ -300,11 +414,11 @@ class _BiLDLoop:
 
     def _truncate(self, length: int) -> None:
         del self.tokens[length:]
-        del self.from_small[length - 1 :]
+        del self.from_small[length - self.prefix_length :]
 
     @property
     def _generated(self) -> int:
-        return len(self.tokens) - 1
+        return len(self.tokens) - self.prefix_length
 
     @property
     def _full(self) -> bool:
@@ -313,36 +427,61 @@ class _BiLDLoop:
     def _unfed(self, state: DecoderState) -> torch.LongTensor:
         return self.ids[:, state.length : len(self.tokens)]
 
+    def _output(self) -> BiLDOutput:
+        self.stats.generated = self._generated
+        return BiLDOutput(
+            sequences=self.ids[:, : len(self.tokens)].clone(),
+            stats=self.stats,
+            from_small=list(self.from_small),
+        )
+
     # -- model steps --
 
     def _small_step(self) -> tuple[int, float]:
-        """Run the small model over what it has not seen; return its argmax and top prob."""
+        """Run the small model over what it has not seen; return its choice and top prob."""
         self.stats.small_steps += 1
-        logits = self.small.feed(self._unfed(self.small))[-1].float()
-        top_logit, top_token = logits.max(-1)
-        top_probability = torch.exp(top_logit - torch.logsumexp(logits, -1))
-        probability, token = torch.stack((top_probability, top_token.float())).tolist()
+        logits = self.small.feed(self._unfed(self.small))[-1]
+        probabilities = self.sampler.distribution(logits)
+        top_probability = probabilities.max(-1).values
+        token = self.sampler.choose(probabilities)
+        if self.speculative and self.sampler.do_sample:
+            self.drafts.append(probabilities)
+        probability, token = torch.stack((top_probability, token.float())).tolist()
         return int(token), probability
 
-    def _large_step(self) -> tuple[list[float], list[int]]:
-        """Run the large model over what it has not seen (the pending drafts among it).
-
-        Returns the large model's cross-entropy of each pending token and its argmax at each
-        pending position plus one (the token it would append after the last one).
-        """
+    def _large_logits(self) -> torch.Tensor:
+        """The large model's logits at each pending position plus one (for the next token)."""
         self.stats.large_calls += 1
         logits = self.large.feed(self._unfed(self.large))[-self.pending - 1 :].float()
-        if self.forced_first is not None and len(self.tokens) == 1:
+        if self.forced_first is not None and self._generated == 0:
             logits[-1] = torch.full_like(logits[-1], -math.inf)
             logits[-1, self.forced_first] = 0.0
-        argmax = logits.argmax(-1)
+        return logits
+
+    def _large_choices(self, logits: torch.Tensor) -> tuple[list[float], list[int]]:
+        """Cross-entropy of each pending token, and the large model's choice at each position."""
+        choices = self.sampler.choose(self.sampler.distribution(logits))
         if not self.pending:
-            return [], [int(argmax.item())]
+            return [], [int(choices.item())]
         drafted = self.ids[0, len(self.tokens) - self.pending : len(self.tokens)]
-        log_probs = torch.log_softmax(logits[:-1], dim=-1)
+        log_probs = self.sampler.log_distribution(logits[:-1])
         nll = -log_probs.gather(-1, drafted.to(logits.device)[:, None])[:, 0]
-        both = torch.cat((nll, argmax.float())).tolist()
+        both = torch.cat((nll, choices.float())).tolist()
         return both[: self.pending], [int(token) for token in both[self.pending :]]
+
+    def _speculative_verdict(self, logits: torch.Tensor) -> tuple[int | None, int]:
+        """Lossless speculative sampling: (index of the first rejected draft or None, the
+        token that replaces it, or the bonus token after the last draft)."""
+        target = self.sampler.distribution(logits)
+        drafted = self.tokens[len(self.tokens) - self.pending :]
+        for index, token in enumerate(drafted):
+            p, q = target[index], self.drafts[index]
+            if self.sampler.uniform() * float(q[token]) >= float(p[token]):  # u >= p/q: reject
+                residual = torch.clamp(p - q, min=0)
+                total = residual.sum()
+                residual = residual / total if total > 0 else p
+                return index, int(self.sampler.choose(residual))
+        return None, int(self.sampler.choose(target[-1]))
 
     # -- phases --
 
@@ -360,28 +499,34 @@ class _BiLDLoop:
             if token in self.eos_ids:
                 return
 
-    def _large_appends(self) -> bool:
-        """Large model produces one token of its own; True when decoding is over."""
-        _, argmax = self._large_step()
-        return self._accept_large_token(argmax[-1])
-
     def _accept_large_token(self, token: int) -> bool:
+        """Append the large model's token; True when decoding is over."""
         self._append(token, from_small=False)
         self.stats.large_tokens += 1
         return token in self.eos_ids or self._full
+
+    def _large_appends(self) -> bool:
+        _, choices = self._large_choices(self._large_logits())
+        return self._accept_large_token(choices[-1])
 
     def _check_and_continue(self) -> bool:
         """Large model checks the pending drafts, then rolls back or appends; True when done."""
         drafted = self.tokens[len(self.tokens) - self.pending :]
         ended_on_draft = self.pending > 0 and (self.tokens[-1] in self.eos_ids or self._full)
-        nll, argmax = self._large_step()
-        index = rollback_index(
-            drafted, nll, argmax[:-1], self.rollback_threshold, self.reference_compat
-        )
+        logits = self._large_logits()
+        if self.speculative and self.sampler.do_sample:
+            index, replacement = self._speculative_verdict(logits)
+        else:
+            nll, choices = self._large_choices(logits)
+            index = rollback_index(
+                drafted, nll, choices[:-1], self.rollback_threshold, self.reference_compat
+            )
+            replacement = choices[-1] if index is None else choices[index]
+        self.drafts.clear()
         if index is None:
             self.stats.small_accepted += self.pending
             self.pending = 0
-            return ended_on_draft or self._accept_large_token(argmax[-1])
+            return ended_on_draft or self._accept_large_token(replacement)
 
         self.stats.rollbacks += 1
         self.stats.small_accepted += index
@@ -391,10 +536,12 @@ class _BiLDLoop:
         self._truncate(keep)
         self.large.crop(keep)
         self.small.crop(keep)
-        correction_ends = self._accept_large_token(argmax[index])
+        correction_ends = self._accept_large_token(replacement)
         if correction_ends and not (self.reference_compat and not self._full):
             return True
-        # As in the original: the large model also produces the token after its correction.
+        if self.speculative:
+            return False  # the correction is the large call's one new token; drafting resumes
+        # BiLD, as in the original: the large model also produces the token after its correction
         return self._large_appends()
 
     def run(self) -> BiLDOutput:
@@ -407,9 +554,11 @@ class _BiLDLoop:
                 self.stats.small_accepted += self.pending
                 break
             done = self._check_and_continue()
-        self.stats.generated = self._generated
-        return BiLDOutput(
-            sequences=self.ids[:, : len(self.tokens)].clone(),
-            stats=self.stats,
-            from_small=list(self.from_small),
-        )
+        return self._output()
+
+    def run_alone(self) -> BiLDOutput:
+        """The large model alone, one token per call (the autoregressive baseline)."""
+        done = False
+        while not done:
+            done = self._large_appends()
+        return self._output()

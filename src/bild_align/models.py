@@ -46,19 +46,37 @@ def model_revision(model, name: str) -> str:
 
 def load_seq2seq(name: str, *, dtype: str = "float32", device: str | torch.device = "auto"):
     """(model in eval mode on `device`, its tokenizer, its revision) for a seq2seq checkpoint."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM
+
+    return _load(AutoModelForSeq2SeqLM, "sequence-to-sequence", name, dtype, device)
+
+
+def load_seq2seq_or_causal(name: str, *, dtype: str = "float32", device="auto"):
+    """Like `load_seq2seq`, for an encoder-decoder or a decoder-only checkpoint."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    try:
+        is_encoder_decoder = AutoConfig.from_pretrained(name).is_encoder_decoder
+    except (OSError, ValueError):
+        is_encoder_decoder = True  # let _load report the problem
+    if is_encoder_decoder:
+        return _load(AutoModelForSeq2SeqLM, "sequence-to-sequence", name, dtype, device)
+    return _load(AutoModelForCausalLM, "causal language", name, dtype, device)
+
+
+def _load(auto_class, kind: str, name: str, dtype: str, device):
+    from transformers import AutoTokenizer
 
     if looks_local(name) and not Path(name).expanduser().exists():
         raise ModelLoadError(f"model directory {name} does not exist")
     torch_dtype = resolve_dtype(dtype)
     target = device if isinstance(device, torch.device) else resolve_device(device)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=torch_dtype)
+        model = auto_class.from_pretrained(name, dtype=torch_dtype)
     except (OSError, ValueError) as error:
         where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
         raise ModelLoadError(
-            f"could not load a sequence-to-sequence model from {name} ({where}): "
-            f"{str(error).splitlines()[0]}"
+            f"could not load a {kind} model from {name} ({where}): {str(error).splitlines()[0]}"
         ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)

@@ -38,7 +38,9 @@ class TrainRecipe:
 
     # what to align
     task: str = _key(help="benchmark (its metric scores the held-out rows' references)")
-    calibration_dataset: str = _key(help="`bild-align calibrate` output dir or Hub dataset id")
+    calibration_dataset: str = _key(
+        help="`bild-align calibrate` output dir, Hub dataset id, or task:NAME (its references)"
+    )
     output_dir: str = _key(help="where checkpoints and the aligned model go")
     small_model: str | None = _key(None, "Hub id or local dir of the small model to fine-tune")
     small_config: dict | None = _key(None, "T5Config fields, to train a small model from scratch")
@@ -47,6 +49,11 @@ class TrainRecipe:
     calibration_split: str = _key("train", "split of the calibration dataset")
     # optimisation: Adafactor with a constant learning rate, effective batch size 16
     learning_rate: float = _key(5e-4, "constant learning rate (paper: {0.5,1,2,5}e-4)")
+    adafactor_scale_parameter: bool = _key(
+        False,
+        "scale each update by the parameter's RMS (T5 pre-training style, for training "
+        "from scratch; the learning rate is then relative, e.g. 1e-2)",
+    )
     per_device_train_batch_size: int = _key(16, "batch per process")
     gradient_accumulation_steps: int = _key(1, "steps per optimizer update")
     max_steps: int = _key(500_000, "optimizer updates (paper: 500k)")
@@ -57,6 +64,7 @@ class TrainRecipe:
     max_source_length: int = _key(256, "inputs are truncated to this many tokens")
     max_target_length: int = _key(128, "targets are truncated to this many tokens")
     seed: int = _key(42, "seed for initialisation, data order and the held-out rows")
+    group_by_length: bool = _key(False, "batch rows of similar length (less padding, faster)")
     bf16: bool = _key(False, "bfloat16 mixed precision")
     fp16: bool = _key(False, "float16 mixed precision (GPU)")
     # evaluation and checkpoints

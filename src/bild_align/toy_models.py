@@ -143,6 +143,69 @@ def random_inputs(
 def agreement(small, large, input_ids: torch.LongTensor, max_new_tokens: int = 32) -> float:
     """Share of positions on the large model's greedy output where the small argmax agrees."""
     target = large.generate(input_ids, do_sample=False, max_new_tokens=max_new_tokens)
-    small_argmax = small(input_ids=input_ids, decoder_input_ids=target).logits.argmax(-1)
-    large_argmax = large(input_ids=input_ids, decoder_input_ids=target).logits.argmax(-1)
+    if large.config.is_encoder_decoder:
+        inputs = {"input_ids": input_ids, "decoder_input_ids": target}
+        new = slice(None)
+    else:  # the prompt followed by the output; compare on the output positions only
+        inputs = {"input_ids": target}
+        new = slice(input_ids.shape[1] - 1, -1)
+    small_argmax = small(**inputs).logits.argmax(-1)[:, new]
+    large_argmax = large(**inputs).logits.argmax(-1)[:, new]
     return (small_argmax == large_argmax).float().mean().item()
+
+
+def random_llama(
+    *,
+    vocab_size: int = 128,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    confidence: float = 1.0,
+    eos_weight: float = 1.0,
+    seed: int = 0,
+):
+    """A randomly initialised Llama-style decoder-only model in eval mode (untied head)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    head = torch.randn(vocab_size, hidden_size) * confidence / hidden_size**0.5
+    head[config.eos_token_id] *= eos_weight
+    model.lm_head.weight = nn.Parameter(head)
+    return model.eval()
+
+
+def deepen_llama(small, *, extra_layers: int, eps: float = 0.05, seed: int = 0):
+    """A deeper copy of a Llama-style model whose extra layers are near the identity."""
+    large = copy.deepcopy(small)
+    generator = torch.Generator().manual_seed(seed)
+    layers = list(large.model.layers)
+    for _ in range(extra_layers):
+        layer = copy.deepcopy(small.model.layers[-1])
+        with torch.no_grad():
+            for parameter in layer.parameters():
+                if parameter.dim() == 2:
+                    noise = torch.randn(parameter.shape, generator=generator)
+                    parameter.add_(noise * parameter.std() * 0.5)
+            layer.self_attn.o_proj.weight.mul_(eps)
+            layer.mlp.down_proj.weight.mul_(eps)
+        layers.append(layer)
+    large.model.layers = nn.ModuleList(layers)
+    for index, layer in enumerate(large.model.layers):
+        layer.self_attn.layer_idx = index
+    large.config.num_hidden_layers = len(layers)
+    large.config.layer_types = None
+    return large.eval()

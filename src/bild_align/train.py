@@ -23,13 +23,18 @@ from bild_align.errors import UserError
 from bild_align.metrics import bleu, chrf, score
 from bild_align.models import looks_local
 from bild_align.recipes import TrainRecipe
-from bild_align.tasks import get_task
+from bild_align.tasks import get_task, load_rows
 
 
 def load_calibration(name: str, split: str):
-    """A calibration dataset from a `calibrate` output directory or a Hub dataset id."""
+    """A calibration dataset from a `calibrate` output directory or a Hub dataset id; or, with
+    `task:NAME`, a benchmark's own references as targets (plain fine-tuning, e.g. to build the
+    demo pair from scratch)."""
     import datasets
 
+    if name.startswith("task:"):
+        rows = load_rows(get_task(name.removeprefix("task:")), split)
+        return rows.rename_column("reference", "target")
     path = Path(name)
     try:
         if path.exists():
@@ -107,12 +112,25 @@ def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> None:
         print("wandb: no login found, logging offline (sync later with `wandb sync`)")
 
 
+def _trainer_class():
+    from torch.utils.data import SequentialSampler
+    from transformers import Seq2SeqTrainer
+
+    class AlignmentTrainer(Seq2SeqTrainer):
+        """Seq2SeqTrainer whose evaluation keeps the dataset order even when training groups
+        rows by length (transformers then also length-groups evaluation): the metrics pair
+        each prediction with its row's large-model output by position."""
+
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is None:
+                return None
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    return AlignmentTrainer
+
+
 def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        Seq2SeqTrainer,
-        Seq2SeqTrainingArguments,
-    )
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
     task = get_task(recipe.task)
     dataset = load_calibration(recipe.calibration_dataset, recipe.calibration_split)
@@ -184,11 +202,25 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         fp16=recipe.fp16,
         seed=recipe.seed,
         data_seed=recipe.seed,
+        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
         run_name=recipe.run_name,
         dataloader_num_workers=0,
     )
-    trainer = Seq2SeqTrainer(
+    optimizers = (None, None)  # the Trainer builds Adafactor (and the schedule) itself
+    if recipe.adafactor_scale_parameter:
+        from transformers.optimization import Adafactor
+
+        adafactor = Adafactor(
+            model.parameters(),
+            lr=recipe.learning_rate,
+            scale_parameter=True,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=recipe.weight_decay,
+        )
+        optimizers = (adafactor, None)
+    trainer = _trainer_class()(
         model=model,
         args=arguments,
         train_dataset=train_set,
@@ -196,6 +228,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
+        optimizers=optimizers,
     )
     checkpoint = resume and _last_checkpoint(recipe.output_dir)
     if resume and not checkpoint:
@@ -207,7 +240,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
         print(
-            f"aligned small model saved to {output} (eval: "
+            f"model saved to {output} (eval: "
             + ", ".join(
                 f"{key}={value:.4g}"
                 for key, value in final_metrics.items()

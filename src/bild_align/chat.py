@@ -1,0 +1,248 @@
+"""Interactive console: type an input, see BiLD's output beside the large model, the small model
+and speculative decoding, with tokens/s, time and decoder statistics.
+
+    bild-align chat --small S --large L           # then type text, or /help for commands
+    Console(small, large, tokenizer, output=sys.stdout).run(sys.stdin)
+
+Tokens drafted by the small model and kept are shown in green, tokens produced or corrected by
+the large model in the default colour (when colour is on).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TextIO
+
+import torch
+
+from bild_align.decoding import autoregressive_generate, bild_generate, speculative_generate
+from bild_align.timing import timed
+
+METHODS = ("bild", "large", "small", "speculative")
+GREEN, RESET = "\033[32m", "\033[0m"
+
+HELP = """commands (values apply to the next inputs):
+  /rb X        rollback threshold (0 = exact)      /fb X      fallback threshold
+  /steps N     BiLD's max consecutive small tokens /gamma N   speculative draft length
+  /max N       max new tokens                      /show A,B  outputs to show: {methods}
+  /sample on|off   sampling instead of greedy      /temperature X  /top-k N  /top-p X  /seed N
+  /settings    show the settings                   /help      this text      /quit  leave
+anything else is an input to decode""".format(methods=",".join(METHODS))
+
+
+# /command -> (type, check); LIMITS says the same in words
+NUMBERS: dict[str, tuple[type, Callable[[float], bool]]] = {
+    "rb": (float, lambda v: v >= 0),
+    "fb": (float, lambda v: v >= 0),
+    "steps": (int, lambda v: v >= 1),
+    "gamma": (int, lambda v: v >= 1),
+    "max": (int, lambda v: v >= 1),
+    "temperature": (float, lambda v: v > 0),
+    "top-k": (int, lambda v: v >= 0),
+    "top-p": (float, lambda v: 0 < v <= 1),
+    "seed": (int, lambda v: v >= 0),
+}
+LIMITS = {
+    "rb": ">= 0",
+    "fb": ">= 0",
+    "steps": ">= 1",
+    "gamma": ">= 1",
+    "max": ">= 1",
+    "temperature": "> 0",
+    "top-k": ">= 0 (0: off)",
+    "top-p": "in (0, 1]",
+    "seed": ">= 0",
+}
+
+
+@dataclass
+class Settings:
+    rb: float = 2.0
+    fb: float = 0.6
+    steps: int = 10
+    gamma: int = 4
+    max: int = 64
+    show: tuple[str, ...] = ("bild", "large")
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def sampling(self) -> dict:
+        return dict(
+            do_sample=self.sample,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+    def describe(self) -> str:
+        mode = (
+            f"sampling (temperature {self.temperature}, top-k {self.top_k}, top-p "
+            f"{self.top_p}, seed {self.seed})"
+            if self.sample
+            else "greedy"
+        )
+        return (
+            f"rb={self.rb} fb={self.fb} steps={self.steps} gamma={self.gamma} "
+            f"max={self.max} show={','.join(self.show)} {mode}"
+        )
+
+
+class Console:
+    def __init__(
+        self,
+        small,
+        large,
+        tokenizer,
+        output: TextIO,
+        colour: bool = False,
+        prefix: str = "",
+        settings: Settings | None = None,
+    ) -> None:
+        self.small, self.large, self.tokenizer = small, large, tokenizer
+        self.output = output
+        self.colour = colour
+        self.prefix = prefix
+        self.settings = settings or Settings()
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.output, flush=True)
+
+    # -- commands --
+
+    def command(self, line: str) -> bool:
+        """Apply one /command; False when the console should stop."""
+        name, *values = shlex.split(line[1:]) or [""]
+        settings = self.settings
+        if name in ("quit", "exit", "q"):
+            return False
+        if name in ("help", "h", "?"):
+            self.say(HELP)
+        elif name == "settings":
+            self.say(settings.describe())
+        elif name == "show":
+            chosen = tuple(m.strip() for m in ",".join(values).split(",") if m.strip())
+            unknown = [m for m in chosen if m not in METHODS]
+            if unknown or not chosen:
+                self.say(
+                    f"unknown output {', '.join(unknown) or '(none)'}; choose from "
+                    f"{', '.join(METHODS)}"
+                )
+            else:
+                settings.show = chosen
+                self.say(settings.describe())
+        elif name == "sample":
+            if values not in (["on"], ["off"]):
+                self.say("use /sample on or /sample off")
+            else:
+                settings.sample = values == ["on"]
+                self.say(settings.describe())
+        elif name in NUMBERS:
+            self._set_number(name, values)
+        else:
+            self.say(f"unknown command /{name}; /help lists the commands")
+        return True
+
+    def _set_number(self, name: str, values: list[str]) -> None:
+        kind, valid = NUMBERS[name]
+        try:
+            value = kind(values[0]) if len(values) == 1 else None
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            self.say(f"/{name} needs one {'integer' if kind is int else 'number'}: {LIMITS[name]}")
+            return
+        setattr(self.settings, name.replace("-", "_"), value)
+        self.say(self.settings.describe())
+
+    # -- decoding --
+
+    def _runners(self) -> dict[str, Callable]:
+        s = self.settings
+        return {
+            "bild": lambda ids, mask: bild_generate(
+                self.small,
+                self.large,
+                ids,
+                mask,
+                rollback_threshold=s.rb,
+                fallback_threshold=s.fb,
+                max_small_steps=s.steps,
+                max_new_tokens=s.max,
+                **s.sampling(),
+            ),
+            "large": lambda ids, mask: autoregressive_generate(
+                self.large, ids, mask, max_new_tokens=s.max, **s.sampling()
+            ),
+            "small": lambda ids, mask: autoregressive_generate(
+                self.small, ids, mask, max_new_tokens=s.max, **s.sampling()
+            ),
+            "speculative": lambda ids, mask: speculative_generate(
+                self.small,
+                self.large,
+                ids,
+                mask,
+                gamma=s.gamma,
+                max_new_tokens=s.max,
+                **s.sampling(),
+            ),
+        }
+
+    def _render(self, new_tokens: list[int], from_small: list[bool]) -> str:
+        """The output text; with colour, the small model's kept tokens in green."""
+        if not self.colour:
+            return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        pieces, previous = [], ""
+        for end, small in enumerate(from_small, start=1):
+            text = self.tokenizer.decode(new_tokens[:end], skip_special_tokens=True)
+            piece, previous = text[len(previous) :], text
+            pieces.append(f"{GREEN}{piece}{RESET}" if small and piece else piece)
+        return "".join(pieces)
+
+    def decode(self, text: str) -> None:
+        batch = self.tokenizer(self.prefix + text, return_tensors="pt")
+        ids = batch.input_ids.to(self.large.device)
+        mask = batch.attention_mask.to(self.large.device)
+        runners = self._runners()
+        width = max(len(name) for name in self.settings.show)
+        for name in self.settings.show:
+            seconds, out = timed(lambda r=runners[name]: r(ids, mask), self.large.device)
+            stats = out.stats
+            prefix_length = out.sequences.shape[1] - stats.generated
+            new_tokens = out.sequences[0, prefix_length:].tolist()
+            rate = stats.generated / seconds if seconds > 0 else float("inf")
+            details = f"{stats.generated} tokens, {seconds * 1000:.1f} ms, {rate:.0f} tokens/s"
+            if name in ("bild", "speculative"):
+                details += (
+                    f", large calls/token {stats.large_calls_per_token:.2f}, small "
+                    f"tokens {stats.small_accepted}, fallbacks {stats.fallbacks}, "
+                    f"rollbacks {stats.rollbacks}"
+                )
+            self.say(f"{name:<{width}}  {self._render(new_tokens, out.from_small)}")
+            self.say(f"{'':<{width}}  ({details})")
+
+    def run(self, lines: Iterable[str], interactive: bool = False) -> None:
+        if interactive:
+            legend = f" ({GREEN}green{RESET}: kept small-model tokens)" if self.colour else ""
+            self.say(
+                f"bild-align chat: {self.settings.describe()}{legend}\n/help lists the "
+                "commands, /quit leaves"
+            )
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    break
+                continue
+            try:
+                with torch.inference_mode():
+                    self.decode(line)
+            except ValueError as error:  # e.g. settings the decoder refuses
+                self.say(f"error: {error}")

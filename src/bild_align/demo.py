@@ -1,0 +1,240 @@
+"""The offline demo pair: trained here, on real text, and shipped under data/demo/.
+
+    python -m bild_align.demo tokenizer      # SentencePiece vocabulary on gettext-de-en train
+    python -m bild_align.demo models         # tokenizer, then train and export both models
+
+`make demo-models` runs the second command; it rebuilds data/demo/{tokenizer,large,small}
+from scratch (deterministic seeds) with the project's own `bild-align train` recipes
+(recipes/demo-large.yaml, recipes/demo-small.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEMO_DIR = Path(
+    os.environ.get("BILD_DEMO_DIR", Path(__file__).resolve().parents[2] / "data" / "demo")
+)
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def train_tokenizer(output: Path, vocab_size: int = 4000) -> Path:
+    """A unigram SentencePiece vocabulary over both languages of the train split."""
+    import sentencepiece
+    from transformers import T5Tokenizer
+
+    from bild_align.gettext_corpus import load_split
+
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        text = Path(scratch, "text.txt")
+        text.write_text(
+            "".join(f"{row['de']}\n{row['en']}\n" for row in load_split("train")), encoding="utf-8"
+        )
+        sentencepiece.SentencePieceTrainer.train(
+            input=str(text),
+            model_prefix=str(Path(scratch, "spiece")),
+            vocab_size=vocab_size,
+            model_type="unigram",
+            character_coverage=1.0,
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            num_threads=1,
+            minloglevel=2,
+        )
+        tokenizer = T5Tokenizer.from_pretrained(scratch, extra_ids=0)
+    tokenizer.save_pretrained(output)
+    return output
+
+
+def export(run_dir: Path, output: Path) -> Path:
+    """Save the trained model in float16 safetensors (small enough to ship) with its tokenizer."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(run_dir).to(torch.float16)
+    model.generation_config = _plain_generation_config(model.config)
+    model.save_pretrained(output)
+    AutoTokenizer.from_pretrained(run_dir).save_pretrained(output)
+    return output
+
+
+def _plain_generation_config(config):
+    """Only the special tokens: the Trainer saves every default (max_length=20, top_k=50, ...),
+    which would then override callers' settings."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+
+
+def build_models() -> None:
+    from bild_align.recipes import load_recipe
+    from bild_align.train import run_training
+
+    start = time.time()
+    train_tokenizer(DEMO_DIR / "tokenizer")
+    for name in ("large", "small"):
+        recipe = load_recipe(RECIPES_DIR / f"demo-{name}.yaml")
+        run_dir = run_training(recipe)
+        export(run_dir, DEMO_DIR / name)
+        print(
+            f"demo {name} model exported to {DEMO_DIR / name} "
+            f"({(time.time() - start) / 60:.1f} min so far)"
+        )
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "tokenizer":
+        print(train_tokenizer(DEMO_DIR / "tokenizer"))
+    elif command == "models":
+        build_models()
+    else:
+        sys.exit("usage: python -m bild_align.demo {tokenizer|models}")
+
+
+@dataclass
+class DemoConfig:
+    output_dir: str = "outputs/demo"
+    calibration_rows: int | None = None  # None: the whole train split
+    eval_samples: int = 200
+    rb: float = 3.0
+    fb: float = 0.5
+    sweep_rb: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
+    sweep_fb: tuple[float, ...] = (0.3, 0.5, 0.7)
+    max_new_tokens: int = 64
+    align_overrides: dict | None = None  # recipe keys for the alignment step (tests: fewer steps)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """calibrate -> train -> eval on the shipped pair; returns both eval results."""
+    from bild_align.calibrate import CalibrateConfig, run_calibration
+    from bild_align.defaults import DEMO_TASK, demo_model
+    from bild_align.evaluate import EvalConfig, run_eval
+    from bild_align.recipes import load_recipe
+    from bild_align.train import run_training
+
+    large, small = demo_model("large"), demo_model("small")
+    root = Path(config.output_dir)
+    _banner("1/3 calibrate: the large model translates the train split")
+    calibration = run_calibration(
+        CalibrateConfig(
+            large=large,
+            task=DEMO_TASK,
+            split="train",
+            output=str(root / "calibration"),
+            max_samples=config.calibration_rows,
+            batch_size=64,
+            max_new_tokens=config.max_new_tokens,
+        )
+    )
+    _banner("2/3 train: align the small model on the large model's outputs")
+    aligned_dir = root / "aligned"
+    recipe = load_recipe(
+        RECIPES_DIR / "demo-align.yaml",
+        {
+            "small_model": small,
+            "large_model": large,
+            "calibration_dataset": str(calibration),
+            "output_dir": str(aligned_dir),
+            **(config.align_overrides or {}),
+        },
+    )
+    if (aligned_dir / "model.safetensors").exists():
+        print(f"{aligned_dir} already holds the aligned model; delete it to train again")
+    else:
+        run_training(recipe)
+    _banner("3/3 eval: large, small, assisted generation, BiLD unaligned and aligned, sweep")
+    common = dict(
+        large=large,
+        task=DEMO_TASK,
+        split="test",
+        max_samples=config.eval_samples,
+        max_new_tokens=config.max_new_tokens,
+    )
+    unaligned = run_eval(
+        EvalConfig(
+            small=small,
+            rb=(config.rb,),
+            fb=(config.fb,),
+            output=str(root / "eval_unaligned.json"),
+            **common,
+        )
+    )
+    aligned = run_eval(
+        EvalConfig(
+            small=str(aligned_dir),
+            rb=tuple(sorted({config.rb, *config.sweep_rb})),
+            fb=tuple(sorted({config.fb, *config.sweep_fb})),
+            sweep=True,
+            baselines=("large", "small"),
+            output=str(root / "eval_aligned.json"),
+            **common,
+        )
+    )
+    print(summary_table(unaligned, aligned, config))
+    return {"unaligned": unaligned, "aligned": aligned}
+
+
+def _banner(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def summary_table(unaligned: dict, aligned: dict, config: DemoConfig) -> str:
+    """One table: quality, latency, speedup and large-model calls per token of every run."""
+
+    def find(results, method, setting=None):
+        for row in results["methods"]:
+            if row["method"] == method and (setting is None or row["setting"] == setting):
+                return row
+        return None
+
+    chosen = {"rb": config.rb, "fb": config.fb}
+    best = aligned["sweep"]["best"]
+    rows = [
+        ("large model alone", find(unaligned, "large")),
+        ("small model alone (unaligned)", find(unaligned, "small")),
+        ("small model alone (aligned)", find(aligned, "small")),
+        ("assisted generation (transformers)", find(unaligned, "assisted")),
+        (f"BiLD unaligned rb={config.rb:g} fb={config.fb:g}", find(unaligned, "bild", chosen)),
+        (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", find(aligned, "bild", chosen)),
+    ]
+    if best is not None:
+        setting = {"rb": best["rb"], "fb": best["fb"]}
+        rows.append(
+            (
+                f"BiLD aligned, best sweep rb={best['rb']:g} fb={best['fb']:g}",
+                find(aligned, "bild", setting),
+            )
+        )
+    metric = unaligned["config"]["metric"].upper()
+    lines = [
+        f"\ngettext-de-en test split, {len(unaligned['config']['sample_ids'])} sentences, batch 1,"
+        f" {unaligned['environment']['device']} ({unaligned['environment']['cpu_threads']} "
+        "threads)",
+        f"{'run':<44}{metric:>7}{'median ms':>11}{'speedup':>9}{'L calls/tok':>13}",
+    ]
+    for label, row in rows:
+        if row is None:
+            continue
+        stats = row.get("stats")
+        calls = f"{stats['large_calls_per_token']:.3f}" if stats else ""
+        lines.append(
+            f"{label:<44}{row['quality']['score']:>7.2f}"
+            f"{row['latency']['median_s'] * 1000:>11.1f}{row['speedup']:>8.2f}x"
+            f"{calls:>13}"
+        )
+    lines.append(f"BLEU: {unaligned['methods'][0]['quality']['signature']}")
+    lines.append(f"sweep plot: {aligned['sweep']['plot']}  (CSV: {aligned['sweep']['csv']})")
+    return "\n".join(lines)
