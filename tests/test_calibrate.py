@@ -98,7 +98,7 @@ def test_resume_after_repeated_kills(byte_model_dir, tmp_path):
         "cpu",
     )
     killed = 0
-    for _ in range(3):
+    for _ in range(5):  # five kill-and-resume cycles
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         shards = output / ".shards"
         start_count = len(list(shards.glob("shard-*"))) if shards.exists() else 0
@@ -110,7 +110,7 @@ def test_resume_after_repeated_kills(byte_model_dir, tmp_path):
                 break
             time.sleep(0.05)
         process.wait()
-    assert killed >= 2
+    assert killed >= 4
     final = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert "resuming" in final.stdout

@@ -252,3 +252,27 @@ def test_two_processes_train_as_well_as_one(alignment_setup, tmp_path):
     # Data order differs between one and two processes; seeds alone move this toy by ~10%.
     assert abs(best_two - best_one) < 0.2 * best_one
     assert (double / "model.safetensors").exists()
+
+
+def test_wandb_logging_runs_offline_without_a_login(alignment_setup, tmp_path, monkeypatch):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    output = tmp_path / "wandb-run"
+    argv = _train_argv(
+        alignment_setup,
+        output,
+        "--max-steps",
+        "4",
+        "--eval-steps",
+        "2",
+        "--save-steps",
+        "2",
+        "--report-to",
+        "wandb",
+    )
+    assert main(argv) == 0
+    assert list(tmp_path.glob("wandb/offline-run-*"))  # logged, offline, nothing blocked
+    assert (output / "model.safetensors").exists()

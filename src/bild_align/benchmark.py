@@ -94,7 +94,7 @@ class BenchConfig:
     assistant_tokens: tuple[int, ...] = (4, 8, 16)
     small_steps: tuple[int, ...] = (4, 8, 16, 32)
     exact_fallbacks: tuple[float, ...] = (0.0, 0.3)
-    gammas: tuple[int, ...] = (2, 4, 8)
+    gammas: tuple[int, ...] = (2, 4, 8, 16)
     sampling: bool = False  # add sampling rows (large, speculative and BiLD, temperature 1)
 
 

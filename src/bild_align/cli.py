@@ -1,7 +1,10 @@
 """The `bild-align` command.
 
     bild-align --help
-    bild-align bench --preset t5 --examples 8
+    bild-align calibrate --large L --task T --output DIR     # stage one (calibrate.py)
+    bild-align train --recipe recipes/iwslt.yaml              # stage two (train.py)
+    bild-align eval --small S --large L --task T --rb 2 --fb 0.6   # stage three (evaluate.py)
+    bild-align chat | demo | bench                            # chat.py, demo.py, benchmark.py
 
 Each subcommand parses its options, then calls one stage module; heavy imports (torch,
 transformers) happen inside the subcommand so that `--help` is instant. A user mistake prints

@@ -16,6 +16,7 @@ task's metric against them; the checkpoint with the best agreement is kept besid
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -141,6 +142,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         )
     split = dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
     model, tokenizer = _model_and_tokenizer(recipe)
+    generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
 
     def tokenize(batch):
         features = tokenizer(batch["source"], max_length=recipe.max_source_length, truncation=True)
@@ -237,6 +239,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     final_metrics = trainer.evaluate()
     output = Path(recipe.output_dir)
     if trainer.is_world_process_zero():
+        trainer.model.generation_config = generation_config
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
         print(
