@@ -83,3 +83,22 @@ def byte_pair_dirs(tmp_path_factory):
         save_with_byte_tokenizer(small, root / "small"),
         save_with_byte_tokenizer(large, root / "large"),
     )
+
+
+# `accelerate launch` with two CPU processes, as the multi-process tests run it
+ACCELERATE_TWO_CPUS = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "-m",
+    "bild_align.cli",
+]

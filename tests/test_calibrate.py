@@ -15,7 +15,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.greedy import greedy_texts
-from conftest import write_pairs
+from conftest import ACCELERATE_TWO_CPUS, write_pairs
 
 
 def _calibrate(model_dir, pairs, output, **extra):
@@ -127,20 +127,7 @@ def test_two_process_run_has_every_row_once(byte_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--cpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "bild_align.cli",
+            *ACCELERATE_TWO_CPUS,
             "calibrate",
             "--large",
             str(byte_model_dir),

@@ -17,7 +17,7 @@ from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.recipes import RecipeError, TrainRecipe, load_recipe
 from bild_align.toy_models import deepen
-from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
+from conftest import ACCELERATE_TWO_CPUS, byte_level_model, save_with_byte_tokenizer, write_pairs
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
 
@@ -221,20 +221,7 @@ def test_two_processes_train_as_well_as_one(alignment_setup, tmp_path):
     double = tmp_path / "double"
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--cpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "bild_align.cli",
+            *ACCELERATE_TWO_CPUS,
             *_train_argv(alignment_setup, double),
             "--per-device-train-batch-size",
             "4",

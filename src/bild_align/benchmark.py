@@ -16,19 +16,17 @@ warm-up, with the device synchronised; only generation is timed.
 
 from __future__ import annotations
 
-import platform
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-import transformers
 from tqdm.auto import tqdm
 
-import bild_align
 from bild_align.decoding import BiLDStats, bild_generate, speculative_generate
 from bild_align.io_utils import write_json_atomic
-from bild_align.timing import ForwardClock, summarize, timed
+from bild_align.models import resolve_device
+from bild_align.timing import ForwardClock, environment, summarize, timed
 from bild_align.toy_models import (
     agreement,
     deepen,
@@ -108,12 +106,6 @@ class Method:
     overhead: list[float] = field(default_factory=list)
     identical: int = 0
     stats: BiLDStats = field(default_factory=BiLDStats)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_pair(preset: str, eps: float, seed: int, device: torch.device, dtype: torch.dtype):
@@ -342,22 +334,10 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
     return {"eps": eps, "agreement": level_agreement, "methods": rows}
 
 
-def environment(device: torch.device) -> dict:
-    return {
-        "bild_align": bild_align.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "cpu_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-    }
-
-
 def run_benchmark(config: BenchConfig) -> dict:
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype)
     levels = []
     with (

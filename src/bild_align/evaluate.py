@@ -17,7 +17,6 @@ Pareto front and a PNG plot.
 from __future__ import annotations
 
 import csv
-import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import bild_align
 from bild_align.decoding import BiLDStats, bild_generate
 from bild_align.errors import UserError
 from bild_align.io_utils import write_json_atomic
@@ -33,7 +31,7 @@ from bild_align.metrics import bleu, score
 from bild_align.models import load_seq2seq, resolve_device
 from bild_align.pareto import fastest_within, pareto_front
 from bild_align.tasks import get_task, load_rows
-from bild_align.timing import summarize, timed
+from bild_align.timing import environment, summarize, timed
 
 BASELINES = ("large", "small", "assisted")
 
@@ -134,19 +132,6 @@ def _runs(config: EvalConfig, small, large, max_new_tokens: int) -> list[Run]:
     return runs
 
 
-def _environment(device: torch.device) -> dict:
-    import transformers
-
-    return {
-        "bild_align": bild_align.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
 def _summaries(runs: list[Run], references: list[str], metric: str) -> list[dict]:
     large = runs[0]
     large_total = sum(large.seconds)
@@ -233,7 +218,7 @@ def run_eval(config: EvalConfig) -> dict:
             "sample_ids": list(rows["id"]),
             "batch_size": 1,
         },
-        "environment": _environment(device),
+        "environment": environment(device),
         "methods": methods,
     }
     if config.sweep:

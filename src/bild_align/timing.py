@@ -35,6 +35,25 @@ def timed(call: Callable[[], T], device: torch.device) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
+def environment(device: torch.device) -> dict[str, str | int]:
+    """What a reported time depends on: versions, device, threads."""
+    import platform
+
+    import transformers
+
+    import bild_align
+
+    return {
+        "bild_align": bild_align.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
 def summarize(seconds: list[float]) -> dict[str, float]:
     return {
         "count": len(seconds),
