@@ -165,3 +165,41 @@ def test_eval_user_mistakes_exit_2(byte_pair_dirs, pairs_file, tmp_path, capsys)
         assert code == 2, extra
         assert message in err and "Traceback" not in err
     assert not Path(tmp_path, "x.json").exists()
+
+
+def test_recipe_supplies_models_task_and_thresholds(byte_pair_dirs, pairs_file, tmp_path, capsys):
+    small, large = byte_pair_dirs
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"task: {pairs_file}\ncalibration_dataset: unused\noutput_dir: {small}\n"
+        f"large_model: {large}\nrb: [0.0]\nfb: [0.4]\neval_split: validation\n"
+    )
+    output = tmp_path / "recipe.json"
+    code = main(
+        [
+            "eval",
+            "--recipe",
+            str(recipe),
+            "--source-column",
+            "de",
+            "--target-column",
+            "en",
+            "--max-samples",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--baselines",
+            "large",
+            "--fb",
+            "0.2",
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    saved = json.loads(output.read_text())
+    assert saved["config"]["small"] == str(small) and saved["config"]["large"] == str(large)
+    assert saved["config"]["rb"] == [0.0]  # from the recipe
+    assert saved["config"]["fb"] == [0.2]  # the command line wins
+    bild = next(row for row in saved["methods"] if row["method"] == "bild")
+    assert bild["identical_to_large"] == 2
