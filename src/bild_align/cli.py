@@ -40,6 +40,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_device_options(parser: argparse.ArgumentParser, device_note: str = "") -> None:
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (default: float32)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=f"torch device, e.g. cpu or cuda:0 (default: cuda if available{device_note})",
+    )
+
+
+def _add_length_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        help="output length limit (default: the task's target length)",
+    )
+    parser.add_argument(
+        "--max-source-length",
+        type=_positive_int,
+        help="inputs are truncated to this many tokens (default: the task's)",
+    )
+
+
 def _add_bench(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
@@ -88,17 +115,7 @@ def _add_bench(subparsers) -> None:
         default=2,
         help="inputs used to pick each tuned method's fastest setting (default: 2)",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="torch device, e.g. cpu or cuda:0 (default: cuda if available)",
-    )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="model dtype (default: float32)",
-    )
+    _add_device_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for models and inputs")
     parser.add_argument(
         "--output",
@@ -182,28 +199,8 @@ def _add_calibrate(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=_positive_int, default=32, help="inputs decoded together (default: 32)"
     )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=_positive_int,
-        help="output length limit (default: the task's target length)",
-    )
-    parser.add_argument(
-        "--max-source-length",
-        type=_positive_int,
-        help="inputs are truncated to this many tokens (default: the task's)",
-    )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="model dtype (default: float32)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="torch device (default: cuda if available; under accelerate "
-        "launch, each process's own)",
-    )
+    _add_length_options(parser)
+    _add_device_options(parser, "; under accelerate launch, each process's own")
     parser.add_argument(
         "--shard-rows",
         type=_positive_int,
@@ -326,23 +323,8 @@ def _add_eval(subparsers) -> None:
         action="store_true",
         help="reproduce the original BiLD implementation's decisions",
     )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=_positive_int,
-        help="output length limit (default: the task's target length)",
-    )
-    parser.add_argument(
-        "--max-source-length",
-        type=_positive_int,
-        help="inputs are truncated to this many tokens (default: the task's)",
-    )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="model dtype (default: float32)",
-    )
-    parser.add_argument("--device", default="auto", help="torch device (default: cuda if any)")
+    _add_length_options(parser)
+    _add_device_options(parser)
     parser.add_argument(
         "--output",
         default="results/eval.json",
@@ -489,13 +471,7 @@ def _add_chat(subparsers) -> None:
         default="auto",
         help="colour the small model's tokens (default: auto, on a terminal)",
     )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="model dtype (default: float32)",
-    )
-    parser.add_argument("--device", default="auto", help="torch device (default: cuda if any)")
+    _add_device_options(parser)
     parser.set_defaults(handler=_run_chat)
 
 

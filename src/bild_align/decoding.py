@@ -153,7 +153,8 @@ def _is_encoder_decoder(model: PreTrainedModel) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def _check_pair(small: PreTrainedModel, large: PreTrainedModel) -> None:
+def check_pair(small: PreTrainedModel, large: PreTrainedModel) -> None:
+    """Raise ValueError (saying what to do) unless the two models can decode together."""
     if _is_encoder_decoder(small) != _is_encoder_decoder(large):
         kinds = {True: "an encoder-decoder", False: "a decoder-only"}
         raise ValueError(
@@ -346,7 +347,7 @@ def autoregressive_generate(
 
 def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy):
     _check_count("max_new_tokens", max_new_tokens)
-    _check_pair(small, large)
+    check_pair(small, large)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     with torch.inference_mode():
         loop = _DecodeLoop(

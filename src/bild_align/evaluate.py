@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.decoding import BiLDStats, bild_generate
+from bild_align.decoding import BiLDStats, bild_generate, check_pair
 from bild_align.errors import UserError
 from bild_align.io_utils import write_json_atomic
 from bild_align.metrics import bleu, score
@@ -178,7 +178,7 @@ def run_eval(config: EvalConfig) -> dict:
     small, _, small_revision = load_seq2seq(config.small, dtype=config.dtype, device=device)
     runs = _runs(config, small, large, max_new_tokens)
     try:
-        bild_generate(small, large, torch.tensor([[tokenizer.eos_token_id or 1]]), max_new_tokens=1)
+        check_pair(small, large)
     except ValueError as error:  # mismatched vocabularies, decoder-only models, ...
         raise UserError(str(error)) from None
 

@@ -120,11 +120,6 @@ REGISTRY["gettext-de-en"] = Task(
 )
 
 
-def register(task: Task) -> Task:
-    REGISTRY[task.name] = task
-    return task
-
-
 def get_task(
     name: str,
     *,
