@@ -63,25 +63,26 @@ def test_fallback_hands_over_and_small_token_is_discarded():
     script = with_overrides({3: (9, 0.2)})
     out, small, large = run(script, fallback_threshold=0.6, max_new_tokens=6, rollback_threshold=2)
     assert out.sequences[0].tolist() == large_greedy(confident, 6)
-    assert out.from_small == [False, True, False, True, True, True]
-    # large: first token; after the fallback it sees [t1, d2] and appends t3; then checks tail.
-    assert large.calls == [1, 2, 4]
-    assert out.stats.small_steps == 5 and out.stats.large_calls == 3
+    assert out.from_small == [True, True, False, True, True, True]
+    # small drafts t1, t2 and falls back; large sees [start, t1, t2] and appends t3; small
+    # drafts t4..t6 up to the limit; large checks that tail [t3..t6].
+    assert large.calls == [3, 4]
+    assert out.stats.small_steps == 6 and out.stats.large_calls == 2
 
 
 def test_max_small_steps_cap_and_exact_counts():
     out, small, large = run(confident, max_small_steps=4, max_new_tokens=23)
     assert out.sequences[0].tolist() == large_greedy(confident, 23)
     stats = out.stats
-    # 1 large token, 4 rounds of (4 drafts + 1 large token), 2 drafts checked at the limit.
-    assert (stats.large_calls, stats.small_steps, stats.small_accepted) == (6, 18, 18)
-    assert (stats.large_tokens, stats.fallbacks, stats.rollbacks, stats.generated) == (5, 0, 0, 23)
+    # 4 rounds of (4 drafts + 1 large token), then 3 drafts checked at the limit.
+    assert (stats.large_calls, stats.small_steps, stats.small_accepted) == (5, 19, 19)
+    assert (stats.large_tokens, stats.fallbacks, stats.rollbacks, stats.generated) == (4, 0, 0, 23)
     # Caches are reused: every call feeds only what that model has not seen.
-    assert large.calls == [1, 5, 5, 5, 5, 3]
-    assert small.calls == [2, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 2, 1]
+    assert large.calls == [5, 5, 5, 5, 4]
+    assert small.calls == [1, 1, 1, 1] + [2, 1, 1, 1] * 3 + [2, 1, 1]
     assert small.encoder_runs == large.encoder_runs == 1
-    assert stats.large_calls_per_token == pytest.approx(6 / 23)
-    assert stats.accepted_per_large_call == pytest.approx(3.0)
+    assert stats.large_calls_per_token == pytest.approx(5 / 23)
+    assert stats.accepted_per_large_call == pytest.approx(19 / 5)
     assert_consistent(stats, out)
 
 
@@ -106,10 +107,12 @@ def test_rollback_replaces_first_bad_draft_and_crops_caches():
     assert out.sequences[0].tolist() == large_greedy(confident, 12)
     stats = out.stats
     assert stats.rollbacks == 1
-    # drafts at positions 2..6: 2, 3 accepted, 4 rejected, 5 and 6 discarded with it.
-    assert stats.rolled_back == 3 and stats.small_accepted >= 2
-    # After the rollback the large model is fed only the correction (its cache was cropped).
-    assert large.calls[:3] == [1, 6, 1]
+    # drafts at positions 1..5: 1..3 accepted, 4 rejected, 5 discarded with it.
+    assert stats.rolled_back == 2 and stats.small_accepted >= 3
+    # Both caches were cropped to [start, t1, t2, t3]: after the rollback the small model is
+    # fed only the correction t4, and the large model's next check feeds t4 and 5 new drafts.
+    assert large.calls == [6, 6, 3]
+    assert small.calls[5] == 1 and len(small.calls) == 12
     assert_consistent(stats, out)
 
 
@@ -154,8 +157,8 @@ def test_small_eos_accepted_when_large_agrees():
     assert out.sequences[0].tolist() == large_greedy(both, 10)
     assert out.sequences[0].tolist()[-1] == EOS
     assert out.from_small[-1] is True
-    # first token, then the check of the drafted tail ending in EOS; nothing after it.
-    assert large.calls == [1, 5]
+    # one check of the whole drafted output, EOS included; nothing after it.
+    assert large.calls == [6]
 
 
 def test_length_limit_tail_is_verified():
@@ -189,4 +192,7 @@ def test_compat_matches_default_when_no_difference_applies():
 def test_start_token_and_single_token_limit():
     out, small, large = run(confident, max_new_tokens=1)
     assert out.sequences[0].tolist() == [START, next_token((START,))]
-    assert small.calls == [] and large.calls == [1]
+    assert small.calls == [1] and large.calls == [2]
+    compat, small, large = run(confident, max_new_tokens=1, reference_compat=True)
+    assert compat.sequences[0].tolist() == [START, next_token((START,))]
+    assert small.calls == [] and large.calls == [1]  # the original starts with the large model

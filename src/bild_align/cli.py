@@ -515,6 +515,8 @@ def _prompted_lines():
 
 
 def _add_demo(subparsers) -> None:
+    from bild_align.demo import DemoConfig  # light: the heavy imports are inside run_demo
+
     parser = subparsers.add_parser(
         "demo",
         help="the whole pipeline, offline, on the shipped demo pair and gettext-de-en",
@@ -540,8 +542,21 @@ def _add_demo(subparsers) -> None:
         default=200,
         help="test sentences evaluated (default: 200)",
     )
-    parser.add_argument("--rb", type=float, default=3.0, help="rollback threshold (default: 3)")
-    parser.add_argument("--fb", type=float, default=0.5, help="fallback threshold (default: 0.5)")
+    chosen = DemoConfig()
+    parser.add_argument(
+        "--rb",
+        type=float,
+        default=chosen.rb,
+        help="rollback threshold of the BiLD rows (default: %(default)g; the sweep adds "
+        f"rb in {', '.join(f'{value:g}' for value in chosen.sweep_rb)})",
+    )
+    parser.add_argument(
+        "--fb",
+        type=float,
+        default=chosen.fb,
+        help="fallback threshold of the BiLD rows (default: %(default)g; the sweep adds "
+        f"fb in {', '.join(f'{value:g}' for value in chosen.sweep_fb)})",
+    )
     parser.set_defaults(handler=_run_demo)
 
 

@@ -12,9 +12,10 @@ Token ids in, token ids and counts out: no tokenizer, no timing, no I/O. The two
 are small pure functions (`falls_back`, `rollback_index`); `_DecodeLoop` drives the two models:
 the small one drafts, the large one checks the drafts in one pass and corrects or continues.
 
-- BiLD: the small model drafts until it is unsure (fallback) or has drafted `max_small_steps`
-  tokens; the large model replaces the first drafted token it finds unlikely (rollback), then
-  produces one more token itself. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
+- BiLD: the small model drafts (from the first token on) until it is unsure (fallback) or has
+  drafted `max_small_steps` tokens; the large model checks the drafts in one pass, replaces the
+  first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
+  small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
   exactly the large model's greedy output.
 - Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
   with probability min(1, p/q) and resamples the first rejected one from max(0, p - q)
@@ -253,7 +254,8 @@ def bild_generate(
             that token exceeds this and its own choice differs (0: the exact mode).
         max_small_steps: most consecutive small-model tokens before the large model checks.
         max_new_tokens: most tokens generated.
-        reference_compat: reproduce the original implementation's decisions (no check of the
+        reference_compat: reproduce the original implementation's decisions (the large model
+            produces the first token and the token after each correction, no check of the
             drafted tail at the end, its rollback rule, decoding on past an EOS produced by a
             rollback) to reproduce the paper's numbers token for token.
         do_sample, temperature, top_k, top_p, seed: sample instead of taking the argmax; the
@@ -540,13 +542,18 @@ class _DecodeLoop:
         correction_ends = self._accept_large_token(replacement)
         if correction_ends and not (self.reference_compat and not self._full):
             return True
-        if self.speculative:
-            return False  # the correction is the large call's one new token; drafting resumes
-        # BiLD, as in the original: the large model also produces the token after its correction
+        if self.speculative or not self.reference_compat:
+            return False  # the correction is this call's one new token; drafting resumes
+        # The original also has the large model produce the token after its correction.
         return self._large_appends()
 
     def run(self) -> BiLDOutput:
-        done = self._large_appends()
+        if self.reference_compat:
+            done = self._large_appends()  # the original starts with a large-model token
+        elif self.forced_first is not None:
+            done = self._accept_large_token(self.forced_first)  # known without a forward pass
+        else:
+            done = False  # the small model drafts from the first token on
         while not done:
             self._draft()
             ends_unchecked = self.pending and (self.tokens[-1] in self.eos_ids or self._full)
