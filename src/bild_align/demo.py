@@ -109,9 +109,9 @@ class DemoConfig:
     output_dir: str = "outputs/demo"
     calibration_rows: int | None = None  # None: the whole train split
     eval_samples: int = 200
-    rb: float = 4.0
-    fb: float = 0.4
-    sweep_rb: tuple[float, ...] = (2.0, 3.0, 4.0, 6.0)
+    rb: float = 6.0
+    fb: float = 0.3
+    sweep_rb: tuple[float, ...] = (3.0, 4.0, 6.0, 8.0)
     sweep_fb: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     max_new_tokens: int = 64
     align_overrides: dict | None = None  # recipe keys for the alignment step (tests: fewer steps)
