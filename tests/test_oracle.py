@@ -1,5 +1,7 @@
 """Oracles: with rb=0, or with fb>1, BiLD's output is exactly the large model's greedy output."""
 
+import copy
+
 import pytest
 import torch
 
@@ -84,6 +86,31 @@ def test_exact_mode_exercises_both_models():
         for key in totals:
             totals[key] += getattr(stats, key)
     assert totals["small_accepted"] > 0 and totals["rollbacks"] > 0
+
+
+@pytest.mark.parametrize("reference_compat", [False, True])
+def test_forced_first_token_is_respected(reference_compat):
+    """BART-style `forced_bos_token_id`: the first output token is forced, in every mode, as in
+    `generate` (by default without a large-model call: the token is known)."""
+    small, large = _pair(*PAIRS[2])
+    small, large = copy.deepcopy(small), copy.deepcopy(large)
+    for model in (small, large):
+        model.generation_config.forced_bos_token_id = 17
+    for input_ids in random_inputs(3, vocab_size=128, seed=21):
+        expected = large.generate(input_ids, do_sample=False, max_new_tokens=20)
+        assert expected[0, 1].item() == 17
+        out = bild_generate(
+            small,
+            large,
+            input_ids,
+            rollback_threshold=0.0,
+            fallback_threshold=0.3,
+            max_new_tokens=20,
+            reference_compat=reference_compat,
+        )
+        assert out.sequences[0, 1].item() == 17 and out.from_small[0] is False
+        if not reference_compat:  # the original's rollback rule is not lossless, even at rb=0
+            assert out.sequences.tolist() == expected.tolist()
 
 
 def test_padded_input_with_attention_mask():
