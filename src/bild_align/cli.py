@@ -528,8 +528,11 @@ def _add_demo(subparsers) -> None:
             "reused when run again."
         ),
     )
+    chosen = DemoConfig()
     parser.add_argument(
-        "--output-dir", default="outputs/demo", help="where everything goes (default: %(default)s)"
+        "--output-dir",
+        default=chosen.output_dir,
+        help="where everything goes (default: %(default)s)",
     )
     parser.add_argument(
         "--calibration-rows",
@@ -539,24 +542,20 @@ def _add_demo(subparsers) -> None:
     parser.add_argument(
         "--eval-samples",
         type=_positive_int,
-        default=200,
-        help="test sentences evaluated (default: 200)",
+        default=chosen.eval_samples,
+        help="test sentences evaluated (default: %(default)s)",
     )
-    chosen = DemoConfig()
-    parser.add_argument(
-        "--rb",
-        type=float,
-        default=chosen.rb,
-        help="rollback threshold of the BiLD rows (default: %(default)g; the sweep adds "
-        f"rb in {', '.join(f'{value:g}' for value in chosen.sweep_rb)})",
-    )
-    parser.add_argument(
-        "--fb",
-        type=float,
-        default=chosen.fb,
-        help="fallback threshold of the BiLD rows (default: %(default)g; the sweep adds "
-        f"fb in {', '.join(f'{value:g}' for value in chosen.sweep_fb)})",
-    )
+    for name, meaning, swept in (
+        ("rb", "rollback", chosen.sweep_rb),
+        ("fb", "fallback", chosen.sweep_fb),
+    ):
+        parser.add_argument(
+            f"--{name}",
+            type=float,
+            default=getattr(chosen, name),
+            help=f"{meaning} threshold of the BiLD rows (default: %(default)g; the sweep adds "
+            f"{name} in {', '.join(f'{value:g}' for value in swept)})",
+        )
     parser.set_defaults(handler=_run_demo)
 
 
