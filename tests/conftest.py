@@ -85,20 +85,18 @@ def byte_pair_dirs(tmp_path_factory):
     )
 
 
-# `accelerate launch` with two CPU processes, as the multi-process tests run it
-ACCELERATE_TWO_CPUS = [
+# Two CPU processes. `accelerate launch --cpu --num_processes 2` starts only one process
+# with accelerate 1.15 (multi-CPU needs an MPI hostfile there), so the tests use torchrun, as
+# `accelerate launch` does on GPUs; ACCELERATE_USE_CPU makes accelerate and the Trainer use
+# gloo across the processes. Pass TWO_CPU_ENV as the environment.
+TWO_CPU_PROCESSES = [
     sys.executable,
     "-m",
-    "accelerate.commands.launch",
-    "--cpu",
-    "--num_processes",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
     "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
     "-m",
     "bild_align.cli",
 ]
+TWO_CPU_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}

@@ -12,10 +12,11 @@ import datasets
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from bild_align import calibrate
 from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.greedy import greedy_texts
-from conftest import ACCELERATE_TWO_CPUS, write_pairs
+from conftest import TWO_CPU_ENV, TWO_CPU_PROCESSES, write_pairs
 
 
 def _calibrate(model_dir, pairs, output, **extra):
@@ -124,10 +125,10 @@ def test_resume_after_repeated_kills(byte_model_dir, tmp_path):
 def test_two_process_run_has_every_row_once(byte_model_dir, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 15)
     output = tmp_path / "dist"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **TWO_CPU_ENV}
     result = subprocess.run(
         [
-            *ACCELERATE_TWO_CPUS,
+            *TWO_CPU_PROCESSES,
             "calibrate",
             "--large",
             str(byte_model_dir),
@@ -257,7 +258,19 @@ def test_push_to_hub_errors_are_clear(byte_model_dir, tmp_path, capsys, monkeypa
     code, err = _exit_code(argv, capsys)
     assert code == 2 and "HF_TOKEN" in err
     monkeypatch.setenv("HF_TOKEN", "hf_secret_test_token_value")
+    started = time.perf_counter()
+    code, err = _exit_code(argv, capsys)
+    # no network: refused before any model is loaded or row decoded, not hours later
+    assert code == 2 and "cannot reach the Hub" in err and "hf upload" in err
+    assert "hf_secret_test_token_value" not in err
+    assert not Path(tmp_path, "out").exists()
+    assert time.perf_counter() - started < 60
+
+    class FailingUpload:  # the Hub answered at the start, then the upload broke
+        def upload_folder(self, **_):
+            raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(calibrate, "check_hub_access", lambda *_: FailingUpload())
     code, err = _exit_code(argv, capsys)
     assert code == 2 and "could not push" in err and "hf upload" in err
-    assert "hf_secret_test_token_value" not in err
     assert Path(tmp_path, "out", "data").exists()  # the local dataset is kept

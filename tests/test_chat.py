@@ -112,3 +112,34 @@ def test_cli_reads_standard_input(byte_pair_dirs):
         timeout=120,
     )
     assert bad.returncode == 2 and "unknown output beam" in bad.stderr
+
+
+def test_unbalanced_quote_does_not_end_the_session(byte_pair_dirs):
+    console, output = _console(byte_pair_dirs)
+    console.run(['/show "bild', "/settings"])
+    text = output.getvalue()
+    assert "cannot read that command" in text and "rb=2.0" in text  # still running after it
+
+
+def test_bad_start_is_refused_before_the_first_input(byte_pair_dirs, tmp_path, capsys):
+    from bild_align.cli import main
+    from conftest import byte_level_model, save_with_byte_tokenizer
+
+    small, large = map(str, byte_pair_dirs)
+    other = byte_level_model()
+    other.generation_config.eos_token_id = 2  # another EOS: not a pair
+    other_dir = str(save_with_byte_tokenizer(other, tmp_path / "other"))
+    cases = [
+        (["--rb=-1"], "--rb -1.0: must be >= 0"),
+        (["--top-p", "0"], "--top-p 0.0: must be in (0, 1]"),
+        (["--temperature", "nan"], "finite number"),
+        (["--small", other_dir], "special tokens differ"),
+    ]
+    for extra, message in cases:
+        try:
+            code = main(["chat", "--small", small, "--large", large, *extra])
+        except SystemExit as exit_info:
+            code = exit_info.code
+        err = capsys.readouterr().err
+        assert code == 2, extra
+        assert message in err and "Traceback" not in err, err

@@ -20,7 +20,7 @@ def test_help_lists_commands(capsys):
     "argv, message",
     [
         (["bench", "--examples", "0"], "positive integer"),
-        (["bench", "--eps", "a,b"], "comma-separated numbers"),
+        (["bench", "--eps", "a,b"], "comma-separated finite numbers"),
         (["bench", "--eps", "-1"], "--eps needs"),
         (["bench", "--preset", "huge"], "invalid choice"),
     ],

@@ -153,7 +153,10 @@ def test_eval_user_mistakes_exit_2(byte_pair_dirs, pairs_file, tmp_path, capsys)
             ["--small", str(small), "--large", str(large), "--baselines", "large,beam"],
             "unknown baseline beam",
         ),
-        (["--small", str(other), "--large", str(large)], "vocabularies differ"),
+        (["--small", str(other), "--large", str(large)], "do not belong together"),
+        (["--small", str(small), "--large", str(large), "--rb", "nan"], "finite"),
+        (["--small", str(small), "--large", str(large), "--fb", "inf"], "finite"),
+        (["--small", str(small), "--large", str(large), "--max-drop", "nan"], "finite"),
         (["--small", str(small), "--large", str(large), "--rb", "1,2"], "need --sweep"),
     ]
     for extra, message in cases:

@@ -17,7 +17,13 @@ from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.recipes import RecipeError, TrainRecipe, load_recipe
 from bild_align.toy_models import deepen
-from conftest import ACCELERATE_TWO_CPUS, byte_level_model, save_with_byte_tokenizer, write_pairs
+from conftest import (
+    TWO_CPU_ENV,
+    TWO_CPU_PROCESSES,
+    byte_level_model,
+    save_with_byte_tokenizer,
+    write_pairs,
+)
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
 
@@ -221,7 +227,7 @@ def test_two_processes_train_as_well_as_one(alignment_setup, tmp_path):
     double = tmp_path / "double"
     result = subprocess.run(
         [
-            *ACCELERATE_TWO_CPUS,
+            *TWO_CPU_PROCESSES,
             *_train_argv(alignment_setup, double),
             "--per-device-train-batch-size",
             "4",
@@ -229,7 +235,7 @@ def test_two_processes_train_as_well_as_one(alignment_setup, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, **TWO_CPU_ENV},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _final_eval(single), _final_eval(double)

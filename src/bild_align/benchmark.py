@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from bild_align.decoding import BiLDStats, bild_generate, speculative_generate
-from bild_align.io_utils import write_json_atomic
-from bild_align.models import resolve_device
+from bild_align.io_utils import check_output_file, write_json_atomic
+from bild_align.models import check_dtype, resolve_device
 from bild_align.timing import ForwardClock, environment, summarize, timed
 from bild_align.toy_models import (
     agreement,
@@ -338,6 +338,10 @@ def run_benchmark(config: BenchConfig) -> dict:
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
     device = resolve_device(config.device)
+    model_type = "llama" if PRESETS[config.preset].get("decoder_only") else "t5"
+    check_dtype(model_type, config.dtype)
+    if config.output:
+        check_output_file(config.output)
     dtype = getattr(torch, config.dtype)
     levels = []
     with (

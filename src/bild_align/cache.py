@@ -78,11 +78,19 @@ class DecoderState:
 def _new_cache(config) -> DynamicCache:
     """An empty cache. Built from the config only when some layer needs a special kind (sliding
     window, chunked attention): that costs about half a millisecond, a few percent of a short
-    output's decoding time, and a plain cache grows the same layers lazily."""
+    output's decoding time, and a plain cache grows the same layers lazily. Sliding-window
+    layers keep their past (`activate_past_recording`), so that a rollback can crop them after
+    the sequence has passed the window; they trim themselves back to the window on each crop."""
     layer_types = getattr(config, "layer_types", None) or ()
     special = (
         getattr(config, "sliding_window", None) is not None
         or getattr(config, "attention_chunk_size", None) is not None
         or any(kind != "full_attention" for kind in layer_types)
     )
-    return DynamicCache(config=config) if special else DynamicCache()
+    if not special:
+        return DynamicCache()
+    cache = DynamicCache(config=config)
+    for layer in cache.layers:
+        if hasattr(layer, "activate_past_recording"):
+            layer.activate_past_recording()
+    return cache

@@ -16,8 +16,9 @@ across processes and the main process merges the shards into one dataset.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from tqdm.auto import tqdm
 import bild_align
 from bild_align.errors import UserError
 from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
-from bild_align.io_utils import write_json_atomic, write_text_atomic
-from bild_align.models import load_seq2seq
+from bild_align.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
+from bild_align.models import load_seq2seq, use_plain_generation
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
 
@@ -54,9 +55,21 @@ class CalibrateConfig:
 
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+SHARDS = ".shards"
 
 
-def _fingerprint(config: CalibrateConfig, task: Task, revision: str) -> dict:
+def rows_digest(rows) -> str:
+    """A digest of the rows' ids, sources and references: a resumed run must read the same
+    inputs, not merely the same file name."""
+    digest = hashlib.sha256()
+    for column in ("id", "source", "reference"):
+        for value in rows[column]:
+            digest.update(value.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(config: CalibrateConfig, task: Task, revision: str, digest: str) -> dict:
     """Everything that determines the rows; a resumed run must match it exactly."""
     return {
         "large_model": config.large,
@@ -65,17 +78,37 @@ def _fingerprint(config: CalibrateConfig, task: Task, revision: str) -> dict:
         "task_source": task.source,
         "split": config.split,
         "max_samples": config.max_samples,
+        "rows_digest": digest,
         "prefix": task.prefix,
         "max_source_length": config.max_source_length,
         "max_new_tokens": config.max_new_tokens,
+        "batch_size": config.batch_size,
         "dtype": config.dtype,
         "source_column": task.source_column,
         "target_column": task.target_column,
     }
 
 
-def _check_output(output: Path, fingerprint: dict) -> None:
-    """Refuse an `output` that holds another run or other files (this same run resumes).
+def _is_calibration_run(output: Path) -> bool:
+    return (output / RUN_FILE).is_file()
+
+
+def check_output_folder(output: Path, overwrite: bool) -> None:
+    """Before any work: `output` must be a folder that is new, empty, or a calibration run
+    (which resumes, or with --overwrite starts afresh). A folder of the user's own files is
+    never used, with or without --overwrite."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder for the dataset")
+    foreign = output.is_dir() and any(entry.name != LOCK_FILE for entry in output.iterdir())
+    if foreign and not _is_calibration_run(output):
+        raise UserError(
+            f"--output {output} holds files that are not a calibration run; choose a new or "
+            "empty folder (--overwrite only ever replaces an earlier calibration run)"
+        )
+
+
+def _check_same_run(output: Path, fingerprint: dict) -> None:
+    """Refuse an `output` that holds another run (this same run resumes).
 
     Read-only, so that every process of a distributed run checks (and fails) alike."""
     run_file = output / RUN_FILE
@@ -91,16 +124,70 @@ def _check_output(output: Path, fingerprint: dict) -> None:
                 f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
                 " choose another --output, or pass --overwrite to start afresh"
             )
-    elif output.exists() and any(output.iterdir()):
-        raise UserError(f"{output} exists and is not a calibration run; choose another --output")
+
+
+def _remove_run(output: Path) -> None:
+    """Delete what an earlier calibrate run wrote into `output`, and nothing else."""
+    run_file = output / RUN_FILE
+    if not run_file.is_file():
+        return
+    split = json.loads(run_file.read_text()).get("fingerprint", {}).get("split")
+    for shard in (output / SHARDS).glob("*shard-*"):
+        shard.unlink()
+    with contextlib.suppress(OSError):
+        (output / SHARDS).rmdir()
+    if split:
+        (output / "data" / f"{split}-00000-of-00001.parquet").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (output / "data").rmdir()  # only if nothing else is there
+    card = output / "README.md"
+    if card.is_file() and "bild_align:" in card.read_text(encoding="utf-8", errors="ignore"):
+        card.unlink()
+    run_file.unlink()
 
 
 def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
     """Main process only: start afresh if asked, and record the run's identity."""
-    if overwrite and output.exists():
-        shutil.rmtree(output)
+    if overwrite:
+        _remove_run(output)
     if not (output / RUN_FILE).exists():
         write_json_atomic(output / RUN_FILE, {"fingerprint": fingerprint, "complete": False})
+
+
+class RunLock:
+    """An exclusive lock on OUTPUT/.lock, so that two calibrate runs never write one output.
+
+    Released when the process ends, however it ends (the kernel drops it)."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output / LOCK_FILE
+        self._handle = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UserError(
+                f"another `bild-align calibrate` is writing {self.path.parent} right now; wait "
+                "for it to finish (or stop it), then run this command again to resume"
+            ) from None
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def probe(self) -> None:
+        """Fail now if another run holds the lock (and hold nothing)."""
+        if self.path.exists():
+            self.acquire().release()
 
 
 def dataset_card(meta: dict) -> str:
@@ -131,21 +218,23 @@ def dataset_card(meta: dict) -> str:
 
 
 def _finalize(output: Path, store: ShardStore, expected: int, meta: dict) -> Path:
-    rows = sorted(store.read_all(), key=lambda row: row["index"])
-    ids = [row["id"] for row in rows]
-    if len(rows) != expected or len(set(ids)) != len(ids):
-        raise RuntimeError(
-            f"calibration shards hold {len(rows)} rows ({len(set(ids))} distinct) but "
-            f"{expected} were expected; run the same command again to finish"
+    unique: dict[str, dict] = {}
+    for row in store.read_all():  # an id written twice (e.g. by an older crashed run) counts once
+        unique.setdefault(row["id"], row)
+    rows = sorted(unique.values(), key=lambda row: row["index"])
+    if len(rows) != expected:
+        raise UserError(
+            f"calibration shards hold {len(rows)} of the {expected} rows expected; run the same "
+            "command again to finish"
         )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data = output / "data" / f"{meta['split']}-00000-of-00001.parquet"
     data.parent.mkdir(parents=True, exist_ok=True)
-    temporary = data.with_name(f".{data.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), temporary)
-    temporary.replace(data)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    write_bytes_atomic(data, buffer.getvalue().to_pybytes())
     write_text_atomic(output / "README.md", dataset_card({**meta, "rows": len(rows)}))
     run = json.loads((output / RUN_FILE).read_text())
     write_json_atomic(output / RUN_FILE, {**run, "complete": True, "rows": len(rows)})
@@ -153,8 +242,9 @@ def _finalize(output: Path, store: ShardStore, expected: int, meta: dict) -> Pat
     return data
 
 
-def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
-    """Upload the dataset and its card; the token comes from HF_TOKEN or `hf auth login`."""
+def check_hub_access(repo_id: str, private: bool):
+    """Before any decoding: a token that may write `repo_id` (the dataset repository is
+    created now if it does not exist). Returns the `HfApi` to push with."""
     from huggingface_hub import HfApi, get_token
 
     token = get_token()
@@ -164,7 +254,31 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
         )
     api = HfApi(token=token)
     try:
+        api.whoami()
+    except Exception as error:  # noqa: BLE001 - network, offline mode and bad tokens alike
+        raise UserError(
+            f"--push-to-hub {repo_id}: cannot reach the Hub with this token "
+            f"({type(error).__name__}: {_first_line(error)}); check the network and the token, "
+            "or calibrate without --push-to-hub and push later with `hf upload`"
+        ) from None
+    try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    except Exception as error:  # noqa: BLE001 - a bad id, no write permission
+        raise UserError(
+            f"--push-to-hub {repo_id}: cannot create or write that dataset repository "
+            f"({type(error).__name__}: {_first_line(error)})"
+        ) from None
+    return api
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def push_to_hub(api, folder: Path, repo_id: str) -> str:
+    """Upload the dataset and its card to the repository `check_hub_access` vetted."""
+    try:
         api.upload_folder(
             folder_path=str(folder),
             repo_id=repo_id,
@@ -181,9 +295,15 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 
 
 def run_calibration(config: CalibrateConfig) -> Path:
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True lets several CPU processes (torchrun, or ACCELERATE_USE_CPU) form one group
+    state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
+    output = Path(config.output).expanduser()
+    check_output_folder(output, config.overwrite)
+    RunLock(output).probe()
+    hub = check_hub_access(config.push_to_hub, config.private) if config.push_to_hub else None
     task = get_task(
         config.task,
         source_column=config.source_column,
@@ -195,37 +315,45 @@ def run_calibration(config: CalibrateConfig) -> Path:
     rows = load_rows(task, config.split, config.max_samples)
     device = state.device if state.num_processes > 1 else config.device
     model, tokenizer, revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
-    output = Path(config.output)
-    fingerprint = _fingerprint(config, task, revision)
+    generation = use_plain_generation(model)
+    fingerprint = _fingerprint(config, task, revision, rows_digest(rows))
     if not config.overwrite:
-        _check_output(output, fingerprint)
+        _check_same_run(output, fingerprint)
     state.wait_for_everyone()
+    lock = RunLock(output)
     if state.is_main_process:
+        lock.acquire()
         _claim_output(output, fingerprint, config.overwrite)
     state.wait_for_everyone()
     meta = {
         **fingerprint,
-        "generation": {"do_sample": False, "num_beams": 1, "max_new_tokens": config.max_new_tokens},
+        "generation": {
+            **generation,
+            "max_new_tokens": config.max_new_tokens,
+        },
         "bild_align_version": bild_align.__version__,
     }
-    run = json.loads((output / RUN_FILE).read_text())
-    if run.get("complete"):
-        if state.is_main_process:
-            print(f"{output} already holds this complete run ({run.get('rows')} rows)")
-    else:
-        _decode_missing(config, rows, model, tokenizer, output, state)
-        state.wait_for_everyone()
-        if state.is_main_process:
-            _finalize(output, ShardStore(output / ".shards"), len(rows), meta)
-        state.wait_for_everyone()
-    if config.push_to_hub and state.is_main_process:
-        url = push_to_hub(output, config.push_to_hub, config.private)
+    try:
+        run = json.loads((output / RUN_FILE).read_text())
+        if run.get("complete"):
+            if state.is_main_process:
+                print(f"{output} already holds this complete run ({run.get('rows')} rows)")
+        else:
+            _decode_missing(config, rows, model, tokenizer, output, state)
+            state.wait_for_everyone()
+            if state.is_main_process:
+                _finalize(output, ShardStore(output / SHARDS), len(rows), meta)
+            state.wait_for_everyone()
+    finally:
+        lock.release()
+    if hub is not None and state.is_main_process:
+        url = push_to_hub(hub, output, config.push_to_hub)
         print(f"pushed to {url}")
     return output
 
 
 def _decode_missing(config, rows, model, tokenizer, output: Path, state) -> None:
-    store = ShardStore(output / ".shards")
+    store = ShardStore(output / SHARDS)
     done = store.done_ids()
     sources, ids, references = (list(rows[name]) for name in ("source", "id", "reference"))
     lengths = token_lengths(tokenizer, sources, config.max_source_length)

@@ -18,6 +18,7 @@ from typing import TextIO
 import torch
 
 from bild_align.decoding import autoregressive_generate, bild_generate, speculative_generate
+from bild_align.errors import UserError
 from bild_align.timing import timed
 
 METHODS = ("bild", "large", "small", "speculative")
@@ -70,6 +71,14 @@ class Settings:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    vocab_size: int | None = None  # the tokenizer's length (models may pad their embeddings)
+
+    def validate(self) -> None:
+        """Raise UserError naming the first setting outside its range."""
+        for name, (_, valid) in NUMBERS.items():
+            value = getattr(self, name.replace("-", "_"))
+            if not valid(value):
+                raise UserError(f"--{name} {value}: must be {LIMITS[name]}")
 
     def sampling(self) -> dict:
         return dict(
@@ -117,7 +126,11 @@ class Console:
 
     def command(self, line: str) -> bool:
         """Apply one /command; False when the console should stop."""
-        name, *values = shlex.split(line[1:]) or [""]
+        try:
+            name, *values = shlex.split(line[1:]) or [""]
+        except ValueError as error:  # e.g. an unbalanced quote
+            self.say(f"cannot read that command ({error}); /help lists the commands")
+            return True
         settings = self.settings
         if name in ("quit", "exit", "q"):
             return False
@@ -174,6 +187,7 @@ class Console:
                 fallback_threshold=s.fb,
                 max_small_steps=s.steps,
                 max_new_tokens=s.max,
+                vocab_size=s.vocab_size,
                 **s.sampling(),
             ),
             "large": lambda ids, mask: autoregressive_generate(
@@ -189,6 +203,7 @@ class Console:
                 mask,
                 gamma=s.gamma,
                 max_new_tokens=s.max,
+                vocab_size=s.vocab_size,
                 **s.sampling(),
             ),
         }

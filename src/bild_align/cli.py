@@ -15,18 +15,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 
 from bild_align.errors import UserError
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _float_list(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
+        return tuple(_finite_float(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
+            f"expected comma-separated finite numbers, got {text!r}"
         ) from None
 
 
@@ -126,16 +137,10 @@ def _add_bench(subparsers) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    import torch
-
     from bild_align.benchmark import BenchConfig, format_table, run_benchmark
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: no CUDA device is available here")
     if not args.eps or any(eps < 0 for eps in args.eps):
         raise UserError("--eps needs one or more numbers >= 0")
-    if args.dtype == "float16" and args.device == "cpu":
-        raise UserError("--dtype float16 is GPU-only in practice; use bfloat16 on CPU")
     config = BenchConfig(
         preset=args.preset,
         eps=args.eps,
@@ -301,7 +306,7 @@ def _add_eval(subparsers) -> None:
     )
     parser.add_argument(
         "--max-drop",
-        type=float,
+        type=_finite_float,
         default=1.0,
         help="with --sweep: report the fastest setting whose quality is at most this many "
         "points below the large model's (default: 1.0)",
@@ -443,8 +448,12 @@ def _add_chat(subparsers) -> None:
         default="",
         help="text put before every input, e.g. 'summarize: ' (default: none)",
     )
-    parser.add_argument("--rb", type=float, default=2.0, help="rollback threshold (default: 2)")
-    parser.add_argument("--fb", type=float, default=0.6, help="fallback threshold (default: 0.6)")
+    parser.add_argument(
+        "--rb", type=_finite_float, default=2.0, help="rollback threshold, >= 0 (default: 2)"
+    )
+    parser.add_argument(
+        "--fb", type=_finite_float, default=0.6, help="fallback threshold, >= 0 (default: 0.6)"
+    )
     parser.add_argument(
         "--gamma",
         type=_positive_int,
@@ -461,9 +470,13 @@ def _add_chat(subparsers) -> None:
         help="outputs to show: bild,large,small,speculative (default: bild,large)",
     )
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument(
+        "--temperature", type=_finite_float, default=1.0, help="sampling temperature, > 0"
+    )
     parser.add_argument("--top-k", type=int, default=0, help="top-k filter (0: off)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus filter (1: off)")
+    parser.add_argument(
+        "--top-p", type=_finite_float, default=1.0, help="nucleus filter, in (0, 1] (1: off)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     parser.add_argument(
         "--color",
@@ -477,17 +490,13 @@ def _add_chat(subparsers) -> None:
 
 def _run_chat(args: argparse.Namespace) -> None:
     from bild_align.chat import METHODS, Console, Settings
+    from bild_align.decoding import check_pair
     from bild_align.defaults import demo_defaults
-    from bild_align.models import load_seq2seq_or_causal
+    from bild_align.models import check_same_tokenizer, load_seq2seq_or_causal
 
     unknown = [name for name in args.show if name not in METHODS]
     if unknown:
         raise UserError(f"--show: unknown output {', '.join(unknown)}; use {', '.join(METHODS)}")
-    chosen = demo_defaults(small=args.small, large=args.large)
-    large, tokenizer, _ = load_seq2seq_or_causal(
-        chosen["large"], dtype=args.dtype, device=args.device
-    )
-    small, _, _ = load_seq2seq_or_causal(chosen["small"], dtype=args.dtype, device=large.device)
     settings = Settings(
         rb=args.rb,
         fb=args.fb,
@@ -500,6 +509,20 @@ def _run_chat(args: argparse.Namespace) -> None:
         top_p=args.top_p,
         seed=args.seed,
     )
+    settings.validate()  # before minutes of model loading
+    chosen = demo_defaults(small=args.small, large=args.large)
+    large, tokenizer, _ = load_seq2seq_or_causal(
+        chosen["large"], dtype=args.dtype, device=args.device
+    )
+    small, small_tokenizer, _ = load_seq2seq_or_causal(
+        chosen["small"], dtype=args.dtype, device=large.device
+    )
+    check_same_tokenizer(small_tokenizer, tokenizer)
+    settings.vocab_size = len(tokenizer)
+    try:
+        check_pair(small, large, settings.vocab_size)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     interactive = sys.stdin.isatty()
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     console = Console(
@@ -551,7 +574,7 @@ def _add_demo(subparsers) -> None:
     ):
         parser.add_argument(
             f"--{name}",
-            type=float,
+            type=_finite_float,
             default=getattr(chosen, name),
             help=f"{meaning} threshold of the BiLD rows (default: %(default)g; the sweep adds "
             f"{name} in {', '.join(f'{value:g}' for value in swept)})",

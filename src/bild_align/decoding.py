@@ -154,8 +154,14 @@ def _is_encoder_decoder(model: PreTrainedModel) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def check_pair(small: PreTrainedModel, large: PreTrainedModel) -> None:
-    """Raise ValueError (saying what to do) unless the two models can decode together."""
+def check_pair(
+    small: PreTrainedModel, large: PreTrainedModel, vocab_size: int | None = None
+) -> None:
+    """Raise ValueError (saying what to do) unless the two models can decode together.
+
+    `vocab_size` is the number of token ids the pair shares (the tokenizer's length): real pairs
+    that share a tokenizer can pad their output embeddings to different sizes (Qwen2.5-0.5B has
+    151,936 rows, Qwen2.5-7B 152,064); the decoders then choose among the shared ids only."""
     if _is_encoder_decoder(small) != _is_encoder_decoder(large):
         kinds = {True: "an encoder-decoder", False: "a decoder-only"}
         raise ValueError(
@@ -166,11 +172,17 @@ def check_pair(small: PreTrainedModel, large: PreTrainedModel) -> None:
         )
     small_vocab = small.get_output_embeddings().weight.shape[0]
     large_vocab = large.get_output_embeddings().weight.shape[0]
-    if small_vocab != large_vocab:
+    if vocab_size is None and small_vocab != large_vocab:
         raise ValueError(
             f"The models' vocabularies differ (small: {small_vocab} tokens, large: "
             f"{large_vocab}). The decoders compare token ids, so both models must share one "
-            "tokenizer."
+            "tokenizer; if they do and only their embeddings are padded to different sizes, "
+            "pass vocab_size=len(tokenizer)."
+        )
+    if vocab_size is not None and vocab_size > min(small_vocab, large_vocab):
+        raise ValueError(
+            f"vocab_size={vocab_size} exceeds the output embeddings (small: {small_vocab}, "
+            f"large: {large_vocab}); give the tokenizer's length, e.g. vocab_size=len(tokenizer)."
         )
     if _special_tokens(small) != _special_tokens(large):
         raise ValueError(
@@ -241,6 +253,7 @@ def bild_generate(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    vocab_size: int | None = None,
 ) -> BiLDOutput:
     """Big Little Decoding of one input.
 
@@ -261,6 +274,9 @@ def bild_generate(
         do_sample, temperature, top_k, top_p, seed: sample instead of taking the argmax; the
             fallback reads the small model's sampling distribution, the rollback the large
             model's cross-entropy of the sampled token.
+        vocab_size: the token ids the models share (default: all of their output embeddings,
+            which must then have the same size); pass len(tokenizer) for a pair whose
+            embeddings are padded to different sizes.
     """
     _check_number(
         "fallback_threshold",
@@ -289,6 +305,7 @@ def bild_generate(
         max_small_steps=max_small_steps,
         reference_compat=reference_compat,
         speculative=False,
+        vocab_size=vocab_size,
     )
 
 
@@ -305,10 +322,12 @@ def speculative_generate(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    vocab_size: int | None = None,
 ) -> BiLDOutput:
     """Classic speculative decoding: `gamma` drafted tokens per large-model call, verified so
     that the output follows the large model's (greedy or sampling) distribution exactly.
-    `out.stats.acceptance_rate` is accepted drafts / drafted tokens."""
+    `out.stats.acceptance_rate` is accepted drafts / drafted tokens. `vocab_size`: as in
+    `bild_generate`."""
     _check_count("gamma", gamma)
     return _decode(
         small,
@@ -322,6 +341,7 @@ def speculative_generate(
         max_small_steps=gamma,
         reference_compat=False,
         speculative=True,
+        vocab_size=vocab_size,
     )
 
 
@@ -349,7 +369,9 @@ def autoregressive_generate(
 
 def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy):
     _check_count("max_new_tokens", max_new_tokens)
-    check_pair(small, large)
+    if policy["vocab_size"] is not None:
+        _check_count("vocab_size", policy["vocab_size"])
+    check_pair(small, large, policy["vocab_size"])
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     with torch.inference_mode():
         loop = _DecodeLoop(
@@ -379,6 +401,7 @@ class _DecodeLoop:
         max_small_steps: int = 1,
         reference_compat: bool = False,
         speculative: bool = False,
+        vocab_size: int | None = None,
     ) -> None:
         self.large = DecoderState(large, input_ids, attention_mask)
         self.small = None if small is None else DecoderState(small, input_ids, attention_mask)
@@ -389,6 +412,7 @@ class _DecodeLoop:
         self.max_new_tokens = max_new_tokens
         self.reference_compat = reference_compat
         self.speculative = speculative
+        self.vocab_size = vocab_size  # None: every row of the output embeddings
         start, self.eos_ids, forced_first = _special_tokens(large)
         if self.large.is_encoder_decoder:
             prefix = [start]
@@ -443,7 +467,9 @@ class _DecodeLoop:
     def _small_step(self) -> tuple[int, float]:
         """Run the small model over what it has not seen; return its choice and top prob."""
         self.stats.small_steps += 1
-        logits = self.small.feed(self._unfed(self.small))[-1]
+        # on the large model's device: the sampler's generator and the drafts live there
+        logits = self.small.feed(self._unfed(self.small))[-1, : self.vocab_size]
+        logits = logits.to(self.large.device)
         probabilities = self.sampler.distribution(logits)
         top_probability = probabilities.max(-1).values
         token = self.sampler.choose(probabilities)
@@ -455,7 +481,8 @@ class _DecodeLoop:
     def _large_logits(self) -> torch.Tensor:
         """The large model's logits at each pending position plus one (for the next token)."""
         self.stats.large_calls += 1
-        logits = self.large.feed(self._unfed(self.large))[-self.pending - 1 :].float()
+        logits = self.large.feed(self._unfed(self.large))[-self.pending - 1 :, : self.vocab_size]
+        logits = logits.float()
         if self.forced_first is not None and self._generated == 0:
             logits[-1] = torch.full_like(logits[-1], -math.inf)
             logits[-1, self.forced_first] = 0.0

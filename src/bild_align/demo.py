@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bild_align.resources import CHECKOUT, shipped
+
 DEMO_DIR = Path(
-    os.environ.get("BILD_DEMO_DIR", Path(__file__).resolve().parents[2] / "data" / "demo")
+    os.environ.get("BILD_DEMO_DIR") or shipped("data/demo") or CHECKOUT / "data" / "demo"
 )
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = shipped("recipes") or CHECKOUT / "recipes"
 
 
 def train_tokenizer(output: Path, vocab_size: int = 4000) -> Path:
@@ -154,7 +156,7 @@ def run_demo(config: DemoConfig) -> dict:
     if (aligned_dir / "model.safetensors").exists():
         print(f"{aligned_dir} already holds the aligned model; delete it to train again")
     else:
-        run_training(recipe)
+        run_training(recipe, resume=True)  # continues an interrupted demo
     _banner("3/3 eval: large, small, assisted generation, BiLD unaligned and aligned, sweep")
     common = dict(
         large=large,

@@ -17,6 +17,10 @@ Pareto front and a PNG plot.
 from __future__ import annotations
 
 import csv
+import io
+import json
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +30,21 @@ from tqdm.auto import tqdm
 
 from bild_align.decoding import BiLDStats, bild_generate, check_pair
 from bild_align.errors import UserError
-from bild_align.io_utils import write_json_atomic
+from bild_align.io_utils import (
+    append_jsonl,
+    check_output_file,
+    read_jsonl,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from bild_align.metrics import bleu, score
-from bild_align.models import load_seq2seq, resolve_device
+from bild_align.models import (
+    check_same_tokenizer,
+    load_seq2seq,
+    resolve_device,
+    use_plain_generation,
+)
 from bild_align.pareto import fastest_within, pareto_front
 from bild_align.tasks import get_task, load_rows
 from bild_align.timing import environment, summarize, timed
@@ -65,10 +81,15 @@ class EvalConfig:
             raise UserError(
                 f"unknown baseline {', '.join(unknown)}; choose from {', '.join(BASELINES)}"
             )
+        numbers = [*self.rb, *self.fb, self.max_drop]
+        if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
+            raise UserError("--rb, --fb and --max-drop must be finite numbers")
         if not self.rb or any(rb < 0 for rb in self.rb):
             raise UserError("--rb values must be >= 0 (0 is the exact mode)")
         if not self.fb or any(fb < 0 for fb in self.fb):
             raise UserError("--fb values must be >= 0")
+        if self.max_drop < 0:
+            raise UserError("--max-drop must be >= 0")
         if self.sweep and any(fb > 1 for fb in self.fb):
             raise UserError("in a sweep, --fb values must lie in [0, 1]")
         if not self.sweep and (len(self.rb) > 1 or len(self.fb) > 1):
@@ -87,7 +108,7 @@ class Run:
     stats: BiLDStats | None = None
 
 
-def _runs(config: EvalConfig, small, large, max_new_tokens: int) -> list[Run]:
+def _runs(config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int) -> list[Run]:
     def hf_generate(model, **extra):
         def run(input_ids, attention_mask):
             sequences = model.generate(
@@ -114,6 +135,7 @@ def _runs(config: EvalConfig, small, large, max_new_tokens: int) -> list[Run]:
                 max_small_steps=config.max_small_steps,
                 max_new_tokens=max_new_tokens,
                 reference_compat=config.reference_compat,
+                vocab_size=vocab_size,
             )
             return out.sequences, out.stats
 
@@ -162,8 +184,45 @@ def _quality_value(row: dict) -> float:
     return (row["quality"] or row["agreement_with_large"])["score"]
 
 
+def _output_paths(config: EvalConfig) -> list[Path]:
+    base = Path(config.output)
+    return [base, *((base.with_suffix(".csv"), base.with_suffix(".png")) if config.sweep else ())]
+
+
+def partial_path(output: str | Path) -> Path:
+    """Where finished examples are kept while an eval runs (removed once results are written)."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial.jsonl")
+
+
+def _resume(partial: Path, fingerprint: dict, runs: list[Run]) -> int:
+    """Load the examples an interrupted run with the same fingerprint finished; their count."""
+    records = read_jsonl(partial)
+    if not records:
+        partial.unlink(missing_ok=True)
+        append_jsonl(partial, {"fingerprint": fingerprint})
+        return 0
+    if records[0].get("fingerprint") != fingerprint:
+        raise UserError(
+            f"{partial} holds the finished examples of an interrupted eval with other settings; "
+            "run that command again to finish it, choose another --output, or delete the file"
+        )
+    examples = records[1:]
+    for record in examples:
+        for run, result in zip(runs, record["runs"], strict=True):
+            run.seconds.append(result["seconds"])
+            run.outputs.append(result["output"])
+            if result.get("stats") is not None:
+                run.stats += BiLDStats(**result["stats"])
+    # rewrite without any torn line, so that appends continue a clean file
+    write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in records))
+    return len(examples)
+
+
 def run_eval(config: EvalConfig) -> dict:
     config.validate()
+    for path in _output_paths(config):
+        check_output_file(path)
     task = get_task(
         config.task,
         source_column=config.source_column,
@@ -175,56 +234,98 @@ def run_eval(config: EvalConfig) -> dict:
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
     large, tokenizer, large_revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
-    small, _, small_revision = load_seq2seq(config.small, dtype=config.dtype, device=device)
-    runs = _runs(config, small, large, max_new_tokens)
+    small, small_tokenizer, small_revision = load_seq2seq(
+        config.small, dtype=config.dtype, device=device
+    )
+    check_same_tokenizer(small_tokenizer, tokenizer)
+    generation = use_plain_generation(large)  # every method decodes with the same settings
+    use_plain_generation(small)
     try:
-        check_pair(small, large)
+        check_pair(small, large, len(tokenizer))
     except ValueError as error:  # mismatched vocabularies, decoder-only models, ...
         raise UserError(str(error)) from None
+    runs = _runs(config, small, large, max_new_tokens, len(tokenizer))
+    settings = {
+        "small_revision": small_revision,
+        "large_revision": large_revision,
+        "task_source": task.source,
+        "metric": task.metric,
+        "prefix": task.prefix,
+        "max_new_tokens": max_new_tokens,
+        "max_source_length": max_source_length,
+        "sample_ids": list(rows["id"]),
+        "batch_size": 1,
+        "generation": generation,
+    }
+    fingerprint = {
+        **{key: value for key, value in asdict(config).items() if key != "output"},
+        **settings,
+    }
+    partial = partial_path(config.output)
+    done = _resume(partial, json.loads(json.dumps(fingerprint)), runs)
+    if done:
+        print(f"resuming: {done} of {len(rows)} examples already done ({partial})")
 
     encoded = [
         tokenizer(source, return_tensors="pt", truncation=True, max_length=max_source_length)
         for source in list(rows["source"])
     ]
-    with torch.inference_mode():
-        first = encoded[0].to(device)
-        for run in runs:  # warm-up: kernels, caches, allocator
-            run.generate(first.input_ids, first.attention_mask)
-        with tqdm(total=len(encoded) * len(runs), desc="eval", unit="run") as progress:
-            for batch in encoded:
-                batch = batch.to(device)
-                for run in runs:
-                    progress.set_postfix_str(f"{run.name} {run.setting}"[:40])
-                    seconds, (sequences, stats) = timed(
-                        lambda r=run, b=batch: r.generate(b.input_ids, b.attention_mask), device
-                    )
-                    run.seconds.append(seconds)
-                    run.outputs.append(tokenizer.decode(sequences[0], skip_special_tokens=True))
-                    if stats is not None:
-                        run.stats += stats
-                    progress.update(1)
+    try:
+        _measure(runs, encoded, done, tokenizer, device, partial)
+    except KeyboardInterrupt:
+        kept = len(runs[0].outputs)
+        print(
+            f"\ninterrupted: {kept} of {len(encoded)} examples are kept in {partial}; run the "
+            "same command again to finish",
+            file=sys.stderr,
+        )
+        raise
 
     methods = _summaries(runs, list(rows["reference"]), task.metric)
     results = {
-        "config": {
-            **asdict(config),
-            "small_revision": small_revision,
-            "large_revision": large_revision,
-            "task_source": task.source,
-            "metric": task.metric,
-            "prefix": task.prefix,
-            "max_new_tokens": max_new_tokens,
-            "max_source_length": max_source_length,
-            "sample_ids": list(rows["id"]),
-            "batch_size": 1,
-        },
+        "config": {**asdict(config), **settings, "resumed_after": done or None},
         "environment": environment(device),
         "methods": methods,
     }
     if config.sweep:
         results["sweep"] = _sweep_report(results, config)
     write_json_atomic(config.output, results)
+    partial.unlink(missing_ok=True)
     return results
+
+
+def _measure(runs: list[Run], encoded: list, done: int, tokenizer, device, partial: Path) -> None:
+    """Time every run on every example not yet done, interleaved; append each finished example
+    to `partial` as soon as all its runs are done."""
+    with torch.inference_mode():
+        first = encoded[0].to(device)
+        for run in runs:  # warm-up: kernels, caches, allocator
+            run.generate(first.input_ids, first.attention_mask)
+        total = len(encoded) * len(runs)
+        with tqdm(total=total, initial=done * len(runs), desc="eval", unit="run") as progress:
+            for batch in encoded[done:]:
+                batch = batch.to(device)
+                record = []
+                for run in runs:
+                    progress.set_postfix_str(f"{run.name} {run.setting}"[:40])
+                    seconds, (sequences, stats) = timed(
+                        lambda r=run, b=batch: r.generate(b.input_ids, b.attention_mask), device
+                    )
+                    text = tokenizer.decode(sequences[0], skip_special_tokens=True)
+                    record.append(
+                        {
+                            "seconds": seconds,
+                            "output": text,
+                            "stats": None if stats is None else asdict(stats),
+                        }
+                    )
+                    progress.update(1)
+                for run, result in zip(runs, record, strict=True):
+                    run.seconds.append(result["seconds"])
+                    run.outputs.append(result["output"])
+                    if result["stats"] is not None:
+                        run.stats += BiLDStats(**result["stats"])
+                append_jsonl(partial, {"runs": record})
 
 
 def _sweep_report(results: dict, config: EvalConfig) -> dict:
@@ -236,31 +337,32 @@ def _sweep_report(results: dict, config: EvalConfig) -> dict:
     best = fastest_within(points, large_quality, config.max_drop)
     base = Path(config.output)
     csv_path, png_path = base.with_suffix(".csv"), base.with_suffix(".png")
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    handle = io.StringIO()
+    writer = csv.writer(handle)
+    writer.writerow(
+        [
+            "rb",
+            "fb",
+            "quality",
+            "speedup",
+            "median_latency_s",
+            "large_calls_per_token",
+            "pareto",
+        ]
+    )
+    for row, (quality, speedup), on_front in zip(bild_rows, points, front, strict=True):
         writer.writerow(
             [
-                "rb",
-                "fb",
-                "quality",
-                "speedup",
-                "median_latency_s",
-                "large_calls_per_token",
-                "pareto",
+                row["setting"]["rb"],
+                row["setting"]["fb"],
+                round(quality, 4),
+                round(speedup, 4),
+                round(row["latency"]["median_s"], 6),
+                round(row["stats"]["large_calls_per_token"], 4),
+                int(on_front),
             ]
         )
-        for row, (quality, speedup), on_front in zip(bild_rows, points, front, strict=True):
-            writer.writerow(
-                [
-                    row["setting"]["rb"],
-                    row["setting"]["fb"],
-                    round(quality, 4),
-                    round(speedup, 4),
-                    round(row["latency"]["median_s"], 6),
-                    round(row["stats"]["large_calls_per_token"], 4),
-                    int(on_front),
-                ]
-            )
+    write_text_atomic(csv_path, handle.getvalue())
     _plot(methods, bild_rows, points, front, png_path)
     return {
         "csv": str(csv_path),
@@ -305,8 +407,10 @@ def _plot(methods, bild_rows, points, front, path: Path) -> None:
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, dpi=120, format="png")
     plt.close(figure)
+    write_bytes_atomic(path, image.getvalue())
 
 
 def format_results(results: dict) -> str:

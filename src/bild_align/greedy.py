@@ -35,7 +35,8 @@ def token_lengths(tokenizer, sources: Sequence[str], max_source_length: int) -> 
 def greedy_texts(
     model, tokenizer, sources: Sequence[str], max_source_length: int, max_new_tokens: int
 ) -> list[str]:
-    """Greedy outputs of `model` for `sources`, decoded without special tokens."""
+    """Greedy outputs of `model` for `sources`, decoded without special tokens (with the
+    model's generation config: calibrate gives it `models.use_plain_generation` first)."""
     batch = tokenizer(
         list(sources),
         return_tensors="pt",

@@ -1,7 +1,12 @@
 """Small file helpers shared by the stages.
 
+check_output_file("results/eval.json")        # before hours of work: fail now, not at the end
 write_json_atomic("results.json", results)   # readers never see a half-written file
 write_text_atomic("README.md", card)
+append_jsonl("results/eval.partial.jsonl", record)   # one finished example, flushed to disk
+
+Every file is written to a temporary file beside its target and renamed into place, with the
+permissions an ordinary `open` would give it (0644 under umask 022).
 """
 
 from __future__ import annotations
@@ -12,19 +17,53 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bild_align.errors import UserError
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Make sure `path` can be written (creating its folder), so that a long run cannot fail
+    at its very end; raises UserError saying why not."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a file name, e.g. {path}/eval.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{what} {path}: {path.parent} is a file, not a folder") from None
+    except OSError as error:
+        raise UserError(f"{what} {path}: cannot create {path.parent} ({error.strerror})") from None
+    try:
+        descriptor, probe = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+        )
+    except OSError as error:
+        raise UserError(
+            f"{what} {path}: cannot write in {path.parent} ({error.strerror})"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -32,5 +71,32 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, record: Any) -> None:
+    """Append one JSON line and flush it to disk: a crash loses at most the line being written,
+    and `read_jsonl` skips such a torn last line."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """Every complete JSON line of `path` ([] if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line torn by a crash: it and anything after it are redone
+    return records

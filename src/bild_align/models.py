@@ -2,15 +2,40 @@
 
 model, tokenizer, revision = load_seq2seq("kssteven/mT5-large-iwslt2017-de-en",
                                          dtype="bfloat16", device="cuda")
+recorded = use_plain_generation(model)   # generate() then applies no logits processors
+
+Checks made before any weights are read: the device exists, the dtype suits the architecture
+(T5-family activations overflow float16), and a name that looks like a local path but does not
+exist is reported as such (not as a Hub repository problem after network retries). After
+loading, the tokenizer must actually know words: transformers builds an empty tokenizer for a
+model directory whose tokenizer files are missing, which would silently produce empty outputs.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from pathlib import Path
 
 import torch
 
 from bild_align.errors import UserError
+
+# Architectures whose activations exceed float16's range (T5 v1.0/1.1, mT5 and their kin).
+FLOAT16_UNSAFE = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
+# Special-token settings every decoder here honours; anything else in a checkpoint's
+# generation config (no_repeat_ngram_size, repetition_penalty, min_length, ...) is not applied.
+KEPT_GENERATION_KEYS = frozenset(
+    {
+        "decoder_start_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "forced_bos_token_id",
+    }
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 class ModelLoadError(UserError):
@@ -20,9 +45,18 @@ class ModelLoadError(UserError):
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(
+            f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (e.g. cuda:0)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {name!r} requested but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(
+            f"device {name!r}: there are only {torch.cuda.device_count()} CUDA device(s)"
+        )
     return device
 
 
@@ -33,8 +67,40 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtypes[name]
 
 
+def check_dtype(model_type: str, dtype: str, where: str = "--dtype") -> None:
+    """Refuse float16 for architectures known to overflow in it."""
+    if dtype == "float16" and model_type in FLOAT16_UNSAFE:
+        raise ModelLoadError(
+            f"{where} float16: {model_type} models overflow in float16 (their activations "
+            "exceed its range and the outputs become garbage); use bfloat16 or float32"
+        )
+
+
 def looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+    return (
+        name.startswith((".", "/", "~"))
+        or Path(name).expanduser().exists()
+        or not _HUB_ID.match(name)
+    )
+
+
+def local_path_or_hub_id(name: str, what: str = "model") -> str:
+    """`name` with `~` expanded when it is a local path; a UserError when it looks like a local
+    path that does not exist (a typo), with the closest names in its folder."""
+    expanded = os.path.expanduser(name)
+    if Path(expanded).exists():
+        return expanded
+    parent = Path(expanded).parent
+    typo_in_existing_folder = str(parent) not in ("", ".") and parent.is_dir()
+    if looks_local(name) or typo_in_existing_folder:
+        message = f"{what} directory {name} does not exist"
+        if parent.is_dir():
+            siblings = [entry.name for entry in parent.iterdir() if entry.is_dir()]
+            close = difflib.get_close_matches(Path(expanded).name, siblings, n=3)
+            if close:
+                message += "; did you mean " + " or ".join(str(parent / c) for c in close) + "?"
+        raise ModelLoadError(message)
+    return name
 
 
 def model_revision(model, name: str) -> str:
@@ -53,36 +119,126 @@ def load_seq2seq(name: str, *, dtype: str = "float32", device: str | torch.devic
 
 def load_seq2seq_or_causal(name: str, *, dtype: str = "float32", device="auto"):
     """Like `load_seq2seq`, for an encoder-decoder or a decoder-only checkpoint."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    try:
-        is_encoder_decoder = AutoConfig.from_pretrained(name).is_encoder_decoder
-    except (OSError, ValueError):
-        is_encoder_decoder = True  # let _load report the problem
-    if is_encoder_decoder:
+    config = _load_config(local_path_or_hub_id(name), "model")
+    if getattr(config, "is_encoder_decoder", False):
         return _load(AutoModelForSeq2SeqLM, "sequence-to-sequence", name, dtype, device)
     return _load(AutoModelForCausalLM, "causal language", name, dtype, device)
+
+
+def _load_config(name: str, kind: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
+        raise ModelLoadError(
+            f"could not load a {kind} from {name} ({where}): {_first_line(error)}"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _load(auto_class, kind: str, name: str, dtype: str, device):
     from transformers import AutoTokenizer
 
-    if looks_local(name) and not Path(name).expanduser().exists():
-        raise ModelLoadError(f"model directory {name} does not exist")
-    torch_dtype = resolve_dtype(dtype)
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    name = local_path_or_hub_id(name)
+    config = _load_config(name, f"{kind} model")
+    check_dtype(config.model_type, dtype)
     try:
         model = auto_class.from_pretrained(name, dtype=torch_dtype)
     except (OSError, ValueError) as error:
         where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
         raise ModelLoadError(
-            f"could not load a {kind} model from {name} ({where}): {str(error).splitlines()[0]}"
+            f"could not load a {kind} model from {name} ({where}): {_first_line(error)}"
         ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         raise ModelLoadError(
-            f"could not load the tokenizer of {name}: {str(error).splitlines()[0]}. Save it "
+            f"could not load the tokenizer of {name}: {_first_line(error)}. Save it "
             "beside the model with tokenizer.save_pretrained(...)"
         ) from None
+    check_tokenizer(tokenizer, model, name)
     return model.to(target).eval(), tokenizer, model_revision(model, name)
+
+
+def check_tokenizer(tokenizer, model, name: str) -> None:
+    """Refuse a tokenizer that knows no words or more ids than the model has embeddings."""
+    sample = "Hello world, this is a test. Hallo Welt, das ist ein Test."
+    ids = tokenizer(sample, add_special_tokens=False).input_ids
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    letters = sum(character.isalpha() for character in sample)
+    if sum(character.isalpha() for character in decoded) < letters / 2:  # mostly unknown
+        raise ModelLoadError(
+            f"the tokenizer of {name} knows no words (its vocabulary files, e.g. "
+            "tokenizer.json or spiece.model, are missing, so every output would be empty); "
+            "save the tokenizer beside the model with tokenizer.save_pretrained(...)"
+        )
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ModelLoadError(
+            f"the tokenizer of {name} has {len(tokenizer)} tokens but the model only {rows} "
+            "embeddings: they do not belong together"
+        )
+
+
+def plain_generation_config(model):
+    """Greedy decoding with the checkpoint's special tokens and no logits processors: the
+    settings every method of a comparison shares (our decoders apply no processors)."""
+    from transformers import GenerationConfig
+
+    source = model.generation_config
+    kept = {key: getattr(source, key, None) for key in KEPT_GENERATION_KEYS}
+    return GenerationConfig(
+        **{key: value for key, value in kept.items() if value is not None},
+        do_sample=False,
+        num_beams=1,
+    )
+
+
+def ignored_generation_settings(model) -> dict:
+    """The checkpoint's generation settings that `plain_generation_config` leaves out."""
+    skip = KEPT_GENERATION_KEYS | {"max_length", "max_new_tokens", "do_sample", "num_beams"}
+    return {
+        key: value
+        for key, value in model.generation_config.to_diff_dict().items()
+        if key not in skip and not key.startswith("_") and key != "transformers_version"
+    }
+
+
+def use_plain_generation(model) -> dict:
+    """Give `model` the plain generation config (so that `generate` applies no processors the
+    checkpoint asks for: transformers fills every unset field of a config passed to `generate`
+    from the model's own) and return what results files record about it."""
+    ignored = ignored_generation_settings(model)
+    model.generation_config = plain_generation_config(model)
+    return {
+        "do_sample": False,
+        "num_beams": 1,
+        "logits_processors": "none",
+        "ignored_checkpoint_settings": ignored,
+    }
+
+
+def check_same_tokenizer(small_tokenizer, large_tokenizer) -> None:
+    """The decoders compare token ids: both models must read them with one vocabulary and the
+    same special tokens (their embeddings may still be padded to different sizes)."""
+    if small_tokenizer.get_vocab() != large_tokenizer.get_vocab():
+        raise UserError(
+            f"the small and large models' tokenizers differ ({len(small_tokenizer)} vs "
+            f"{len(large_tokenizer)} tokens, or other ids); pair two models trained with the "
+            "same tokenizer"
+        )
+    if small_tokenizer.all_special_ids != large_tokenizer.all_special_ids:
+        raise UserError(
+            "the small and large models' tokenizers have different special tokens "
+            f"({small_tokenizer.all_special_tokens} vs {large_tokenizer.all_special_tokens})"
+        )

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +91,65 @@ class TrainRecipe:
     sweep_fb: list[float] = _key(
         help="fallback grid for `eval --recipe --sweep`", factory=lambda: [0.3, 0.5, 0.7, 0.9]
     )
+    save_dtype: str | None = _key(
+        None,
+        "dtype of the saved model: float32, bfloat16 or float16 (default: the small model "
+        "checkpoint's; training itself always keeps float32 weights)",
+    )
+
+    def problems(self) -> list[str]:
+        """Every value outside its range, as `key ...` phrases (empty when all is well)."""
+        found = [
+            f"key {key!r} must be {meaning}, got {getattr(self, key)!r}"
+            for key, (valid, meaning) in _RANGES.items()
+            if not valid(getattr(self, key))
+        ]
+        for key in ("rb", "fb", "sweep_rb", "sweep_fb"):
+            if not getattr(self, key) or not all(_finite(v) and v >= 0 for v in getattr(self, key)):
+                found.append(f"key {key!r} must be a list of finite numbers >= 0")
+        if self.save_steps % self.eval_steps:
+            found.append(
+                f"key 'save_steps' ({self.save_steps}) must be a multiple of 'eval_steps' "
+                f"({self.eval_steps}), so that the best checkpoint can be kept"
+            )
+        if self.bf16 and self.fp16:
+            found.append("keys 'bf16' and 'fp16' cannot both be true")
+        return found
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _at_least(minimum: float) -> Callable[[Any], bool]:
+    return lambda value: _finite(value) and value >= minimum
+
+
+# key -> (check, what the check asks for in words)
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "learning_rate": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "per_device_train_batch_size": (_at_least(1), ">= 1"),
+    "per_device_eval_batch_size": (_at_least(1), ">= 1"),
+    "gradient_accumulation_steps": (_at_least(1), ">= 1"),
+    "max_steps": (_at_least(1), ">= 1"),
+    "warmup_steps": (_at_least(0), ">= 0"),
+    "weight_decay": (_at_least(0), "a finite number >= 0"),
+    "max_grad_norm": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "dropout_rate": (lambda v: v is None or (_finite(v) and 0 <= v < 1), "in [0, 1)"),
+    "max_source_length": (_at_least(1), ">= 1"),
+    "max_target_length": (_at_least(1), ">= 1"),
+    "seed": (_at_least(0), ">= 0"),
+    "eval_rows": (_at_least(1), ">= 1"),
+    "eval_steps": (_at_least(1), ">= 1"),
+    "save_steps": (_at_least(1), ">= 1"),
+    "save_total_limit": (_at_least(1), ">= 1"),
+    "logging_steps": (_at_least(1), ">= 1"),
+    "report_to": (lambda v: v in ("none", "wandb"), "none or wandb"),
+    "save_dtype": (
+        lambda v: v in (None, "float32", "bfloat16", "float16"),
+        "float32, bfloat16 or float16",
+    ),
+}
 
 
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -157,7 +220,43 @@ def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
     ]
     if missing:
         raise RecipeError(f"{source}: missing required key(s) {', '.join(missing)}")
-    return recipe_class(**checked)
+    recipe = recipe_class(**checked)
+    problems = recipe.problems() if hasattr(recipe, "problems") else []
+    if problems:
+        raise RecipeError(f"{source}: {problems[0]}")
+    return recipe
+
+
+# Recipe keys that name a file, a folder or a model: a relative value written "./x" or "../x"
+# is relative to the recipe file; any other relative value to the working directory.
+PATH_KEYS = ("task", "calibration_dataset", "output_dir", "small_model", "tokenizer", "large_model")
+
+
+def find_recipe(path: str | Path) -> Path:
+    """`path`, or the shipped recipe of that name (`recipes/demo-align.yaml` or `demo-align`)
+    when no such file exists here: the recipes also work from outside the checkout."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    from bild_align.resources import shipped
+
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    builtin = shipped(f"recipes/{name}")
+    if builtin is None or path.parent.name not in ("", "recipes"):
+        raise RecipeError(f"recipe {path} does not exist")
+    print(f"bild-align: using the built-in recipe {builtin}", file=sys.stderr)
+    return builtin
+
+
+def resolve_paths(values: dict[str, Any], recipe_file: Path) -> dict[str, Any]:
+    """Values of PATH_KEYS written "./x" or "../x", made relative to the recipe's folder."""
+    folder = recipe_file.resolve().parent
+    resolved = dict(values)
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            resolved[key] = os.path.normpath(folder / value)
+    return resolved
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -181,7 +280,11 @@ def load_recipe(
     recipe_class: type = TrainRecipe,
 ) -> Any:
     """Defaults < the recipe at `path` < `overrides` (e.g. from the command line)."""
-    values = read_yaml(path) if path is not None else {}
+    if path is not None:
+        path = find_recipe(path)
+        values = resolve_paths(read_yaml(path), path)
+    else:
+        values = {}
     source = str(path) if path is not None else "the command line"
     if overrides:
         values = {**values, **overrides}

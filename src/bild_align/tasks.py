@@ -183,13 +183,46 @@ def _load_split(task: Task, split: str):
         return datasets.Dataset.from_list(task.builder(split))
     if task.local_path is not None:
         suffix = Path(task.local_path).suffix.lower()
+        if LOCAL_FORMATS[suffix] != "parquet":
+            _check_text(task.local_path, json_lines=suffix == ".jsonl")
         try:
             return datasets.load_dataset(
                 LOCAL_FORMATS[suffix], data_files={split: task.local_path}, split=split
             )
         except Exception as error:  # noqa: BLE001 - a malformed file is a user mistake
-            raise TaskError(f"could not read {task.local_path}: {error}") from None
+            raise TaskError(f"could not read {task.local_path}: {_root_cause(error)}") from None
     return _load_hub_split(task, task.splits.get(split, split))
+
+
+def _check_text(path: str, json_lines: bool) -> None:
+    """UTF-8 throughout, and for JSON lines one object per line: errors name the line."""
+    import json
+
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise TaskError(
+                    f"{path} is not UTF-8 text (line {number}, byte {error.start + 1}: "
+                    f"{line[error.start : error.start + 1]!r}); re-save it as UTF-8"
+                ) from None
+            if json_lines and text.strip():
+                try:
+                    json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise TaskError(
+                        f"{path}: line {number} is not valid JSON ({error.msg}); a .jsonl file "
+                        "holds one JSON object per line"
+                    ) from None
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost exception's first line: `datasets` wraps the useful one."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _column_getter(task: Task, columns: list[str]) -> tuple[Callable, Callable]:
@@ -227,10 +260,17 @@ def load_rows(task: Task, split: str, max_samples: int | None = None):
     id_column = task.id_column if task.id_column in dataset.column_names else None
 
     def convert(row, index):
+        source = get_source(row)
+        if source is None:  # str(None) would be decoded as the text "None"
+            raise TaskError(
+                f"{task.source}: row {index} of split {split!r} has no source text (null); "
+                "remove or fill that row"
+            )
+        reference = get_reference(row)
         return {
             "id": str(row[id_column]) if id_column else f"{split}-{index}",
-            "source": task.prefix + str(get_source(row)),
-            "reference": str(get_reference(row) or ""),
+            "source": task.prefix + str(source),
+            "reference": "" if reference is None else str(reference),
         }
 
     return dataset.map(

@@ -163,11 +163,18 @@ def random_llama(
     confidence: float = 1.0,
     eos_weight: float = 1.0,
     seed: int = 0,
+    sliding_window: int | None = None,
 ):
-    """A randomly initialised Llama-style decoder-only model in eval mode (untied head)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A randomly initialised Llama-style decoder-only model in eval mode (untied head); with
+    `sliding_window`, a Mistral model whose attention sees only that many recent tokens."""
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    config = LlamaConfig(
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM)
+    window = {}
+    if sliding_window is not None:
+        config_class, model_class = (MistralConfig, MistralForCausalLM)
+        window = {"sliding_window": sliding_window}
+    config = config_class(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=4 * hidden_size,
@@ -179,9 +186,10 @@ def random_llama(
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=0,
+        **window,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     head = torch.randn(vocab_size, hidden_size) * confidence / hidden_size**0.5
     head[config.eos_token_id] *= eos_weight
     model.lm_head.weight = nn.Parameter(head)

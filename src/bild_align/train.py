@@ -17,12 +17,16 @@ task's metric against them; the checkpoint with the best agreement is kept besid
 from __future__ import annotations
 
 import copy
+import json
 import os
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from bild_align.errors import UserError
+from bild_align.io_utils import write_json_atomic
 from bild_align.metrics import bleu, chrf, score
-from bild_align.models import looks_local
+from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
 from bild_align.recipes import TrainRecipe
 from bild_align.tasks import get_task, load_rows
 
@@ -62,6 +66,7 @@ def load_calibration(name: str, split: str):
 
 
 def _model_and_tokenizer(recipe: TrainRecipe):
+    import torch
     from transformers import (
         AutoModelForSeq2SeqLM,
         AutoTokenizer,
@@ -70,16 +75,20 @@ def _model_and_tokenizer(recipe: TrainRecipe):
     )
 
     tokenizer_name = recipe.tokenizer or recipe.small_model
+    for key, name in (("small_model", recipe.small_model), ("tokenizer", recipe.tokenizer)):
+        if name is not None:
+            local_path_or_hub_id(name, what=key)
     if tokenizer_name is None:
         raise UserError("the recipe needs small_model, or small_config with tokenizer")
-    for key, name in (("small_model", recipe.small_model), ("tokenizer", recipe.tokenizer)):
-        if name is not None and looks_local(name) and not Path(name).exists():
-            raise UserError(f"{key}: directory {name} does not exist")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
         if recipe.small_model is not None:
             extra = {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
-            model = AutoModelForSeq2SeqLM.from_pretrained(recipe.small_model, **extra)
+            # float32 master weights whatever the checkpoint's dtype: pure float16/bfloat16
+            # updates lose precision, and CPUs without float16 arithmetic run ~10x slower
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                recipe.small_model, dtype=torch.float32, **extra
+            )
         elif recipe.small_config is not None:
             config = T5Config(
                 **{
@@ -96,8 +105,11 @@ def _model_and_tokenizer(recipe: TrainRecipe):
             model = T5ForConditionalGeneration(config)
         else:
             raise UserError("the recipe needs small_model (to fine-tune) or small_config")
-    except (OSError, TypeError) as error:
+    except (OSError, TypeError, ValueError) as error:
         raise UserError(f"could not build the small model: {str(error).splitlines()[0]}") from None
+    check_tokenizer(tokenizer, model, tokenizer_name)
+    if recipe.fp16:
+        check_dtype(model.config.model_type, "float16", where="fp16: true, i.e.")
     return model, tokenizer
 
 
@@ -125,14 +137,101 @@ def _trainer_class():
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is None:
                 return None
-            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+            return SequentialSampler(eval_dataset)  # accelerate shards it across processes
 
     return AlignmentTrainer
+
+
+RUN_FILE = "bild_align_train.json"
+# Keys a resumed run may change: how long and how often, and what `eval --recipe` reads.
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
+     "run_name", "per_device_eval_batch_size", "large_model", "eval_split", "rb", "fb",
+     "sweep_rb", "sweep_fb", "save_dtype", "output_dir"}
+)  # fmt: skip
+
+
+def _fingerprint(recipe: TrainRecipe) -> dict:
+    return {key: value for key, value in asdict(recipe).items() if key not in RESUMABLE_CHANGES}
+
+
+def claim_output_dir(recipe: TrainRecipe, resume: bool) -> None:
+    """Refuse an output_dir that holds files of another run or of the user's own, and one that
+    holds this run's checkpoints unless --resume continues them; then record the run there."""
+    output = Path(recipe.output_dir).expanduser()
+    if output.exists() and not output.is_dir():
+        raise UserError(f"output_dir {output} is a file; give a folder for the aligned model")
+    run_file = output / RUN_FILE
+    fingerprint = json.loads(json.dumps(_fingerprint(recipe)))
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text()).get("fingerprint", {})
+        changed = sorted(
+            k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k)
+        )
+        if changed:
+            raise UserError(
+                f"output_dir {output} holds another training run (it differs in: "
+                f"{', '.join(changed)}); choose another output_dir"
+            )
+        if not resume:
+            raise UserError(
+                f"output_dir {output} holds this run already; pass --resume to continue it "
+                "from its last checkpoint, or choose another output_dir"
+            )
+    elif output.is_dir() and any(output.iterdir()):
+        raise UserError(
+            f"output_dir {output} holds files that are not a bild-align training run; choose a "
+            "new or empty folder"
+        )
+    else:
+        write_json_atomic(run_file, {"fingerprint": fingerprint})
+
+
+def complete_checkpoints(output_dir: str) -> list[Path]:
+    """This run's checkpoints that can be resumed from (a crash while saving leaves a partial
+    one behind), oldest first."""
+    found = []
+    for folder in Path(output_dir).glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        weights = [folder / "model.safetensors", folder / "pytorch_model.bin"]
+        has_state = (folder / "trainer_state.json").is_file() and (
+            folder / "optimizer.pt"
+        ).is_file()
+        if step.isdigit() and has_state and any(path.is_file() for path in weights):
+            found.append((int(step), folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def _resume_point(output_dir: str) -> str | None:
+    checkpoints = complete_checkpoints(output_dir)
+    partial = sorted(
+        folder.name for folder in Path(output_dir).glob("checkpoint-*") if folder not in checkpoints
+    )
+    if partial:
+        # moved aside, not deleted: the Trainer would count them as this run's newest
+        # checkpoints and rotate the good ones away
+        aside = Path(output_dir) / "incomplete-checkpoints"
+        aside.mkdir(exist_ok=True)
+        for name in partial:
+            Path(output_dir, name).rename(aside / f"{name}-{time.time_ns()}")
+        print(
+            f"--resume: skipping incomplete checkpoint(s) {', '.join(partial)} (moved to {aside})"
+        )
+    if not checkpoints:
+        print(f"--resume: no complete checkpoint in {output_dir} yet, starting from the beginning")
+        return None
+    return str(checkpoints[-1])
 
 
 def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
+    # No accelerate state yet: the Trainer sets up the processes itself, and a state created
+    # before it changes how it shards the data. `accelerate launch` sets RANK.
+    if os.environ.get("RANK", "0") == "0":
+        claim_output_dir(recipe, resume)
+    else:
+        _check_output_dir_everywhere(recipe)
     task = get_task(recipe.task)
     dataset = load_calibration(recipe.calibration_dataset, recipe.calibration_split)
     if len(dataset) <= recipe.eval_rows:
@@ -143,6 +242,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     split = dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
     model, tokenizer = _model_and_tokenizer(recipe)
     generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
+    save_dtype = _save_dtype(recipe)
 
     def tokenize(batch):
         features = tokenizer(batch["source"], max_length=recipe.max_source_length, truncation=True)
@@ -163,7 +263,9 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     def compute_metrics(prediction):
         ids = prediction.predictions
         ids = ids.clip(min=0) if hasattr(ids, "clip") else ids
-        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        # Several processes gather their batches in the dataset's order; the last ones are
+        # padded with repeated rows to even batch sizes, which are dropped here.
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)[: len(large_outputs)]
         result = {
             "agreement_bleu": bleu(texts, large_outputs)["score"],
             "agreement_chrf": chrf(texts, large_outputs)["score"],
@@ -232,14 +334,13 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         compute_metrics=compute_metrics,
         optimizers=optimizers,
     )
-    checkpoint = resume and _last_checkpoint(recipe.output_dir)
-    if resume and not checkpoint:
-        print(f"--resume: no checkpoint in {recipe.output_dir} yet, starting from the beginning")
-    trainer.train(resume_from_checkpoint=checkpoint or None)
+    checkpoint = _resume_point(recipe.output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
     final_metrics = trainer.evaluate()
     output = Path(recipe.output_dir)
     if trainer.is_world_process_zero():
         trainer.model.generation_config = generation_config
+        trainer.model.to(save_dtype)
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
         print(
@@ -254,7 +355,29 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     return output
 
 
-def _last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _check_output_dir_everywhere(recipe: TrainRecipe) -> None:
+    """Other processes refuse a folder of the user's files as the main process does (and do
+    not wait for it); the main process alone judges and records the run."""
+    output = Path(recipe.output_dir).expanduser()
+    if (output / RUN_FILE).is_file() or not output.exists():
+        return
+    if not output.is_dir() or any(output.iterdir()):
+        claim_output_dir(recipe, resume=True)  # raises the same error the main process does
 
-    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+def _save_dtype(recipe: TrainRecipe):
+    """The dtype asked for, else the small model checkpoint's own (float32 from scratch)."""
+    import torch
+
+    if recipe.save_dtype is not None:
+        return getattr(torch, recipe.save_dtype)
+    if recipe.small_model is None:
+        return torch.float32
+    from transformers import AutoConfig
+
+    dtype = getattr(
+        AutoConfig.from_pretrained(local_path_or_hub_id(recipe.small_model)), "dtype", None
+    )
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
