@@ -147,3 +147,14 @@ def test_shipped_recipes_work_from_any_folder(tmp_path, monkeypatch, capsys):
     assert "using the built-in recipe" in capsys.readouterr().err
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe("elsewhere/demo-align.yaml")  # another folder is not the shipped one
+
+
+def test_the_same_model_by_another_path_is_the_same_run(setup, tmp_path, monkeypatch):
+    from bild_align.train import _fingerprint
+
+    monkeypatch.chdir(setup["small"].parent)
+    by_name = TrainRecipe(task="x", calibration_dataset="c", output_dir="o", small_model="small")
+    by_path = TrainRecipe(
+        task="x", calibration_dataset="c", output_dir="o", small_model=str(setup["small"])
+    )
+    assert _fingerprint(by_name) == _fingerprint(by_path)

@@ -27,7 +27,7 @@ from bild_align.errors import UserError
 from bild_align.io_utils import write_json_atomic
 from bild_align.metrics import bleu, chrf, score
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
-from bild_align.recipes import TrainRecipe
+from bild_align.recipes import PATH_KEYS, TrainRecipe
 from bild_align.tasks import get_task, load_rows
 
 
@@ -152,7 +152,14 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def _fingerprint(recipe: TrainRecipe) -> dict:
-    return {key: value for key, value in asdict(recipe).items() if key not in RESUMABLE_CHANGES}
+    """What makes a run this run; local paths are made absolute, so that `data/x` and
+    `/home/me/project/data/x` are the same model."""
+    values = {key: v for key, v in asdict(recipe).items() if key not in RESUMABLE_CHANGES}
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if isinstance(value, str) and Path(value).expanduser().exists():
+            values[key] = str(Path(value).expanduser().resolve())
+    return values
 
 
 def claim_output_dir(recipe: TrainRecipe, resume: bool) -> None:
