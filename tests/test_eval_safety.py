@@ -114,3 +114,9 @@ def test_small_model_with_padded_embeddings_is_evaluated(byte_pair_dirs, pairs_f
     large_outputs, bild_outputs = (row["outputs"] for row in results["methods"])
     assert bild_outputs == large_outputs
     assert Path(tmp_path / "r.json").exists()
+
+
+def test_bench_checks_its_output_before_building_models(tmp_path, capsys):
+    assert main(["bench", "--preset", "tiny", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err

@@ -139,3 +139,13 @@ def test_checkpoint_logits_processors_are_not_applied(byte_model_dir):
         out = model.generate(ids, do_sample=False, num_beams=1, max_new_tokens=12)
         ours = bild_generate(model, model, ids, rollback_threshold=0, max_new_tokens=12)
         assert out.tolist() == ours.sequences.tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device beside the CPU")
+def test_sampling_with_the_two_models_on_different_devices():
+    small = random_llama(vocab_size=64, hidden_size=32, num_layers=1, confidence=4.0, seed=0)
+    large = deepen_llama(small, extra_layers=2, eps=0.3, seed=0).cuda()
+    prompt = torch.randint(2, 64, (1, 5), generator=torch.Generator().manual_seed(0))
+    for decode in (bild_generate, speculative_generate):
+        out = decode(small, large, prompt, do_sample=True, seed=0, max_new_tokens=12)
+        assert out.sequences.device.type == "cuda" and out.stats.generated > 0
