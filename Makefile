@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench demo demo-models clean
+.PHONY: install test test-slow lint format bench demo demo-models clean
 
 install: $(STAMP)
 
@@ -17,9 +17,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The fast suite (a few minutes); `make test-slow` runs the end-to-end tests (kills and
+# resumes, two processes, the demo pipeline). CI runs both.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

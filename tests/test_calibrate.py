@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import datasets
+import pytest
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -75,6 +76,7 @@ def _cli(*args, env=None):
     return [sys.executable, "-m", "bild_align.cli", "calibrate", *map(str, args)]
 
 
+@pytest.mark.slow
 def test_resume_after_repeated_kills(byte_model_dir, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 60)
     output = tmp_path / "out"
@@ -122,6 +124,7 @@ def test_resume_after_repeated_kills(byte_model_dir, tmp_path):
     assert rows["target"] == _rows(clean)["target"]
 
 
+@pytest.mark.slow
 def test_two_process_run_has_every_row_once(byte_model_dir, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 15)
     output = tmp_path / "dist"

@@ -4,6 +4,7 @@ import io
 import subprocess
 import sys
 
+import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_align.chat import GREEN, Console, Settings
@@ -68,6 +69,7 @@ def test_exact_mode_outputs_agree_and_colour_marks_small_tokens(byte_pair_dirs):
     assert plain.split(maxsplit=1)[1] == large.split(maxsplit=1)[1]  # rb = 0 is exact
 
 
+@pytest.mark.slow
 def test_cli_reads_standard_input(byte_pair_dirs):
     small_dir, large_dir = byte_pair_dirs
     result = subprocess.run(

@@ -35,6 +35,7 @@ def test_user_mistakes_exit_2_with_one_message(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bench_tiny_writes_results(tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(

@@ -3,9 +3,17 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from bild_align.demo import DemoConfig, run_demo
+from bild_align.gettext_corpus import CATALOG_DIR
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(CATALOG_DIR.glob("*.mo")),
+    reason=f"no German gettext catalogs in {CATALOG_DIR} on this machine",
+)
 def test_demo_pipeline_on_a_few_examples(tmp_path, capsys):
     config = DemoConfig(
         output_dir=str(tmp_path),

@@ -153,6 +153,7 @@ def _bild_calls_per_token(small_dir, large_dir, pairs):
     return calls / tokens
 
 
+@pytest.mark.slow
 def test_training_aligns_the_small_model(alignment_setup, tmp_path):
     output = tmp_path / "aligned"
     assert main(_train_argv(alignment_setup, output)) == 0
@@ -178,6 +179,7 @@ def _global_step(output):
     return json.loads(states[-1].read_text())["global_step"] if states else 0
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_checkpoint(alignment_setup, tmp_path):
     output = tmp_path / "resumed"
     argv = [
@@ -221,6 +223,7 @@ def _final_eval(output):
     return [entry for entry in state["log_history"] if "eval_loss" in entry]
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_well_as_one(alignment_setup, tmp_path):
     single = tmp_path / "single"
     assert main(_train_argv(alignment_setup, single)) == 0

@@ -2,17 +2,25 @@
 
 from bild_align import bild_generate
 out = bild_generate(small, large, input_ids, fallback_threshold=0.6, rollback_threshold=2.0)
+
+The public names load on first use (PEP 562), so that `import bild_align.cli` and every
+`bild-align ... --help` start without importing torch or transformers.
 """
 
-from bild_align.decoding import (
-    BiLDOutput,
-    BiLDStats,
-    autoregressive_generate,
-    bild_generate,
-    speculative_generate,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "BiLDOutput": "bild_align.decoding",
+    "BiLDStats": "bild_align.decoding",
+    "autoregressive_generate": "bild_align.decoding",
+    "bild_generate": "bild_align.decoding",
+    "speculative_generate": "bild_align.decoding",
+}
 __all__ = [
     "BiLDOutput",
     "BiLDStats",
@@ -21,3 +29,24 @@ __all__ = [
     "speculative_generate",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from bild_align.decoding import (
+        BiLDOutput,
+        BiLDStats,
+        autoregressive_generate,
+        bild_generate,
+        speculative_generate,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'bild_align' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bild_align.demo import DEMO_DIR
 from bild_align.errors import UserError
+from bild_align.resources import DEMO_DIR
 
 DEMO_TASK = "gettext-de-en"
 

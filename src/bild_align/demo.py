@@ -10,19 +10,13 @@ from scratch (deterministic seeds) with the project's own `bild-align train` rec
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bild_align.resources import CHECKOUT, shipped
-
-DEMO_DIR = Path(
-    os.environ.get("BILD_DEMO_DIR") or shipped("data/demo") or CHECKOUT / "data" / "demo"
-)
-RECIPES_DIR = shipped("recipes") or CHECKOUT / "recipes"
+from bild_align.resources import DEMO_DIR, RECIPES_DIR
 
 
 def train_tokenizer(output: Path, vocab_size: int = 4000) -> Path:

@@ -9,6 +9,7 @@ is the environment the package was installed into.
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -35,3 +36,11 @@ def shipped(relative: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+# The demo pair (BILD_DEMO_DIR overrides it) and the recipes, where `make demo-models` and the
+# demo stage find them.
+DEMO_DIR = Path(
+    os.environ.get("BILD_DEMO_DIR") or shipped("data/demo") or CHECKOUT / "data" / "demo"
+)
+RECIPES_DIR = shipped("recipes") or CHECKOUT / "recipes"
