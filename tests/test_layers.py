@@ -67,3 +67,25 @@ def test_no_import_cycles():
     for module in sorted(graph):
         cycle = cycle_from(module, module, [module])
         assert cycle is None, " -> ".join(cycle)
+
+
+def test_library_code_leaves_process_state_alone(tmp_path):
+    import matplotlib
+    import torch
+
+    from bild_align.evaluate import _plot
+    from bild_align.toy_models import random_llama, random_t5
+
+    state, backend = torch.get_rng_state(), matplotlib.get_backend()
+    first = random_t5(vocab_size=32, d_model=16, num_layers=1, seed=5)
+    random_llama(vocab_size=32, hidden_size=16, num_layers=1, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is kept
+    again = random_t5(vocab_size=32, d_model=16, num_layers=1, seed=5)
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
+    )
+    row = {"method": "bild", "setting": {"rb": 1.0, "fb": 0.5}, "speedup": 1.5}
+    row["quality"] = {"score": 30.0}
+    _plot([{**row, "method": "large"}, row], [row], [(30.0, 1.5)], [True], tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert matplotlib.get_backend() == backend

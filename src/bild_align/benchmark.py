@@ -16,6 +16,7 @@ warm-up, with the device synchronised; only generation is timed.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -129,16 +130,24 @@ def _generate_method(
     model, max_new_tokens: int, assistant=None, do_sample=False, temperature=1.0, **assist
 ) -> Callable:
     def run(input_ids):
+        # transformers reads the assistant settings from the assistant's generation config:
+        # set them for this call only, and leave the model as it was
+        saved = None if assistant is None else assistant.generation_config
         if assistant is not None:
+            assistant.generation_config = copy.deepcopy(saved)
             for key, value in assist.items():
                 setattr(assistant.generation_config, key, value)
-        sequences = model.generate(
-            input_ids,
-            do_sample=do_sample,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            assistant_model=assistant,
-        )
+        try:
+            sequences = model.generate(
+                input_ids,
+                do_sample=do_sample,
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                assistant_model=assistant,
+            )
+        finally:
+            if assistant is not None:
+                assistant.generation_config = saved
         return sequences, None
 
     return run

@@ -380,12 +380,10 @@ def _sweep_report(results: dict, config: EvalConfig) -> dict:
 
 
 def _plot(methods, bild_rows, points, front, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 5))
+    figure = Figure(figsize=(7, 5))
+    axes = figure.subplots()
     axes.scatter(
         [p[1] for p in points],
         [p[0] for p in points],
@@ -409,7 +407,6 @@ def _plot(methods, bild_rows, points, front, path: Path) -> None:
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, dpi=120, format="png")
-    plt.close(figure)
     write_bytes_atomic(path, image.getvalue())
 
 

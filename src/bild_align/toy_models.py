@@ -16,11 +16,22 @@ Used by the tests and the decoder benchmark; no network, no files.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator (which model constructors draw from) for the block only:
+    the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def random_t5(
@@ -54,12 +65,12 @@ def random_t5(
         pad_token_id=0,
         eos_token_id=1,
     )
-    torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
-    # transformers 5 always ties T5's head to the embeddings when built from a config; real
-    # (m)T5 v1.1 checkpoints have their own head, so give the toy one its own too. (A head equal
-    # to the embeddings also makes random models repeat their last token forever.)
-    head = torch.randn(vocab_size, d_model) * confidence
+    with _seeded(seed):
+        model = T5ForConditionalGeneration(config)
+        # transformers 5 always ties T5's head to the embeddings when built from a config; real
+        # (m)T5 v1.1 checkpoints have their own head, so give the toy one its own too. (A head
+        # equal to the embeddings also makes random models repeat their last token forever.)
+        head = torch.randn(vocab_size, d_model) * confidence
     head[config.eos_token_id] *= eos_weight
     model.lm_head.weight = nn.Parameter(head)
     return model.eval()
@@ -188,9 +199,9 @@ def random_llama(
         pad_token_id=0,
         **window,
     )
-    torch.manual_seed(seed)
-    model = model_class(config)
-    head = torch.randn(vocab_size, hidden_size) * confidence / hidden_size**0.5
+    with _seeded(seed):
+        model = model_class(config)
+        head = torch.randn(vocab_size, hidden_size) * confidence / hidden_size**0.5
     head[config.eos_token_id] *= eos_weight
     model.lm_head.weight = nn.Parameter(head)
     return model.eval()
