@@ -75,7 +75,7 @@ def test_filtering_cleaning_and_charsets(catalogs):
 
 def test_deterministic_disjoint_splits(catalogs):
     first = {s: gettext_corpus.load_split(s, catalogs) for s in gettext_corpus.SPLITS}
-    gettext_corpus._splits.cache_clear()
+    gettext_corpus.forget_cached_corpus()
     second = {s: gettext_corpus.load_split(s, catalogs) for s in gettext_corpus.SPLITS}
     assert first == second
     sources = [set(p["de"] for p in rows) for rows in first.values()]

@@ -272,3 +272,4 @@ def test_wandb_logging_runs_offline_without_a_login(alignment_setup, tmp_path, m
     assert main(argv) == 0
     assert list(tmp_path.glob("wandb/offline-run-*"))  # logged, offline, nothing blocked
     assert (output / "model.safetensors").exists()
+    assert "WANDB_MODE" not in os.environ  # set for the training only

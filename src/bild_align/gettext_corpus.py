@@ -131,6 +131,12 @@ def _splits(catalog_dir: str) -> dict[str, list[dict]]:
     return splits
 
 
+def forget_cached_corpus() -> None:
+    """Drop the corpora built so far (they are cached per catalog folder): the next
+    `load_split` reads the catalogs again."""
+    _splits.cache_clear()
+
+
 def load_split(split: str, catalog_dir: Path | None = None) -> list[dict]:
     if split not in SPLITS:
         raise UserError(f"gettext-de-en has the splits {', '.join(SPLITS)}, not {split!r}")

@@ -14,7 +14,7 @@ tries the `refs/convert/parquet` export, and its error says what was tried.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bild_align.errors import UserError
@@ -29,7 +29,6 @@ class TaskError(UserError):
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "translation" or "summarization"
     metric: str  # "bleu", "rougeL" or "rougeLsum"
     hub_path: str | None = None  # Hub dataset id
     hub_config: str | None = None
@@ -43,7 +42,6 @@ class Task:
     max_source_length: int = 256
     max_target_length: int = 128
     require_target: bool = False  # a missing target column is an error, not "no reference"
-    splits: dict[str, str] = field(default_factory=dict)  # our split name -> the dataset's
     builder: Callable[[str], list[dict]] | None = None  # for tasks built on this machine
 
     @property
@@ -56,7 +54,6 @@ class Task:
 def _translation(name, hub_path, config, data_dir, **extra) -> Task:
     return Task(
         name=name,
-        kind="translation",
         metric="bleu",
         hub_path=hub_path,
         hub_config=config,
@@ -73,7 +70,6 @@ REGISTRY: dict[str, Task] = {
     "wmt14-de-en": _translation("wmt14-de-en", "wmt/wmt14", "de-en", "de-en"),
     "xsum": Task(
         name="xsum",
-        kind="summarization",
         metric="rougeL",
         hub_path="EdinburghNLP/xsum",
         parquet_data_dir="default",
@@ -86,7 +82,6 @@ REGISTRY: dict[str, Task] = {
     ),
     "cnn_dailymail": Task(
         name="cnn_dailymail",
-        kind="summarization",
         metric="rougeLsum",
         hub_path="abisee/cnn_dailymail",
         hub_config="3.0.0",
@@ -109,7 +104,6 @@ def _gettext_rows(split: str) -> list[dict]:
 
 REGISTRY["gettext-de-en"] = Task(
     name="gettext-de-en",
-    kind="translation",
     metric="bleu",
     source_column="de",
     target_column="en",
@@ -126,12 +120,9 @@ def get_task(
     source_column: str | None = None,
     target_column: str | None = None,
     prefix: str | None = None,
-    metric: str | None = None,
 ) -> Task:
     """A registered task, or a local file's task when `name` is a path to one."""
-    overrides = {
-        key: value for key, value in (("prefix", prefix), ("metric", metric)) if value is not None
-    }
+    overrides = {} if prefix is None else {"prefix": prefix}
     if name in REGISTRY:
         return replace(REGISTRY[name], **overrides)
     path = Path(name)
@@ -140,8 +131,7 @@ def get_task(
             raise TaskError(f"task file {name} does not exist")
         return Task(
             name=path.stem,
-            kind="translation",
-            metric=overrides.get("metric", "bleu"),
+            metric="bleu",
             local_path=str(path),
             source_column=source_column or "source",
             target_column=target_column or "target",
@@ -191,7 +181,7 @@ def _load_split(task: Task, split: str):
             )
         except Exception as error:  # noqa: BLE001 - a malformed file is a user mistake
             raise TaskError(f"could not read {task.local_path}: {_root_cause(error)}") from None
-    return _load_hub_split(task, task.splits.get(split, split))
+    return _load_hub_split(task, split)
 
 
 def _check_text(path: str, json_lines: bool) -> None:

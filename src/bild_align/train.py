@@ -16,10 +16,12 @@ task's metric against them; the checkpoint with the best agreement is kept besid
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -113,16 +115,23 @@ def _model_and_tokenizer(recipe: TrainRecipe):
     return model, tokenizer
 
 
-def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> None:
-    if recipe.report_to != "wandb" or "WANDB_MODE" in os.environ:
-        return
+@contextlib.contextmanager
+def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> Iterator[None]:
+    """W&B logs offline during training when nobody is logged in (it would otherwise wait for
+    a login); the process environment is restored afterwards."""
     netrc = Path.home() / ".netrc"
     logged_in = "WANDB_API_KEY" in os.environ or (
         netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
     )
-    if not logged_in:
-        os.environ["WANDB_MODE"] = "offline"
-        print("wandb: no login found, logging offline (sync later with `wandb sync`)")
+    if recipe.report_to != "wandb" or "WANDB_MODE" in os.environ or logged_in:
+        yield
+        return
+    print("wandb: no login found, logging offline (sync later with `wandb sync`)")
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        yield
+    finally:
+        os.environ.pop("WANDB_MODE", None)
 
 
 def _trainer_class():
@@ -283,7 +292,6 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
             result[f"reference_{metric}"] = score(metric, texts, references)["score"]
         return result
 
-    _wandb_offline_unless_logged_in(recipe)
     arguments = Seq2SeqTrainingArguments(
         output_dir=recipe.output_dir,
         optim="adafactor",
@@ -342,8 +350,9 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         optimizers=optimizers,
     )
     checkpoint = _resume_point(recipe.output_dir) if resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    final_metrics = trainer.evaluate()
+    with _wandb_offline_unless_logged_in(recipe):
+        trainer.train(resume_from_checkpoint=checkpoint)
+        final_metrics = trainer.evaluate()
     output = Path(recipe.output_dir)
     if trainer.is_world_process_zero():
         trainer.model.generation_config = generation_config
