@@ -8,12 +8,31 @@ import pytest
 
 from bild_align.cli import main
 
+COMMANDS = ("calibrate", "train", "eval", "chat", "demo", "bench")
+
 
 def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
-    assert "bench" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(command in out for command in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_is_explained(command, capsys):
+    """Each option of each subcommand has help text, and --help shows it."""
+    from bild_align.cli import build_parser
+
+    (subparsers,) = [a for a in build_parser()._actions if a.dest == "==SUPPRESS==" and a.choices]
+    parser = subparsers.choices[command]
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and len(action.help) > 5, (command, action.option_strings)
+            assert action.option_strings[-1] in out, (command, action.option_strings)
 
 
 @pytest.mark.parametrize(

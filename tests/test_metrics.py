@@ -4,7 +4,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from bild_align.metrics import bleu, rouge, score
+from bild_align.metrics import bleu, chrf, rouge, score
 from bild_align.pareto import fastest_within, pareto_front
 
 HYPOTHESES = ["The house is big .", "a cat sleeps here", "Nothing matches at all"]
@@ -27,6 +27,19 @@ def test_rouge_matches_rouge_score(kind):
     direct = [scorer.score(r, h)[kind].fmeasure for h, r in pairs]
     assert result["score"] == pytest.approx(100 * sum(direct) / len(direct))
     assert kind in result["signature"]
+
+
+def test_golden_values_computed_by_hand():
+    # all n-gram precisions 1, 6 of 8 reference words: BLEU = brevity penalty exp(1 - 8/6)
+    assert bleu(["a b c d e f"], ["a b c d e f g h"])["score"] == pytest.approx(71.6531, abs=1e-3)
+    assert bleu(["the house is big"], ["the house is big"])["score"] == pytest.approx(100.0)
+    assert bleu(["p q r s"], ["w x y z"])["score"] == pytest.approx(0.0)
+    # longest common subsequence "a c d": precision = recall = 3/4
+    assert rouge(["a b c d"], ["a x c d"], "rougeL")["score"] == pytest.approx(75.0)
+    # summary-level LCS over the reference's two lines finds every word
+    assert rouge(["a b c d"], ["a b\nc d"], "rougeLsum")["score"] == pytest.approx(100.0)
+    assert rouge(["a b c d"], ["a b\nc d"], "rougeL")["score"] == pytest.approx(100.0)
+    assert chrf(["Das Haus"], ["Das Haus"])["score"] == pytest.approx(100.0)
 
 
 def test_score_dispatch_and_errors():
