@@ -102,7 +102,7 @@ class Method:
     name: str
     setting: dict
     run: Callable[[torch.Tensor], tuple[torch.Tensor, BiLDStats | None]]
-    is_bild: bool = False
+    uses_two_models: bool = False
     seconds: list[float] = field(default_factory=list)
     overhead: list[float] = field(default_factory=list)
     identical: int = 0
@@ -222,7 +222,7 @@ def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Met
                 fallback_threshold=fb,
                 max_small_steps=k,
             ),
-            is_bild=True,
+            uses_two_models=True,
         )
         for k in config.small_steps
         for fb in config.exact_fallbacks
@@ -232,7 +232,7 @@ def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Met
             "speculative",
             {"gamma": gamma},
             _ours(speculative_generate, small, large, n, gamma=gamma),
-            is_bild=True,
+            uses_two_models=True,
         )
         for gamma in config.gammas
     ]
@@ -254,7 +254,7 @@ def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Met
                 fallback_threshold=0.6,
                 max_small_steps=10,
             ),
-            is_bild=True,
+            uses_two_models=True,
         ),
     ]
     if config.sampling:
@@ -269,7 +269,7 @@ def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Met
                 "spec. sample",
                 {"gamma": 4, "temperature": 1.0},
                 _ours(speculative_generate, small, large, n, gamma=4, **sampled),
-                is_bild=True,
+                uses_two_models=True,
             ),
             Method(
                 "bild sample",
@@ -283,7 +283,7 @@ def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Met
                     fallback_threshold=0.6,
                     **sampled,
                 ),
-                is_bild=True,
+                uses_two_models=True,
             ),
         ]
     return methods
@@ -319,7 +319,7 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
                 method.stats += stats
             progress.update(1)
         for method in methods:
-            if method.is_bild:  # a separate, instrumented run: time outside forward passes
+            if method.uses_two_models:  # a separate, instrumented run: time outside forward passes
                 with ForwardClock(
                     [small, large, small.get_encoder(), large.get_encoder()], device
                 ) as clock:
@@ -336,7 +336,7 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
             "speedup": large_total / total if total else 0.0,
             "identical_to_large": f"{method.identical}/{len(inputs)}",
         }
-        if method.is_bild:
+        if method.uses_two_models:
             row["stats"] = method.stats.as_dict()
             row["overhead_share"] = statistics.mean(method.overhead)
         rows.append(row)

@@ -363,7 +363,11 @@ def autoregressive_generate(
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     sampler = Sampler(do_sample, temperature, top_k, top_p, seed, model.device)
     with torch.inference_mode():
-        loop = _DecodeLoop(None, model, input_ids, attention_mask, max_new_tokens, sampler)
+        # the one model takes the large model's place: it checks nothing, it only appends
+        loop = _DecodeLoop(
+            small=None, large=model, input_ids=input_ids, attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens, sampler=sampler,
+        )  # fmt: skip
         return loop.run_alone()
 
 
@@ -429,7 +433,8 @@ class _DecodeLoop:
         self.tokens = list(prefix)
         self.from_small: list[bool] = []
         self.pending = 0
-        self.drafts: list[torch.Tensor] = []  # the small model's distributions of pending tokens
+        # the small model's sampling distributions of the pending tokens (speculative sampling)
+        self.draft_distributions: list[torch.Tensor] = []
         self.stats = BiLDStats()
 
     # -- bookkeeping --
@@ -467,14 +472,14 @@ class _DecodeLoop:
     def _small_step(self) -> tuple[int, float]:
         """Run the small model over what it has not seen; return its choice and top prob."""
         self.stats.small_steps += 1
-        # on the large model's device: the sampler's generator and the drafts live there
+        # on the large model's device, where the sampler's generator and the distributions live
         logits = self.small.feed(self._unfed(self.small))[-1, : self.vocab_size]
         logits = logits.to(self.large.device)
         probabilities = self.sampler.distribution(logits)
         top_probability = probabilities.max(-1).values
         token = self.sampler.choose(probabilities)
         if self.speculative and self.sampler.do_sample:
-            self.drafts.append(probabilities)
+            self.draft_distributions.append(probabilities)
         probability, token = torch.stack((top_probability, token.float())).tolist()
         return int(token), probability
 
@@ -505,7 +510,7 @@ class _DecodeLoop:
         target = self.sampler.distribution(logits)
         drafted = self.tokens[len(self.tokens) - self.pending :]
         for index, token in enumerate(drafted):
-            p, q = target[index], self.drafts[index]
+            p, q = target[index], self.draft_distributions[index]
             if self.sampler.uniform() * float(q[token]) >= float(p[token]):  # u >= p/q: reject
                 residual = torch.clamp(p - q, min=0)
                 total = residual.sum()
@@ -552,7 +557,7 @@ class _DecodeLoop:
                 drafted, nll, choices[:-1], self.rollback_threshold, self.reference_compat
             )
             replacement = choices[-1] if index is None else choices[index]
-        self.drafts.clear()
+        self.draft_distributions.clear()
         if index is None:
             self.stats.small_accepted += self.pending
             self.pending = 0
