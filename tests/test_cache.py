@@ -2,7 +2,7 @@
 
 import torch
 
-from bild_align.cache import DecoderState
+from bild_align.core.cache import DecoderState
 from bild_align.toy_models import random_inputs, random_t5
 
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from bild_align import calibrate
-from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.greedy import greedy_texts
+from bild_align.stages import calibrate
+from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 from conftest import TWO_CPU_ENV, TWO_CPU_PROCESSES, write_pairs
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bild_align.calibrate import RunLock
 from bild_align.cli import main
+from bild_align.stages.calibrate import RunLock
 from conftest import write_pairs
 
 

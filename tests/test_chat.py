@@ -7,7 +7,7 @@ import sys
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from bild_align.chat import GREEN, Console, Settings
+from bild_align.stages.chat import GREEN, Console, Settings
 
 
 def _console(byte_pair_dirs, colour=False):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bild_align.demo import DemoConfig, run_demo
 from bild_align.gettext_corpus import CATALOG_DIR
+from bild_align.stages.demo import DemoConfig, run_demo
 
 
 @pytest.mark.slow

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bild_align import evaluate
 from bild_align.cli import main
-from bild_align.evaluate import EvalConfig, partial_path, run_eval
+from bild_align.stages import evaluate
+from bild_align.stages.evaluate import EvalConfig, partial_path, run_eval
 from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import chisquare
 
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
-from bild_align.sampling import Sampler
+from bild_align.core.sampling import Sampler
 from bild_align.toy_models import (
     deepen,
     deepen_llama,

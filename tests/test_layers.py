@@ -47,15 +47,19 @@ def _imports(path: Path) -> set[str]:
     return {name for name in names if name.startswith("bild_align.")}
 
 
-def test_no_import_cycles():
-    graph = {
-        f"bild_align.{path.stem}": _imports(path) - {f"bild_align.{path.stem}"}
-        for path in PACKAGE.glob("*.py")
-        if path.stem != "__init__"
-    }
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
+
+GRAPH = {
+    _module_name(path): _imports(path) - {_module_name(path)} for path in PACKAGE.rglob("*.py")
+}
+
+
+def test_no_import_cycles():
     def cycle_from(start, node, seen):
-        for following in sorted(graph.get(node, ())):
+        for following in sorted(GRAPH.get(node, ())):
             if following == start:
                 return [*seen, following]
             if following not in seen:
@@ -64,16 +68,32 @@ def test_no_import_cycles():
                     return found
         return None
 
-    for module in sorted(graph):
+    for module in sorted(GRAPH):
         cycle = cycle_from(module, module, [module])
         assert cycle is None, " -> ".join(cycle)
+
+
+def test_imports_point_one_way():
+    """cli -> stages -> support modules -> core; core imports nothing else of the package,
+    and stages import no other stage, except the demo, which chains them."""
+    assert {"bild_align.core.decoding", "bild_align.stages.train", "bild_align.cli"} <= set(GRAPH)
+    for module, imported in GRAPH.items():
+        if module.startswith("bild_align.core"):
+            outside = {name for name in imported if not name.startswith("bild_align.core")}
+            assert not outside, (module, outside)
+        elif module.startswith("bild_align.stages.") and module != "bild_align.stages.demo":
+            stages = {name for name in imported if name.startswith("bild_align.stages")}
+            assert not stages, (module, stages)
+        elif not module.startswith("bild_align.stages") and module != "bild_align.cli":
+            upward = {n for n in imported if n.startswith(("bild_align.stages", "bild_align.cli"))}
+            assert not upward, (module, upward)
 
 
 def test_library_code_leaves_process_state_alone(tmp_path):
     import matplotlib
     import torch
 
-    from bild_align.evaluate import _plot
+    from bild_align.stages.evaluate import _plot
     from bild_align.toy_models import random_llama, random_t5
 
     state, backend = torch.get_rng_state(), matplotlib.get_backend()

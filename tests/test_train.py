@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_align import bild_generate
-from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.recipes import RecipeError, TrainRecipe, load_recipe
+from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 from bild_align.toy_models import deepen
 from conftest import (
     TWO_CPU_ENV,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from bild_align.calibrate import CalibrateConfig, run_calibration
 from bild_align.cli import main
 from bild_align.recipes import TrainRecipe
-from bild_align.train import RUN_FILE, _model_and_tokenizer, complete_checkpoints
+from bild_align.stages.calibrate import CalibrateConfig, run_calibration
+from bild_align.stages.train import RUN_FILE, _model_and_tokenizer, complete_checkpoints
 from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 
@@ -150,7 +150,7 @@ def test_shipped_recipes_work_from_any_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_the_same_model_by_another_path_is_the_same_run(setup, tmp_path, monkeypatch):
-    from bild_align.train import _fingerprint
+    from bild_align.stages.train import _fingerprint
 
     monkeypatch.chdir(setup["small"].parent)
     by_name = TrainRecipe(task="x", calibration_dataset="c", output_dir="o", small_model="small")

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "BiLDOutput": "bild_align.decoding",
-    "BiLDStats": "bild_align.decoding",
-    "autoregressive_generate": "bild_align.decoding",
-    "bild_generate": "bild_align.decoding",
-    "speculative_generate": "bild_align.decoding",
+    "BiLDOutput": "bild_align.core.decoding",
+    "BiLDStats": "bild_align.core.decoding",
+    "autoregressive_generate": "bild_align.core.decoding",
+    "bild_generate": "bild_align.core.decoding",
+    "speculative_generate": "bild_align.core.decoding",
 }
 __all__ = [
     "BiLDOutput",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from bild_align.decoding import (
+    from bild_align.core.decoding import (
         BiLDOutput,
         BiLDStats,
         autoregressive_generate,

@@ -137,7 +137,7 @@ def _add_bench(subparsers) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    from bild_align.benchmark import BenchConfig, format_table, run_benchmark
+    from bild_align.stages.benchmark import BenchConfig, format_table, run_benchmark
 
     if not args.eps or any(eps < 0 for eps in args.eps):
         raise UserError("--eps needs one or more numbers >= 0")
@@ -231,8 +231,8 @@ def _add_calibrate(subparsers) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> None:
-    from bild_align.calibrate import CalibrateConfig, run_calibration
     from bild_align.defaults import demo_defaults
+    from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 
     chosen = demo_defaults(large=args.large, task=args.task)
     config = CalibrateConfig(
@@ -372,7 +372,7 @@ def _eval_models_and_task(args: argparse.Namespace) -> dict:
 
 
 def _run_eval(args: argparse.Namespace) -> None:
-    from bild_align.evaluate import EvalConfig, format_results, run_eval
+    from bild_align.stages.evaluate import EvalConfig, format_results, run_eval
 
     config = EvalConfig(
         **_eval_models_and_task(args),
@@ -423,7 +423,7 @@ def _add_train(subparsers) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from bild_align.recipes import load_recipe, overrides_from_args
-    from bild_align.train import run_training
+    from bild_align.stages.train import run_training
 
     recipe = load_recipe(args.recipe, overrides_from_args(args))
     run_training(recipe, resume=args.resume)
@@ -489,10 +489,10 @@ def _add_chat(subparsers) -> None:
 
 
 def _run_chat(args: argparse.Namespace) -> None:
-    from bild_align.chat import METHODS, Console, Settings
-    from bild_align.decoding import check_pair
+    from bild_align.core.decoding import check_pair
     from bild_align.defaults import demo_defaults
     from bild_align.models import check_same_tokenizer, load_seq2seq_or_causal
+    from bild_align.stages.chat import METHODS, Console, Settings
 
     unknown = [name for name in args.show if name not in METHODS]
     if unknown:
@@ -538,7 +538,7 @@ def _prompted_lines():
 
 
 def _add_demo(subparsers) -> None:
-    from bild_align.demo import DemoConfig  # light: the heavy imports are inside run_demo
+    from bild_align.stages.demo import DemoConfig  # light: the heavy imports are inside run_demo
 
     parser = subparsers.add_parser(
         "demo",
@@ -583,7 +583,7 @@ def _add_demo(subparsers) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from bild_align.demo import DemoConfig, run_demo
+    from bild_align.stages.demo import DemoConfig, run_demo
 
     if args.rb < 0 or not 0 <= args.fb <= 1:
         raise UserError("--rb must be >= 0 and --fb within [0, 1]")

@@ -1,7 +1,7 @@
 """The offline demo pair: trained here, on real text, and shipped under data/demo/.
 
-    python -m bild_align.demo tokenizer      # SentencePiece vocabulary on gettext-de-en train
-    python -m bild_align.demo models         # tokenizer, then train and export both models
+    python -m bild_align.stages.demo tokenizer   # SentencePiece vocabulary, gettext-de-en train
+    python -m bild_align.stages.demo models      # tokenizer, then train and export both models
 
 `make demo-models` runs the second command; it rebuilds data/demo/{tokenizer,large,small}
 from scratch (deterministic seeds) with the project's own `bild-align train` recipes
@@ -76,7 +76,7 @@ def _plain_generation_config(config):
 
 def build_models() -> None:
     from bild_align.recipes import load_recipe
-    from bild_align.train import run_training
+    from bild_align.stages.train import run_training
 
     start = time.time()
     train_tokenizer(DEMO_DIR / "tokenizer")
@@ -97,7 +97,7 @@ if __name__ == "__main__":
     elif command == "models":
         build_models()
     else:
-        sys.exit("usage: python -m bild_align.demo {tokenizer|models}")
+        sys.exit("usage: python -m bild_align.stages.demo {tokenizer|models}")
 
 
 @dataclass
@@ -115,11 +115,11 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig) -> dict:
     """calibrate -> train -> eval on the shipped pair; returns both eval results."""
-    from bild_align.calibrate import CalibrateConfig, run_calibration
     from bild_align.defaults import DEMO_TASK, demo_model
-    from bild_align.evaluate import EvalConfig, run_eval
     from bild_align.recipes import load_recipe
-    from bild_align.train import run_training
+    from bild_align.stages.calibrate import CalibrateConfig, run_calibration
+    from bild_align.stages.evaluate import EvalConfig, run_eval
+    from bild_align.stages.train import run_training
 
     large, small = demo_model("large"), demo_model("small")
     root = Path(config.output_dir)

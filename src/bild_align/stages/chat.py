@@ -17,7 +17,7 @@ from typing import TextIO
 
 import torch
 
-from bild_align.decoding import autoregressive_generate, bild_generate, speculative_generate
+from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.errors import UserError
 from bild_align.timing import timed
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.decoding import BiLDStats, bild_generate, speculative_generate
+from bild_align.core.decoding import BiLDStats, bild_generate, speculative_generate
 from bild_align.io_utils import check_output_file, write_json_atomic
 from bild_align.models import check_dtype, resolve_device
 from bild_align.timing import ForwardClock, environment, summarize, timed

@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from bild_align.cache import DecoderState
-from bild_align.sampling import Sampler
+from bild_align.core.cache import DecoderState
+from bild_align.core.sampling import Sampler
 
 
 @dataclass

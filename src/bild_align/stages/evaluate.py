@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.decoding import BiLDStats, bild_generate, check_pair
+from bild_align.core.decoding import BiLDStats, bild_generate, check_pair
 from bild_align.errors import UserError
 from bild_align.io_utils import (
     append_jsonl,
