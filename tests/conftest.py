@@ -1,10 +1,11 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # for the `scripted` helper module
+from bild_align.testing.helpers import (
+    byte_level_model,
+    save_byte_level_model,
+    save_with_byte_tokenizer,
+)
 
 torch.set_num_threads(2)
 
@@ -15,57 +16,6 @@ def _offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
-def byte_level_model(*, num_layers=2, d_model=32, seed=3, eos_weight=3.0):
-    """A tiny random T5 over ByT5's byte vocabulary whose head favours printable ASCII bytes
-    (and, weakly, EOS), so decoded outputs are non-empty text of varying length."""
-    from bild_align.toy_models import random_t5
-
-    model = random_t5(
-        vocab_size=384,
-        d_model=d_model,
-        num_layers=num_layers,
-        confidence=6.0,
-        eos_weight=eos_weight,
-        seed=seed,
-    )
-    with torch.no_grad():
-        keep = torch.zeros(384, dtype=torch.bool)
-        keep[3 + 32 : 3 + 127] = True  # bytes ' '..'~' (ByT5 ids are byte + 3)
-        keep[1] = True  # EOS
-        model.lm_head.weight[~keep] = 0.0
-    return model
-
-
-def save_with_byte_tokenizer(model, directory):
-    """Save like a checkpoint, with a ByT5 (byte-level, file-free) tokenizer beside it."""
-    from transformers import ByT5Tokenizer
-
-    model.save_pretrained(directory)
-    ByT5Tokenizer().save_pretrained(directory)
-    return directory
-
-
-def save_byte_level_model(directory, **settings):
-    return save_with_byte_tokenizer(byte_level_model(**settings), directory)
-
-
-def write_pairs(path, count, *, seed=0):
-    """A JSON lines file of German-looking source / English-looking target pairs."""
-    import json
-    import random
-
-    rng = random.Random(seed)
-    words_de = ["das", "Haus", "ist", "gross", "und", "alt", "die", "Katze", "schlaeft", "hier"]
-    words_en = ["the", "house", "is", "big", "and", "old", "cat", "sleeps", "here", "a"]
-    with open(path, "w", encoding="utf-8") as handle:
-        for index in range(count):
-            length = rng.randint(2, 12)
-            de = " ".join(rng.choice(words_de) for _ in range(length)) + f" {index}"
-            en = " ".join(rng.choice(words_en) for _ in range(length))
-            handle.write(json.dumps({"de": de, "en": en}) + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def byte_model_dir(tmp_path_factory):
     return save_byte_level_model(tmp_path_factory.mktemp("byte_model"))
@@ -74,7 +24,7 @@ def byte_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def byte_pair_dirs(tmp_path_factory):
     """(small, large) saved directories: the large model is a deeper near-copy of the small."""
-    from bild_align.toy_models import deepen
+    from bild_align.testing.toy_models import deepen
 
     small = byte_level_model(num_layers=1, d_model=32, seed=3)
     large = deepen(small, extra_layers=2, eps=0.05, head_noise=0.05, seed=4)
@@ -83,20 +33,3 @@ def byte_pair_dirs(tmp_path_factory):
         save_with_byte_tokenizer(small, root / "small"),
         save_with_byte_tokenizer(large, root / "large"),
     )
-
-
-# Two CPU processes. `accelerate launch --cpu --num_processes 2` starts only one process
-# with accelerate 1.15 (multi-CPU needs an MPI hostfile there), so the tests use torchrun, as
-# `accelerate launch` does on GPUs; ACCELERATE_USE_CPU makes accelerate and the Trainer use
-# gloo across the processes. Pass TWO_CPU_ENV as the environment.
-TWO_CPU_PROCESSES = [
-    sys.executable,
-    "-m",
-    "torch.distributed.run",
-    "--standalone",
-    "--nproc_per_node",
-    "2",
-    "-m",
-    "bild_align.cli",
-]
-TWO_CPU_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}

@@ -17,7 +17,7 @@ from bild_align.cli import main
 from bild_align.greedy import greedy_texts
 from bild_align.stages import calibrate
 from bild_align.stages.calibrate import CalibrateConfig, run_calibration
-from conftest import TWO_CPU_ENV, TWO_CPU_PROCESSES, write_pairs
+from bild_align.testing.helpers import TWO_CPU_ENV, TWO_CPU_PROCESSES, write_pairs
 
 
 def _calibrate(model_dir, pairs, output, **extra):

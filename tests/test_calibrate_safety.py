@@ -10,7 +10,7 @@ import pytest
 
 from bild_align.cli import main
 from bild_align.stages.calibrate import RunLock
-from conftest import write_pairs
+from bild_align.testing.helpers import write_pairs
 
 
 def _run(model_dir, pairs, output, *extra):

@@ -125,7 +125,7 @@ def test_unbalanced_quote_does_not_end_the_session(byte_pair_dirs):
 
 def test_bad_start_is_refused_before_the_first_input(byte_pair_dirs, tmp_path, capsys):
     from bild_align.cli import main
-    from conftest import byte_level_model, save_with_byte_tokenizer
+    from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer
 
     small, large = map(str, byte_pair_dirs)
     other = byte_level_model()

@@ -9,7 +9,7 @@ import pytest
 from bild_align.cli import main
 from bild_align.stages import evaluate
 from bild_align.stages.evaluate import EvalConfig, partial_path, run_eval
-from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
+from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 
 @pytest.fixture(scope="module")

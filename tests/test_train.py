@@ -16,14 +16,14 @@ from bild_align import bild_generate
 from bild_align.cli import main
 from bild_align.recipes import RecipeError, TrainRecipe, load_recipe
 from bild_align.stages.calibrate import CalibrateConfig, run_calibration
-from bild_align.toy_models import deepen
-from conftest import (
+from bild_align.testing.helpers import (
     TWO_CPU_ENV,
     TWO_CPU_PROCESSES,
     byte_level_model,
     save_with_byte_tokenizer,
     write_pairs,
 )
+from bild_align.testing.toy_models import deepen
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
 

@@ -13,7 +13,7 @@ from bild_align.cli import main
 from bild_align.recipes import TrainRecipe
 from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 from bild_align.stages.train import RUN_FILE, _model_and_tokenizer, complete_checkpoints
-from conftest import byte_level_model, save_with_byte_tokenizer, write_pairs
+from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 
 @pytest.fixture(scope="module")

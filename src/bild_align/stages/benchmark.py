@@ -6,7 +6,7 @@ generation, on the same inputs, in one run, at several levels of small/large agr
     config = BenchConfig(preset="tiny", examples=2)
     results = run_benchmark(config)        # dict, also written to config.output as JSON
 
-Pairs come from `bild_align.toy_models`: the large model is the small one plus near-identity
+Pairs come from `bild_align.testing.toy_models`: the large model is the small one plus near-identity
 layers (`eps` scales them; 0 means the two always agree), so the depth ratio mimics the real
 pairs and the agreement is measured rather than assumed. Each tunable method is first timed at
 a few settings on the first examples and then run at its fastest one, so that every method is
@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from bild_align.core.decoding import BiLDStats, bild_generate, speculative_generate
 from bild_align.io_utils import check_output_file, write_json_atomic
 from bild_align.models import check_dtype, resolve_device
-from bild_align.timing import ForwardClock, environment, summarize, timed
-from bild_align.toy_models import (
+from bild_align.testing.toy_models import (
     agreement,
     deepen,
     deepen_llama,
@@ -36,6 +35,7 @@ from bild_align.toy_models import (
     random_llama,
     random_t5,
 )
+from bild_align.timing import ForwardClock, environment, summarize, timed
 
 # Shapes of the real checkpoints' families; the large model keeps the small one's width (so that
 # its agreement can be controlled) and takes the large checkpoint's depth.
