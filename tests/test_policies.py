@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bild_align import bild_generate
-from bild_align.core.decoding import falls_back, rollback_index
+from bild_align.core.policies import falls_back, rollback_index
 from bild_align.testing.scripted import EOS, START, ScriptedSeq2Seq, large_greedy, next_token
 
 INPUT = torch.tensor([[5, 6, 7, EOS]])

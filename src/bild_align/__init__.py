@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "BiLDOutput": "bild_align.core.decoding",
-    "BiLDStats": "bild_align.core.decoding",
+    "BiLDOutput": "bild_align.core.stats",
+    "BiLDStats": "bild_align.core.stats",
     "autoregressive_generate": "bild_align.core.decoding",
     "bild_generate": "bild_align.core.decoding",
     "speculative_generate": "bild_align.core.decoding",
@@ -32,12 +32,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bild_align.core.decoding import (
-        BiLDOutput,
-        BiLDStats,
         autoregressive_generate,
         bild_generate,
         speculative_generate,
     )
+    from bild_align.core.stats import BiLDOutput, BiLDStats
 
 
 def __getattr__(name: str) -> Any:
