@@ -158,3 +158,10 @@ def test_the_same_model_by_another_path_is_the_same_run(setup, tmp_path, monkeyp
         task="x", calibration_dataset="c", output_dir="o", small_model=str(setup["small"])
     )
     assert _fingerprint(by_name) == _fingerprint(by_path)
+
+
+def test_a_quoted_home_path_is_expanded(setup, monkeypatch):
+    monkeypatch.setenv("HOME", str(setup["small"].parent))
+    recipe = TrainRecipe(task="x", calibration_dataset="c", output_dir="o", small_model="~/small")
+    model, tokenizer = _model_and_tokenizer(recipe)
+    assert model.config.vocab_size == 384 and len(tokenizer) == 384

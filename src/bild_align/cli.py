@@ -489,9 +489,8 @@ def _add_chat(subparsers) -> None:
 
 
 def _run_chat(args: argparse.Namespace) -> None:
-    from bild_align.core.decoding import check_pair
     from bild_align.defaults import demo_defaults
-    from bild_align.models import check_same_tokenizer, load_seq2seq_or_causal
+    from bild_align.models import check_loaded_pair, load_seq2seq_or_causal
     from bild_align.stages.chat import METHODS, Console, Settings
 
     unknown = [name for name in args.show if name not in METHODS]
@@ -517,12 +516,7 @@ def _run_chat(args: argparse.Namespace) -> None:
     small, small_tokenizer, _ = load_seq2seq_or_causal(
         chosen["small"], dtype=args.dtype, device=large.device
     )
-    check_same_tokenizer(small_tokenizer, tokenizer)
-    settings.vocab_size = len(tokenizer)
-    try:
-        check_pair(small, large, settings.vocab_size)
-    except ValueError as error:
-        raise UserError(str(error)) from None
+    settings.vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
     interactive = sys.stdin.isatty()
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     console = Console(

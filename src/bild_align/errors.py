@@ -3,3 +3,10 @@
 
 class UserError(ValueError):
     """A mistake in the command line, a recipe or an input; the message says what to do."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for
+    one-line error messages that quote a library's reason."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -79,6 +79,13 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def differing_keys(previous: dict, current: dict) -> list[str]:
+    """The keys whose values differ between two run records (present in either), sorted."""
+    return sorted(
+        key for key in previous.keys() | current.keys() if previous.get(key) != current.get(key)
+    )
+
+
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     """Append one JSON line and flush it to disk: a crash loses at most the line being written,
     and `read_jsonl` skips such a torn last line."""

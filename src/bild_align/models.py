@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bild_align.errors import UserError
+from bild_align.errors import UserError, first_line
 
 # Architectures whose activations exceed float16's range (T5 v1.0/1.1, mT5 and their kin).
 FLOAT16_UNSAFE = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
@@ -121,10 +121,11 @@ def load_seq2seq_or_causal(name: str, *, dtype: str = "float32", device="auto"):
     """Like `load_seq2seq`, for an encoder-decoder or a decoder-only checkpoint."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    config = _load_config(local_path_or_hub_id(name), "model")
+    name = local_path_or_hub_id(name)
+    config = _load_config(name, "model")
     if getattr(config, "is_encoder_decoder", False):
-        return _load(AutoModelForSeq2SeqLM, "sequence-to-sequence", name, dtype, device)
-    return _load(AutoModelForCausalLM, "causal language", name, dtype, device)
+        return _load(AutoModelForSeq2SeqLM, "sequence-to-sequence", name, dtype, device, config)
+    return _load(AutoModelForCausalLM, "causal language", name, dtype, device, config)
 
 
 def _load_config(name: str, kind: str):
@@ -133,37 +134,33 @@ def _load_config(name: str, kind: str):
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
-        where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
-        raise ModelLoadError(
-            f"could not load a {kind} from {name} ({where}): {_first_line(error)}"
-        ) from None
+        raise _cannot_load(kind, name, error) from None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _cannot_load(kind: str, name: str, error: BaseException) -> ModelLoadError:
+    where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
+    return ModelLoadError(f"could not load a {kind} from {name} ({where}): {first_line(error)}")
 
 
-def _load(auto_class, kind: str, name: str, dtype: str, device):
+def _load(auto_class, kind: str, name: str, dtype: str, device, config=None):
+    """`config`: the checkpoint's, when the caller has read it already."""
     from transformers import AutoTokenizer
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
-    name = local_path_or_hub_id(name)
-    config = _load_config(name, f"{kind} model")
+    if config is None:
+        name = local_path_or_hub_id(name)
+        config = _load_config(name, f"{kind} model")
     check_dtype(config.model_type, dtype)
     try:
         model = auto_class.from_pretrained(name, dtype=torch_dtype)
     except (OSError, ValueError) as error:
-        where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
-        raise ModelLoadError(
-            f"could not load a {kind} model from {name} ({where}): {_first_line(error)}"
-        ) from None
+        raise _cannot_load(f"{kind} model", name, error) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError, TypeError) as error:
         raise ModelLoadError(
-            f"could not load the tokenizer of {name}: {_first_line(error)}. Save it "
+            f"could not load the tokenizer of {name}: {first_line(error)}. Save it "
             "beside the model with tokenizer.save_pretrained(...)"
         ) from None
     check_tokenizer(tokenizer, model, name)
@@ -242,3 +239,16 @@ def check_same_tokenizer(small_tokenizer, large_tokenizer) -> None:
             "the small and large models' tokenizers have different special tokens "
             f"({small_tokenizer.all_special_tokens} vs {large_tokenizer.all_special_tokens})"
         )
+
+
+def check_loaded_pair(small, small_tokenizer, large, large_tokenizer) -> int:
+    """Refuse (UserError) two loaded models that cannot decode together; return the number of
+    token ids they share, the decoders' `vocab_size`."""
+    from bild_align.core.decoding import check_pair
+
+    check_same_tokenizer(small_tokenizer, large_tokenizer)
+    try:
+        check_pair(small, large, len(large_tokenizer))
+    except ValueError as error:  # mismatched vocabularies, special tokens, model kinds, ...
+        raise UserError(str(error)) from None
+    return len(large_tokenizer)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bild_align.errors import UserError
+from bild_align.errors import UserError, first_line
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -157,7 +157,7 @@ def _load_hub_split(task: Task, split: str):
         try:
             return datasets.load_dataset(**kwargs, split=split)
         except Exception as error:  # noqa: BLE001 - every failure is reported together below
-            errors.append(f"{kwargs}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            errors.append(f"{kwargs}: {type(error).__name__}: {first_line(error)}")
     raise TaskError(
         f"could not load {task.name} ({task.hub_path}, config {task.hub_config}, split "
         f"{split}). Tried: " + " | ".join(errors) + ". Check the network and the split name, "
@@ -173,13 +173,13 @@ def _load_split(task: Task, split: str):
         return datasets.Dataset.from_list(task.builder(split))
     if task.local_path is not None:
         suffix = Path(task.local_path).suffix.lower()
-        if LOCAL_FORMATS[suffix] != "parquet":
-            _check_text(task.local_path, json_lines=suffix == ".jsonl")
         try:
             return datasets.load_dataset(
                 LOCAL_FORMATS[suffix], data_files={split: task.local_path}, split=split
             )
         except Exception as error:  # noqa: BLE001 - a malformed file is a user mistake
+            if LOCAL_FORMATS[suffix] != "parquet":  # name the line, where one is at fault
+                _check_text(task.local_path, json_lines=suffix == ".jsonl")
             raise TaskError(f"could not read {task.local_path}: {_root_cause(error)}") from None
     return _load_hub_split(task, split)
 
@@ -211,8 +211,7 @@ def _root_cause(error: BaseException) -> str:
     """The innermost exception's first line: `datasets` wraps the useful one."""
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _column_getter(task: Task, columns: list[str]) -> tuple[Callable, Callable]:

@@ -25,9 +25,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import bild_align
-from bild_align.errors import UserError
+from bild_align.errors import UserError, first_line
 from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
-from bild_align.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
+from bild_align.io_utils import (
+    differing_keys,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from bild_align.models import load_seq2seq, use_plain_generation
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
@@ -114,12 +119,8 @@ def _check_same_run(output: Path, fingerprint: dict) -> None:
     run_file = output / RUN_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text()).get("fingerprint", {})
-        if previous != fingerprint:
-            changed = sorted(
-                key
-                for key in set(previous) | set(fingerprint)
-                if previous.get(key) != fingerprint.get(key)
-            )
+        changed = differing_keys(previous, fingerprint)
+        if changed:
             raise UserError(
                 f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
                 " choose another --output, or pass --overwrite to start afresh"
@@ -231,7 +232,6 @@ def _finalize(output: Path, store: ShardStore, expected: int, meta: dict) -> Pat
     import pyarrow.parquet as pq
 
     data = output / "data" / f"{meta['split']}-00000-of-00001.parquet"
-    data.parent.mkdir(parents=True, exist_ok=True)
     buffer = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows), buffer)
     write_bytes_atomic(data, buffer.getvalue().to_pybytes())
@@ -258,7 +258,7 @@ def check_hub_access(repo_id: str, private: bool):
     except Exception as error:  # noqa: BLE001 - network, offline mode and bad tokens alike
         raise UserError(
             f"--push-to-hub {repo_id}: cannot reach the Hub with this token "
-            f"({type(error).__name__}: {_first_line(error)}); check the network and the token, "
+            f"({type(error).__name__}: {first_line(error)}); check the network and the token, "
             "or calibrate without --push-to-hub and push later with `hf upload`"
         ) from None
     try:
@@ -266,14 +266,9 @@ def check_hub_access(repo_id: str, private: bool):
     except Exception as error:  # noqa: BLE001 - a bad id, no write permission
         raise UserError(
             f"--push-to-hub {repo_id}: cannot create or write that dataset repository "
-            f"({type(error).__name__}: {_first_line(error)})"
+            f"({type(error).__name__}: {first_line(error)})"
         ) from None
     return api
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def push_to_hub(api, folder: Path, repo_id: str) -> str:

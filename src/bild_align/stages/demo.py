@@ -55,23 +55,15 @@ def export(run_dir: Path, output: Path) -> Path:
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from bild_align.models import plain_generation_config
+
     model = AutoModelForSeq2SeqLM.from_pretrained(run_dir).to(torch.float16)
-    model.generation_config = _plain_generation_config(model.config)
+    # only the special tokens: the Trainer saves every default (max_length=20, top_k=50, ...),
+    # which would then override callers' settings
+    model.generation_config = plain_generation_config(model)
     model.save_pretrained(output)
     AutoTokenizer.from_pretrained(run_dir).save_pretrained(output)
     return output
-
-
-def _plain_generation_config(config):
-    """Only the special tokens: the Trainer saves every default (max_length=20, top_k=50, ...),
-    which would then override callers' settings."""
-    from transformers import GenerationConfig
-
-    return GenerationConfig(
-        decoder_start_token_id=config.decoder_start_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    )
 
 
 def build_models() -> None:

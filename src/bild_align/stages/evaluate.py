@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.core.decoding import BiLDStats, bild_generate, check_pair
+from bild_align.core.decoding import BiLDStats, bild_generate
 from bild_align.errors import UserError
 from bild_align.io_utils import (
     append_jsonl,
@@ -40,7 +40,7 @@ from bild_align.io_utils import (
 )
 from bild_align.metrics import bleu, score
 from bild_align.models import (
-    check_same_tokenizer,
+    check_loaded_pair,
     load_seq2seq,
     resolve_device,
     use_plain_generation,
@@ -209,14 +209,19 @@ def _resume(partial: Path, fingerprint: dict, runs: list[Run]) -> int:
         )
     examples = records[1:]
     for record in examples:
-        for run, result in zip(runs, record["runs"], strict=True):
-            run.seconds.append(result["seconds"])
-            run.outputs.append(result["output"])
-            if result.get("stats") is not None:
-                run.stats += BiLDStats(**result["stats"])
+        _add_example(runs, record["runs"])
     # rewrite without any torn line, so that appends continue a clean file
     write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in records))
     return len(examples)
+
+
+def _add_example(runs: list[Run], results: list[dict]) -> None:
+    """Add one example's results (one per run, in order: time, output, stats) to the runs."""
+    for run, result in zip(runs, results, strict=True):
+        run.seconds.append(result["seconds"])
+        run.outputs.append(result["output"])
+        if result["stats"] is not None:
+            run.stats += BiLDStats(**result["stats"])
 
 
 def run_eval(config: EvalConfig) -> dict:
@@ -237,14 +242,10 @@ def run_eval(config: EvalConfig) -> dict:
     small, small_tokenizer, small_revision = load_seq2seq(
         config.small, dtype=config.dtype, device=device
     )
-    check_same_tokenizer(small_tokenizer, tokenizer)
+    vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
-    try:
-        check_pair(small, large, len(tokenizer))
-    except ValueError as error:  # mismatched vocabularies, decoder-only models, ...
-        raise UserError(str(error)) from None
-    runs = _runs(config, small, large, max_new_tokens, len(tokenizer))
+    runs = _runs(config, small, large, max_new_tokens, vocab_size)
     settings = {
         "small_revision": small_revision,
         "large_revision": large_revision,
@@ -320,11 +321,7 @@ def _measure(runs: list[Run], encoded: list, done: int, tokenizer, device, parti
                         }
                     )
                     progress.update(1)
-                for run, result in zip(runs, record, strict=True):
-                    run.seconds.append(result["seconds"])
-                    run.outputs.append(result["output"])
-                    if result["stats"] is not None:
-                        run.stats += BiLDStats(**result["stats"])
+                _add_example(runs, record)
                 append_jsonl(partial, {"runs": record})
 
 

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from bild_align.errors import UserError
-from bild_align.io_utils import write_json_atomic
+from bild_align.errors import UserError, first_line
+from bild_align.io_utils import differing_keys, write_json_atomic
 from bild_align.metrics import bleu, chrf, score
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
 from bild_align.recipes import PATH_KEYS, TrainRecipe
@@ -59,7 +59,7 @@ def load_calibration(name: str, split: str):
     except Exception as error:  # noqa: BLE001 - unknown id, no network, bad files
         raise UserError(
             f"could not load the calibration dataset {name} (split {split}): "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            f"{type(error).__name__}: {first_line(error)}"
         ) from None
     missing = {"source", "target"} - set(dataset.column_names)
     if missing:
@@ -76,21 +76,20 @@ def _model_and_tokenizer(recipe: TrainRecipe):
         T5ForConditionalGeneration,
     )
 
-    tokenizer_name = recipe.tokenizer or recipe.small_model
-    for key, name in (("small_model", recipe.small_model), ("tokenizer", recipe.tokenizer)):
-        if name is not None:
-            local_path_or_hub_id(name, what=key)
+    small_model, tokenizer_name = (
+        None if name is None else local_path_or_hub_id(name, what=key)
+        for key, name in (("small_model", recipe.small_model), ("tokenizer", recipe.tokenizer))
+    )
+    tokenizer_name = tokenizer_name or small_model
     if tokenizer_name is None:
         raise UserError("the recipe needs small_model, or small_config with tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-        if recipe.small_model is not None:
+        if small_model is not None:
             extra = {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
             # float32 master weights whatever the checkpoint's dtype: pure float16/bfloat16
             # updates lose precision, and CPUs without float16 arithmetic run ~10x slower
-            model = AutoModelForSeq2SeqLM.from_pretrained(
-                recipe.small_model, dtype=torch.float32, **extra
-            )
+            model = AutoModelForSeq2SeqLM.from_pretrained(small_model, dtype=torch.float32, **extra)
         elif recipe.small_config is not None:
             config = T5Config(
                 **{
@@ -108,7 +107,7 @@ def _model_and_tokenizer(recipe: TrainRecipe):
         else:
             raise UserError("the recipe needs small_model (to fine-tune) or small_config")
     except (OSError, TypeError, ValueError) as error:
-        raise UserError(f"could not build the small model: {str(error).splitlines()[0]}") from None
+        raise UserError(f"could not build the small model: {first_line(error)}") from None
     check_tokenizer(tokenizer, model, tokenizer_name)
     if recipe.fp16:
         check_dtype(model.config.model_type, "float16", where="fp16: true, i.e.")
@@ -181,9 +180,7 @@ def claim_output_dir(recipe: TrainRecipe, resume: bool) -> None:
     fingerprint = json.loads(json.dumps(_fingerprint(recipe)))
     if run_file.is_file():
         previous = json.loads(run_file.read_text()).get("fingerprint", {})
-        changed = sorted(
-            k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k)
-        )
+        changed = differing_keys(previous, fingerprint)
         if changed:
             raise UserError(
                 f"output_dir {output} holds another training run (it differs in: "
