@@ -165,3 +165,23 @@ def test_a_quoted_home_path_is_expanded(setup, monkeypatch):
     recipe = TrainRecipe(task="x", calibration_dataset="c", output_dir="o", small_model="~/small")
     model, tokenizer = _model_and_tokenizer(recipe)
     assert model.config.vocab_size == 384 and len(tokenizer) == 384
+
+
+def test_a_misspelt_calibration_folder_is_named_as_such(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(setup["calibration"].parent)
+    for typo, message in (("calibraton", "there is no folder calibraton here"),
+                          ("./calibraton", "does not exist; did you mean")):  # fmt: skip
+        argv = _argv(setup, tmp_path / typo.strip("./"))
+        argv[argv.index("--calibration-dataset") + 1] = typo
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("bild-align: error:") == 1, err
+
+
+def test_a_failed_start_leaves_the_output_dir_usable(setup, tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = _argv(setup, output)
+    argv[argv.index("--calibration-dataset") + 1] = str(tmp_path / "no-such-calibration")
+    assert main(argv) == 2
+    capsys.readouterr()
+    assert main(_argv(setup, output)) == 0  # the corrected command is not "another run"

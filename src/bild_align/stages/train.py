@@ -42,6 +42,7 @@ def load_calibration(name: str, split: str):
     if name.startswith("task:"):
         rows = load_rows(get_task(name.removeprefix("task:")), split)
         return rows.rename_column("reference", "target")
+    name = local_path_or_hub_id(name, what="calibration dataset")  # a typo: said at once
     path = Path(name)
     try:
         if path.exists():
@@ -57,8 +58,9 @@ def load_calibration(name: str, split: str):
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - unknown id, no network, bad files
+        nowhere = "" if path.exists() else f"there is no folder {name} here, and "
         raise UserError(
-            f"could not load the calibration dataset {name} (split {split}): "
+            f"could not load the calibration dataset {name} (split {split}): {nowhere}"
             f"{type(error).__name__}: {first_line(error)}"
         ) from None
     missing = {"source", "target"} - set(dataset.column_names)
@@ -170,9 +172,10 @@ def _fingerprint(recipe: TrainRecipe) -> dict:
     return values
 
 
-def claim_output_dir(recipe: TrainRecipe, resume: bool) -> None:
+def check_output_dir(recipe: TrainRecipe, resume: bool) -> None:
     """Refuse an output_dir that holds files of another run or of the user's own, and one that
-    holds this run's checkpoints unless --resume continues them; then record the run there."""
+    holds this run already unless --resume continues it. Read-only: the run is recorded there
+    (`record_run`) only once its inputs have loaded, so that a mistake leaves no trace."""
     output = Path(recipe.output_dir).expanduser()
     if output.exists() and not output.is_dir():
         raise UserError(f"output_dir {output} is a file; give a folder for the aligned model")
@@ -196,8 +199,13 @@ def claim_output_dir(recipe: TrainRecipe, resume: bool) -> None:
             f"output_dir {output} holds files that are not a bild-align training run; choose a "
             "new or empty folder"
         )
-    else:
-        write_json_atomic(run_file, {"fingerprint": fingerprint})
+
+
+def record_run(recipe: TrainRecipe) -> None:
+    """Write the run's identity into output_dir (once; a resumed run finds it there)."""
+    run_file = Path(recipe.output_dir).expanduser() / RUN_FILE
+    if not run_file.is_file():
+        write_json_atomic(run_file, {"fingerprint": json.loads(json.dumps(_fingerprint(recipe)))})
 
 
 def complete_checkpoints(output_dir: str) -> list[Path]:
@@ -233,6 +241,7 @@ def _resume_point(output_dir: str) -> str | None:
     if not checkpoints:
         print(f"--resume: no complete checkpoint in {output_dir} yet, starting from the beginning")
         return None
+    print(f"--resume: continuing from {checkpoints[-1]}")
     return str(checkpoints[-1])
 
 
@@ -240,11 +249,10 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
     # No accelerate state yet: the Trainer sets up the processes itself, and a state created
-    # before it changes how it shards the data. `accelerate launch` sets RANK.
-    if os.environ.get("RANK", "0") == "0":
-        claim_output_dir(recipe, resume)
-    else:
-        _check_output_dir_everywhere(recipe)
+    # before it changes how it shards the data. `accelerate launch` and torchrun set RANK; the
+    # other processes may find the run recorded by the first, so they accept this same run.
+    main_process = os.environ.get("RANK", "0") == "0"
+    check_output_dir(recipe, resume=resume or not main_process)
     task = get_task(recipe.task)
     dataset = load_calibration(recipe.calibration_dataset, recipe.calibration_split)
     if len(dataset) <= recipe.eval_rows:
@@ -346,6 +354,8 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         compute_metrics=compute_metrics,
         optimizers=optimizers,
     )
+    if main_process:
+        record_run(recipe)
     checkpoint = _resume_point(recipe.output_dir) if resume else None
     with _wandb_offline_unless_logged_in(recipe):
         trainer.train(resume_from_checkpoint=checkpoint)
@@ -366,16 +376,6 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
             + ")"
         )
     return output
-
-
-def _check_output_dir_everywhere(recipe: TrainRecipe) -> None:
-    """Other processes refuse a folder of the user's files as the main process does (and do
-    not wait for it); the main process alone judges and records the run."""
-    output = Path(recipe.output_dir).expanduser()
-    if (output / RUN_FILE).is_file() or not output.exists():
-        return
-    if not output.is_dir() or any(output.iterdir()):
-        claim_output_dir(recipe, resume=True)  # raises the same error the main process does
 
 
 def _save_dtype(recipe: TrainRecipe):
