@@ -7,7 +7,8 @@ import sys
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from bild_align.stages.chat import GREEN, Console, Settings
+from bild_align.configs import ChatSettings
+from bild_align.stages.chat import GREEN, Console
 
 
 def _console(byte_pair_dirs, colour=False):
@@ -19,7 +20,7 @@ def _console(byte_pair_dirs, colour=False):
         AutoTokenizer.from_pretrained(large_dir),
         output,
         colour=colour,
-        settings=Settings(max=12),
+        settings=ChatSettings(max=12),
     )
     return console, output
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bild_align.cli import main
-from bild_align.stages import evaluate
+from bild_align import harness
 from bild_align.stages.evaluate import EvalConfig, partial_path, run_eval
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 
@@ -63,7 +63,7 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
 ):
     output = tmp_path / "r.json"
     config = _config(byte_pair_dirs, pairs_file, output, rb=(0.0, 4.0), sweep=True)
-    real_timed, calls = evaluate.timed, []
+    real_timed, calls = harness.timed, []
 
     def interrupt_on_the_seventh_run(call, device):
         calls.append(1)
@@ -71,7 +71,7 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
             raise KeyboardInterrupt
         return real_timed(call, device)
 
-    monkeypatch.setattr(evaluate, "timed", interrupt_on_the_seventh_run)
+    monkeypatch.setattr(harness, "timed", interrupt_on_the_seventh_run)
     with pytest.raises(KeyboardInterrupt):
         run_eval(config)
     partial = partial_path(output)
@@ -81,7 +81,7 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
     with partial.open("a") as handle:
         handle.write('{"runs": [{"seco')  # a line torn by a crash is redone, not fatal
 
-    monkeypatch.setattr(evaluate, "timed", real_timed)
+    monkeypatch.setattr(harness, "timed", real_timed)
     results = run_eval(_config(byte_pair_dirs, pairs_file, output, rb=(0.0, 4.0), sweep=True))
     assert results["config"]["resumed_after"] == 2
     for method in results["methods"]:

@@ -18,22 +18,17 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bild_align.core.policies import FALLBACK_THRESHOLD, ROLLBACK_THRESHOLD
 from bild_align.errors import UserError
+from bild_align.options import help_of, option
 
 
 class RecipeError(UserError):
     pass
-
-
-def _key(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:
-    """A recipe field with its --help text."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -41,57 +36,57 @@ class TrainRecipe:
     """Everything `bild-align train` needs; the paper's values where it gives them."""
 
     # what to align
-    task: str = _key(help="benchmark (its metric scores the held-out rows' references)")
-    calibration_dataset: str = _key(
+    task: str = option(help="benchmark (its metric scores the held-out rows' references)")
+    calibration_dataset: str = option(
         help="`bild-align calibrate` output dir, Hub dataset id, or task:NAME (its references)"
     )
-    output_dir: str = _key(help="where checkpoints and the aligned model go")
-    small_model: str | None = _key(None, "Hub id or local dir of the small model to fine-tune")
-    small_config: dict | None = _key(None, "T5Config fields, to train a small model from scratch")
-    tokenizer: str | None = _key(None, "tokenizer (default: the small model's)")
-    large_model: str | None = _key(None, "the model that made the calibration data (for eval)")
-    calibration_split: str = _key("train", "split of the calibration dataset")
+    output_dir: str = option(help="where checkpoints and the aligned model go")
+    small_model: str | None = option(None, "Hub id or local dir of the small model to fine-tune")
+    small_config: dict | None = option(None, "T5Config fields, to train a small model from scratch")
+    tokenizer: str | None = option(None, "tokenizer (default: the small model's)")
+    large_model: str | None = option(None, "the model that made the calibration data (for eval)")
+    calibration_split: str = option("train", "split of the calibration dataset")
     # optimisation: Adafactor with a constant learning rate, effective batch size 16
-    learning_rate: float = _key(5e-4, "constant learning rate (paper: {0.5,1,2,5}e-4)")
-    adafactor_scale_parameter: bool = _key(
+    learning_rate: float = option(5e-4, "constant learning rate (paper: {0.5,1,2,5}e-4)")
+    adafactor_scale_parameter: bool = option(
         False,
         "scale each update by the parameter's RMS (T5 pre-training style, for training "
         "from scratch; the learning rate is then relative, e.g. 1e-2)",
     )
-    per_device_train_batch_size: int = _key(16, "batch per process")
-    gradient_accumulation_steps: int = _key(1, "steps per optimizer update")
-    max_steps: int = _key(500_000, "optimizer updates (paper: 500k)")
-    warmup_steps: int = _key(0, "linear warm-up steps before the constant rate")
-    weight_decay: float = _key(0.0, "weight decay")
-    max_grad_norm: float = _key(1.0, "gradient clipping norm")
-    dropout_rate: float | None = _key(None, "dropout (default: the model's own)")
-    max_source_length: int = _key(256, "inputs are truncated to this many tokens")
-    max_target_length: int = _key(128, "targets are truncated to this many tokens")
-    seed: int = _key(42, "seed for initialisation, data order and the held-out rows")
-    group_by_length: bool = _key(False, "batch rows of similar length (less padding, faster)")
-    bf16: bool = _key(False, "bfloat16 mixed precision")
-    fp16: bool = _key(False, "float16 mixed precision (GPU)")
+    per_device_train_batch_size: int = option(16, "batch per process")
+    gradient_accumulation_steps: int = option(1, "steps per optimizer update")
+    max_steps: int = option(500_000, "optimizer updates (paper: 500k)")
+    warmup_steps: int = option(0, "linear warm-up steps before the constant rate")
+    weight_decay: float = option(0.0, "weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    dropout_rate: float | None = option(None, "dropout (default: the model's own)")
+    max_source_length: int = option(256, "inputs are truncated to this many tokens")
+    max_target_length: int = option(128, "targets are truncated to this many tokens")
+    seed: int = option(42, "seed for initialisation, data order and the held-out rows")
+    group_by_length: bool = option(False, "batch rows of similar length (less padding, faster)")
+    bf16: bool = option(False, "bfloat16 mixed precision")
+    fp16: bool = option(False, "float16 mixed precision (GPU)")
     # evaluation and checkpoints
-    eval_rows: int = _key(200, "calibration rows held out for periodic evaluation")
-    eval_steps: int = _key(5000, "evaluate every this many steps")
-    save_steps: int = _key(5000, "checkpoint every this many steps (multiple of eval_steps)")
-    save_total_limit: int = _key(2, "checkpoints kept: the best and the last")
-    logging_steps: int = _key(100, "log the training loss every this many steps")
-    per_device_eval_batch_size: int = _key(32, "evaluation batch per process")
+    eval_rows: int = option(200, "calibration rows held out for periodic evaluation")
+    eval_steps: int = option(5000, "evaluate every this many steps")
+    save_steps: int = option(5000, "checkpoint every this many steps (multiple of eval_steps)")
+    save_total_limit: int = option(2, "checkpoints kept: the best and the last")
+    logging_steps: int = option(100, "log the training loss every this many steps")
+    per_device_eval_batch_size: int = option(32, "evaluation batch per process")
     # logging
-    report_to: str = _key("none", "none, or wandb (offline when not logged in)")
-    run_name: str | None = _key(None, "run name for the logger")
+    report_to: str = option("none", "none, or wandb (offline when not logged in)")
+    run_name: str | None = option(None, "run name for the logger")
     # thresholds that `bild-align eval --recipe` uses
-    eval_split: str = _key("validation", "benchmark split that `eval --recipe` uses")
-    rb: list[float] = _key(help="rollback threshold(s) for `eval --recipe`", factory=lambda: [2.0])
-    fb: list[float] = _key(help="fallback threshold(s) for `eval --recipe`", factory=lambda: [0.6])
-    sweep_rb: list[float] = _key(
-        help="rollback grid for `eval --recipe --sweep`", factory=lambda: [1.0, 2.0, 3.0, 5.0]
+    eval_split: str = option("validation", "benchmark split that `eval --recipe` uses")
+    rb: list[float] = option([ROLLBACK_THRESHOLD], "rollback threshold(s) for `eval --recipe`")
+    fb: list[float] = option([FALLBACK_THRESHOLD], "fallback threshold(s) for `eval --recipe`")
+    sweep_rb: list[float] = option(
+        [1.0, 2.0, 3.0, 5.0], "rollback grid for `eval --recipe --sweep`"
     )
-    sweep_fb: list[float] = _key(
-        help="fallback grid for `eval --recipe --sweep`", factory=lambda: [0.3, 0.5, 0.7, 0.9]
+    sweep_fb: list[float] = option(
+        [0.3, 0.5, 0.7, 0.9], "fallback grid for `eval --recipe --sweep`"
     )
-    save_dtype: str | None = _key(
+    save_dtype: str | None = option(
         None,
         "dtype of the saved model: float32, bfloat16 or float16 (default: the small model "
         "checkpoint's; training itself always keeps float32 weights)",
@@ -164,12 +159,12 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
                 if ok:
                     return True, coerced
         return False, value
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
-        if not isinstance(value, list):
+    if origin in (list, tuple):
+        item_type = typing.get_args(annotation)[0]  # list[X] or tuple[X, ...]
+        if not isinstance(value, list | tuple):
             value = [value]
         checked = [_type_ok(item, item_type) for item in value]
-        return all(ok for ok, _ in checked), [item for _, item in checked]
+        return all(ok for ok, _ in checked), origin(item for _, item in checked)
     if annotation is dict or origin is dict:
         return isinstance(value, dict), value
     if annotation is bool:
@@ -194,10 +189,11 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
-def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
-    """An instance of `recipe_class` from `values`, with errors naming the key and `source`."""
+def check_values(recipe_class: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with each key known to `recipe_class` and of its field's type (coerced gently:
+    5e-4 read as text becomes a float, a list becomes a tuple); errors name the key and `source`."""
     hints = typing.get_type_hints(recipe_class)
-    fields = {f.name: f for f in dataclasses.fields(recipe_class)}
+    fields = [f.name for f in dataclasses.fields(recipe_class)]
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise RecipeError(
@@ -211,6 +207,13 @@ def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
                 f"{source}: key {key!r} must be {_type_name(hints[key])}, got {value!r}"
             )
         checked[key] = coerced
+    return checked
+
+
+def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
+    """An instance of `recipe_class` from `values`, with errors naming the key and `source`."""
+    checked = check_values(recipe_class, values, source)
+    fields = {f.name: f for f in dataclasses.fields(recipe_class)}
     missing = [
         name
         for name, f in fields.items()
@@ -229,7 +232,10 @@ def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
 
 # Recipe keys that name a file, a folder or a model: a relative value written "./x" or "../x"
 # is relative to the recipe file; any other relative value to the working directory.
-PATH_KEYS = ("task", "calibration_dataset", "output_dir", "small_model", "tokenizer", "large_model")
+PATH_KEYS = (
+    *("task", "calibration_dataset", "output_dir", "small_model", "tokenizer", "large_model"),
+    *("small", "large", "output"),  # an eval recipe's
+)
 
 
 def find_recipe(path: str | Path) -> Path:
@@ -301,8 +307,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_class: type) ->
             dest=f"recipe__{f.name}",
             default=argparse.SUPPRESS,
             metavar="VALUE",
-            help=f.metadata.get("help", f.name)
-            + ("" if f.default in (dataclasses.MISSING, None) else f" (default: {f.default})"),
+            help=help_of(f),
         )
 
 
@@ -318,3 +323,31 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             except yaml.YAMLError:
                 values[name.removeprefix("recipe__")] = text
     return values
+
+
+# keys only a training recipe has: a recipe with one of them is a training recipe
+_TRAINING_ONLY = ("calibration_dataset", "output_dir")
+
+
+def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
+    """`EvalConfig` keys from a recipe, for `bild-align eval --recipe`.
+
+    An eval recipe holds EvalConfig keys (small, large, task, split, rb, fb, sweep, ...). A
+    training recipe supplies its output_dir as the small model, its large_model, task and
+    eval_split, and rb / fb (sweep_rb / sweep_fb with `sweep`)."""
+    from bild_align.configs import EvalConfig
+
+    path = find_recipe(path)
+    values = resolve_paths(read_yaml(path), path)
+    if not any(key in values for key in _TRAINING_ONLY):
+        return check_values(EvalConfig, values, str(path))
+    recipe = load_recipe(path)
+    chosen = {
+        "small": recipe.output_dir,
+        "large": recipe.large_model,
+        "task": recipe.task,
+        "split": recipe.eval_split,
+        "rb": tuple(recipe.sweep_rb if sweep else recipe.rb),
+        "fb": tuple(recipe.sweep_fb if sweep else recipe.fb),
+    }
+    return {key: value for key, value in chosen.items() if value is not None}

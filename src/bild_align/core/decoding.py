@@ -32,7 +32,13 @@ import torch
 from transformers import PreTrainedModel
 
 from bild_align.core.cache import DecoderState
-from bild_align.core.policies import falls_back, rollback_index
+from bild_align.core.policies import (
+    FALLBACK_THRESHOLD,
+    MAX_SMALL_STEPS,
+    ROLLBACK_THRESHOLD,
+    falls_back,
+    rollback_index,
+)
 from bild_align.core.sampling import Sampler
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
@@ -142,9 +148,9 @@ def bild_generate(
     input_ids: torch.LongTensor,
     attention_mask: torch.Tensor | None = None,
     *,
-    fallback_threshold: float = 0.6,
-    rollback_threshold: float = 5.0,
-    max_small_steps: int = 10,
+    fallback_threshold: float = FALLBACK_THRESHOLD,
+    rollback_threshold: float = ROLLBACK_THRESHOLD,
+    max_small_steps: int = MAX_SMALL_STEPS,
     max_new_tokens: int = 128,
     reference_compat: bool = False,
     do_sample: bool = False,

@@ -19,12 +19,15 @@ from __future__ import annotations
 import copy
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 from tqdm.auto import tqdm
 
+from bild_align.configs import BenchConfig
 from bild_align.core.decoding import BiLDStats, bild_generate, speculative_generate
+from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
+from bild_align.harness import Method, fastest, run_example, summaries, warm_up
 from bild_align.io_utils import check_output_file, write_json_atomic
 from bild_align.models import check_dtype, resolve_device
 from bild_align.testing.toy_models import (
@@ -35,7 +38,7 @@ from bild_align.testing.toy_models import (
     random_llama,
     random_t5,
 )
-from bild_align.timing import ForwardClock, environment, summarize, timed
+from bild_align.timing import ForwardClock, environment, timed
 
 # Shapes of the real checkpoints' families; the large model keeps the small one's width (so that
 # its agreement can be controlled) and takes the large checkpoint's depth.
@@ -78,37 +81,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-@dataclass
-class BenchConfig:
-    preset: str = "t5"
-    eps: tuple[float, ...] = (0.0, 0.01, 0.02)  # extra-layer scale per agreement level
-    examples: int = 8
-    max_new_tokens: int = 48
-    tune_examples: int = 2
-    device: str = "auto"
-    dtype: str = "float32"
-    seed: int = 0
-    output: str | None = "results/bench_decoder.json"
-    # candidate settings for the tuned methods
-    assistant_tokens: tuple[int, ...] = (4, 8, 16)
-    small_steps: tuple[int, ...] = (4, 8, 16, 32)
-    exact_fallbacks: tuple[float, ...] = (0.0, 0.3)
-    gammas: tuple[int, ...] = (2, 4, 8, 16)
-    sampling: bool = False  # add sampling rows (large, speculative and BiLD, temperature 1)
-
-
-@dataclass
-class Method:
-    name: str
-    setting: dict
-    run: Callable[[torch.Tensor], tuple[torch.Tensor, BiLDStats | None]]
-    uses_two_models: bool = False
-    seconds: list[float] = field(default_factory=list)
-    overhead: list[float] = field(default_factory=list)
-    identical: int = 0
-    stats: BiLDStats = field(default_factory=BiLDStats)
-
-
 def build_pair(preset: str, eps: float, seed: int, device: torch.device, dtype: torch.dtype):
     shape = dict(PRESETS[preset])
     small_layers, large_layers = shape.pop("small_layers"), shape.pop("large_layers")
@@ -129,7 +101,7 @@ def build_pair(preset: str, eps: float, seed: int, device: torch.device, dtype: 
 def _generate_method(
     model, max_new_tokens: int, assistant=None, do_sample=False, temperature=1.0, **assist
 ) -> Callable:
-    def run(input_ids):
+    def run(input_ids, attention_mask=None):
         # transformers reads the assistant settings from the assistant's generation config:
         # set them for this call only, and leave the model as it was
         saved = None if assistant is None else assistant.generation_config
@@ -153,139 +125,121 @@ def _generate_method(
     return run
 
 
-def _ours(decoder, small, large, max_new_tokens: int, **settings) -> Callable:
-    def run(input_ids):
-        out = decoder(small, large, input_ids, max_new_tokens=max_new_tokens, **settings)
+def _ours(name: str, setting: dict, decoder, small, large, n: int, **settings) -> Method:
+    """A method of our decoder family; its stats are counted (and its overhead measured)."""
+
+    def run(input_ids, attention_mask=None):
+        out = decoder(small, large, input_ids, attention_mask, max_new_tokens=n, **settings)
         return out.sequences, out.stats
 
-    return run
+    return Method(name, setting, run, stats=BiLDStats())
 
 
-def _fastest(candidates: list[Method], inputs: list[torch.Tensor], device) -> Method:
-    """The candidate with the least total time on `inputs` (after one warm-up call each)."""
-    totals = []
-    for method in candidates:
-        method.run(inputs[0])
-        totals.append(sum(timed(lambda m=method, x=x: m.run(x), device)[0] for x in inputs))
-    best = candidates[totals.index(min(totals))]
-    best.setting["tuned_over"] = [
-        {**m.setting, "total_s": round(t, 4)} for m, t in zip(candidates, totals, strict=True)
-    ]
-    return best
-
-
-def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Method]:
-    n = config.max_new_tokens
-    assisted = [
+def _assisted_candidates(small, large, n: int, config: BenchConfig) -> list[Method]:
+    heuristic = {"num_assistant_tokens_schedule": "heuristic"}
+    candidates = [
         Method(
             "assisted",
-            {"num_assistant_tokens_schedule": "heuristic"},
+            heuristic,
             _generate_method(
                 large,
                 n,
                 small,
-                num_assistant_tokens_schedule="heuristic",
+                **heuristic,
                 num_assistant_tokens=20,
                 assistant_confidence_threshold=0.4,
             ),
         )
-    ] + [
-        Method(
-            "assisted",
-            {
+    ]
+    for k in config.assistant_tokens:
+        for confidence in (0.0, 0.4):
+            setting = {
                 "num_assistant_tokens_schedule": "constant",
                 "num_assistant_tokens": k,
-                "assistant_confidence_threshold": c,
-            },
-            _generate_method(
-                large,
-                n,
-                small,
-                num_assistant_tokens_schedule="constant",
-                num_assistant_tokens=k,
-                assistant_confidence_threshold=c,
-            ),
-        )
-        for k in config.assistant_tokens
-        for c in (0.0, 0.4)
-    ]
-    exact = [
-        Method(
+                "assistant_confidence_threshold": confidence,
+            }
+            candidates.append(
+                Method("assisted", setting, _generate_method(large, n, small, **setting))
+            )
+    return candidates
+
+
+def _exact_candidates(small, large, n: int, config: BenchConfig) -> list[Method]:
+    return [
+        _ours(
             "bild exact",
             {"rb": 0.0, "fb": fb, "max_small_steps": k},
-            _ours(
-                bild_generate,
-                small,
-                large,
-                n,
-                rollback_threshold=0.0,
-                fallback_threshold=fb,
-                max_small_steps=k,
-            ),
-            uses_two_models=True,
+            bild_generate,
+            small,
+            large,
+            n,
+            rollback_threshold=0.0,
+            fallback_threshold=fb,
+            max_small_steps=k,
         )
         for k in config.small_steps
         for fb in config.exact_fallbacks
     ]
-    speculative = [
+
+
+def _default_bild(small, large, n: int, name: str = "bild", **sampling) -> Method:
+    """BiLD at the default thresholds (the ones every command uses)."""
+    setting = {"rb": ROLLBACK_THRESHOLD, "fb": FALLBACK_THRESHOLD}
+    setting |= {"temperature": 1.0} if sampling else {"max_small_steps": MAX_SMALL_STEPS}
+    return _ours(
+        name,
+        setting,
+        bild_generate,
+        small,
+        large,
+        n,
+        rollback_threshold=ROLLBACK_THRESHOLD,
+        fallback_threshold=FALLBACK_THRESHOLD,
+        max_small_steps=MAX_SMALL_STEPS,
+        **sampling,
+    )
+
+
+def _sampling_methods(small, large, n: int, seed: int) -> list[Method]:
+    sampled = {"do_sample": True, "temperature": 1.0, "seed": seed}
+    return [
         Method(
-            "speculative",
-            {"gamma": gamma},
-            _ours(speculative_generate, small, large, n, gamma=gamma),
-            uses_two_models=True,
-        )
+            "large sample",
+            {"temperature": 1.0},
+            _generate_method(large, n, do_sample=True, temperature=1.0),
+        ),
+        _ours(
+            "spec. sample",
+            {"gamma": 4, "temperature": 1.0},
+            speculative_generate,
+            small,
+            large,
+            n,
+            gamma=4,
+            **sampled,
+        ),
+        _default_bild(small, large, n, "bild sample", **sampled),
+    ]
+
+
+def _methods(small, large, config: BenchConfig, tune_inputs, device) -> list[Method]:
+    """The large model first (the reference), then the baselines and ours; tunable methods at
+    their fastest setting on `tune_inputs`."""
+    n = config.max_new_tokens
+    speculative = [
+        _ours("speculative", {"gamma": gamma}, speculative_generate, small, large, n, gamma=gamma)
         for gamma in config.gammas
     ]
     methods = [
         Method("large", {}, _generate_method(large, n)),
         Method("small", {}, _generate_method(small, n)),
-        _fastest(assisted, tune_inputs, device),
-        _fastest(exact, tune_inputs, device),
-        _fastest(speculative, tune_inputs, device),
-        Method(
-            "bild",
-            {"rb": 2.0, "fb": 0.6, "max_small_steps": 10},
-            _ours(
-                bild_generate,
-                small,
-                large,
-                n,
-                rollback_threshold=2.0,
-                fallback_threshold=0.6,
-                max_small_steps=10,
-            ),
-            uses_two_models=True,
-        ),
+        fastest(_assisted_candidates(small, large, n, config), tune_inputs, device),
+        fastest(_exact_candidates(small, large, n, config), tune_inputs, device),
+        fastest(speculative, tune_inputs, device),
+        _default_bild(small, large, n),
     ]
     if config.sampling:
-        sampled = {"do_sample": True, "temperature": 1.0, "seed": config.seed}
-        methods += [
-            Method(
-                "large sample",
-                {"temperature": 1.0},
-                _generate_method(large, n, do_sample=True, temperature=1.0),
-            ),
-            Method(
-                "spec. sample",
-                {"gamma": 4, "temperature": 1.0},
-                _ours(speculative_generate, small, large, n, gamma=4, **sampled),
-                uses_two_models=True,
-            ),
-            Method(
-                "bild sample",
-                {"rb": 2.0, "fb": 0.6, "temperature": 1.0},
-                _ours(
-                    bild_generate,
-                    small,
-                    large,
-                    n,
-                    rollback_threshold=2.0,
-                    fallback_threshold=0.6,
-                    **sampled,
-                ),
-                uses_two_models=True,
-            ),
-        ]
+        methods += _sampling_methods(small, large, n, config.seed)
     return methods
 
 
@@ -304,48 +258,43 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
     level_agreement = statistics.mean(
         agreement(small, large, ids, config.max_new_tokens) for ids in inputs
     )
-    methods = _methods(small, large, config, inputs[: config.tune_examples], device)
-    for method in methods:  # warm-up
-        method.run(inputs[0])
+    methods = _methods(
+        small, large, config, inputs[: min(config.tune_examples, config.examples)], device
+    )
+    warm_up(methods, inputs[0])
+    overhead: dict[int, list[float]] = {id(m): [] for m in methods if m.stats is not None}
     for input_ids in inputs:
-        reference = None
-        for method in methods:  # interleaved: every method on this example, then the next
-            seconds, (sequences, stats) = timed(lambda m=method, x=input_ids: m.run(x), device)
-            method.seconds.append(seconds)
-            if method.name == "large":
-                reference = sequences
-            method.identical += int(torch.equal(sequences.cpu(), reference.cpu()))
-            if stats is not None:
-                method.stats += stats
-            progress.update(1)
+        results = run_example(
+            methods, input_ids, None, device, on_done=lambda method: progress.update(1)
+        )
+        reference = results[0].sequences.cpu()
+        for method, result in zip(methods, results, strict=True):
+            same = torch.equal(result.sequences.cpu(), reference)
+            method.add(result.seconds, None, result.stats, same)
         for method in methods:
-            if method.uses_two_models:  # a separate, instrumented run: time outside forward passes
-                with ForwardClock(
-                    [small, large, small.get_encoder(), large.get_encoder()], device
-                ) as clock:
-                    wall, _ = timed(lambda m=method, x=input_ids: m.run(x), device)
-                method.overhead.append(max(0.0, wall - clock.seconds) / wall)
-    large_total = sum(methods[0].seconds)
-    rows = []
-    for method in methods:
-        total = sum(method.seconds)
-        row = {
-            "method": method.name,
-            "setting": method.setting,
-            **summarize(method.seconds),
-            "speedup": large_total / total if total else 0.0,
-            "identical_to_large": f"{method.identical}/{len(inputs)}",
-        }
-        if method.uses_two_models:
-            row["stats"] = method.stats.as_dict()
-            row["overhead_share"] = statistics.mean(method.overhead)
-        rows.append(row)
+            if id(method) in overhead:  # a separate, instrumented run: time outside forward passes
+                overhead[id(method)].append(
+                    _overhead_share(method, input_ids, small, large, device)
+                )
+    rows = summaries(methods)
+    for method, row in zip(methods, rows, strict=True):
+        if id(method) in overhead:
+            row["overhead_share"] = statistics.mean(overhead[id(method)])
     return {"eps": eps, "agreement": level_agreement, "methods": rows}
+
+
+def _overhead_share(method: Method, input_ids, small, large, device) -> float:
+    """The share of a call's wall time spent outside the models' forward passes."""
+    modules = [small, large, small.get_encoder(), large.get_encoder()]
+    with ForwardClock(modules, device) as clock:
+        wall, _ = timed(lambda: method.generate(input_ids, None), device)
+    return max(0.0, wall - clock.seconds) / wall
 
 
 def run_benchmark(config: BenchConfig) -> dict:
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+    config.validate()
     device = resolve_device(config.device)
     model_type = "llama" if PRESETS[config.preset].get("decoder_only") else "t5"
     check_dtype(model_type, config.dtype)
@@ -408,9 +357,10 @@ def format_table(results: dict) -> str:
         for row in level["methods"]:
             setting = _short_setting(row["setting"])
             stats = row.get("stats")
+            same = f"{row['identical_to_large']}/{row['latency']['count']}"
             lines.append(
-                f"{row['method']:<12}{setting:<34}{row['median_s'] * 1000:>10.1f}"
-                f"{row['speedup']:>8.2f}x{row['identical_to_large']:>6}"
+                f"{row['method']:<12}{setting:<34}{row['latency']['median_s'] * 1000:>10.1f}"
+                f"{row['speedup']:>8.2f}x{same:>6}"
                 + (
                     f"{stats['large_calls_per_token']:>12.3f}{stats['small_token_share']:>12.2f}"
                     f"{row['overhead_share'] * 100:>8.1f}%"

@@ -19,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 import bild_align
+from bild_align.configs import CalibrateConfig
 from bild_align.errors import UserError, first_line
 from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
 from bild_align.io_utils import (
@@ -36,28 +36,6 @@ from bild_align.io_utils import (
 from bild_align.models import load_seq2seq, use_plain_generation
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
-
-
-@dataclass
-class CalibrateConfig:
-    large: str
-    task: str
-    output: str
-    split: str = "train"
-    max_samples: int | None = None
-    batch_size: int = 32
-    max_new_tokens: int | None = None  # default: the task's max_target_length
-    max_source_length: int | None = None  # default: the task's
-    dtype: str = "float32"
-    device: str = "auto"
-    shard_rows: int = 256
-    source_column: str | None = None
-    target_column: str | None = None
-    prefix: str | None = None
-    push_to_hub: str | None = None
-    private: bool = False
-    overwrite: bool = False
-
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TextIO
 
 import torch
 
+from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatSettings
 from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
-from bild_align.errors import UserError
 from bild_align.timing import timed
 
-METHODS = ("bild", "large", "small", "speculative")
+METHODS = CHAT_OUTPUTS
 GREEN, RESET = "\033[32m", "\033[0m"
 
 HELP = """commands (values apply to the next inputs):
@@ -33,75 +32,6 @@ HELP = """commands (values apply to the next inputs):
 anything else is an input to decode""".format(methods=",".join(METHODS))
 
 
-# /command -> (type, check); LIMITS says the same in words
-NUMBERS: dict[str, tuple[type, Callable[[float], bool]]] = {
-    "rb": (float, lambda v: v >= 0),
-    "fb": (float, lambda v: v >= 0),
-    "steps": (int, lambda v: v >= 1),
-    "gamma": (int, lambda v: v >= 1),
-    "max": (int, lambda v: v >= 1),
-    "temperature": (float, lambda v: v > 0),
-    "top-k": (int, lambda v: v >= 0),
-    "top-p": (float, lambda v: 0 < v <= 1),
-    "seed": (int, lambda v: v >= 0),
-}
-LIMITS = {
-    "rb": ">= 0",
-    "fb": ">= 0",
-    "steps": ">= 1",
-    "gamma": ">= 1",
-    "max": ">= 1",
-    "temperature": "> 0",
-    "top-k": ">= 0 (0: off)",
-    "top-p": "in (0, 1]",
-    "seed": ">= 0",
-}
-
-
-@dataclass
-class Settings:
-    rb: float = 2.0
-    fb: float = 0.6
-    steps: int = 10
-    gamma: int = 4
-    max: int = 64
-    show: tuple[str, ...] = ("bild", "large")
-    sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    vocab_size: int | None = None  # the tokenizer's length (models may pad their embeddings)
-
-    def validate(self) -> None:
-        """Raise UserError naming the first setting outside its range."""
-        for name, (_, valid) in NUMBERS.items():
-            value = getattr(self, name.replace("-", "_"))
-            if not valid(value):
-                raise UserError(f"--{name} {value}: must be {LIMITS[name]}")
-
-    def sampling(self) -> dict:
-        return dict(
-            do_sample=self.sample,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            seed=self.seed,
-        )
-
-    def describe(self) -> str:
-        mode = (
-            f"sampling (temperature {self.temperature}, top-k {self.top_k}, top-p "
-            f"{self.top_p}, seed {self.seed})"
-            if self.sample
-            else "greedy"
-        )
-        return (
-            f"rb={self.rb} fb={self.fb} steps={self.steps} gamma={self.gamma} "
-            f"max={self.max} show={','.join(self.show)} {mode}"
-        )
-
-
 class Console:
     def __init__(
         self,
@@ -111,13 +41,13 @@ class Console:
         output: TextIO,
         colour: bool = False,
         prefix: str = "",
-        settings: Settings | None = None,
+        settings: ChatSettings | None = None,
     ) -> None:
         self.small, self.large, self.tokenizer = small, large, tokenizer
         self.output = output
         self.colour = colour
         self.prefix = prefix
-        self.settings = settings or Settings()
+        self.settings = settings or ChatSettings()
 
     def say(self, text: str = "") -> None:
         print(text, file=self.output, flush=True)
@@ -155,20 +85,20 @@ class Console:
             else:
                 settings.sample = values == ["on"]
                 self.say(settings.describe())
-        elif name in NUMBERS:
+        elif name in CHAT_LIMITS:
             self._set_number(name, values)
         else:
             self.say(f"unknown command /{name}; /help lists the commands")
         return True
 
     def _set_number(self, name: str, values: list[str]) -> None:
-        kind, valid = NUMBERS[name]
+        kind, valid, words = CHAT_LIMITS[name]
         try:
             value = kind(values[0]) if len(values) == 1 else None
         except ValueError:
             value = None
         if value is None or not valid(value):
-            self.say(f"/{name} needs one {'integer' if kind is int else 'number'}: {LIMITS[name]}")
+            self.say(f"/{name} needs one {'integer' if kind is int else 'number'}: {words}")
             return
         setattr(self.settings, name.replace("-", "_"), value)
         self.say(self.settings.describe())

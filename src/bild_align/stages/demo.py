@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from bild_align.configs import DemoConfig
 from bild_align.resources import DEMO_DIR, RECIPES_DIR
 
 
@@ -92,21 +92,9 @@ if __name__ == "__main__":
         sys.exit("usage: python -m bild_align.stages.demo {tokenizer|models}")
 
 
-@dataclass
-class DemoConfig:
-    output_dir: str = "outputs/demo"
-    calibration_rows: int | None = None  # None: the whole train split
-    eval_samples: int = 200
-    rb: float = 6.0
-    fb: float = 0.3
-    sweep_rb: tuple[float, ...] = (3.0, 4.0, 6.0, 8.0)
-    sweep_fb: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
-    max_new_tokens: int = 64
-    align_overrides: dict | None = None  # recipe keys for the alignment step (tests: fewer steps)
-
-
 def run_demo(config: DemoConfig) -> dict:
     """calibrate -> train -> eval on the shipped pair; returns both eval results."""
+    config.validate()
     from bild_align.defaults import DEMO_TASK, demo_model
     from bild_align.recipes import load_recipe
     from bild_align.stages.calibrate import CalibrateConfig, run_calibration

@@ -19,17 +19,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from bild_align.configs import EvalConfig
 from bild_align.core.decoding import BiLDStats, bild_generate
 from bild_align.errors import UserError
+from bild_align.harness import Method, run_example, summaries, warm_up
 from bild_align.io_utils import (
     append_jsonl,
     check_output_file,
@@ -47,68 +47,12 @@ from bild_align.models import (
 )
 from bild_align.pareto import fastest_within, pareto_front
 from bild_align.tasks import get_task, load_rows
-from bild_align.timing import environment, summarize, timed
-
-BASELINES = ("large", "small", "assisted")
+from bild_align.timing import environment
 
 
-@dataclass
-class EvalConfig:
-    small: str
-    large: str
-    task: str
-    split: str = "validation"
-    max_samples: int | None = None
-    rb: tuple[float, ...] = (2.0,)
-    fb: tuple[float, ...] = (0.6,)
-    sweep: bool = False
-    max_small_steps: int = 10
-    max_new_tokens: int | None = None  # default: the task's max_target_length
-    max_source_length: int | None = None
-    baselines: tuple[str, ...] = BASELINES
-    reference_compat: bool = False
-    max_drop: float = 1.0
-    dtype: str = "float32"
-    device: str = "auto"
-    output: str = "results/eval.json"
-    source_column: str | None = None
-    target_column: str | None = None
-    prefix: str | None = None
-
-    def validate(self) -> None:
-        unknown = [name for name in self.baselines if name not in BASELINES]
-        if unknown:
-            raise UserError(
-                f"unknown baseline {', '.join(unknown)}; choose from {', '.join(BASELINES)}"
-            )
-        numbers = [*self.rb, *self.fb, self.max_drop]
-        if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
-            raise UserError("--rb, --fb and --max-drop must be finite numbers")
-        if not self.rb or any(rb < 0 for rb in self.rb):
-            raise UserError("--rb values must be >= 0 (0 is the exact mode)")
-        if not self.fb or any(fb < 0 for fb in self.fb):
-            raise UserError("--fb values must be >= 0")
-        if self.max_drop < 0:
-            raise UserError("--max-drop must be >= 0")
-        if self.sweep and any(fb > 1 for fb in self.fb):
-            raise UserError("in a sweep, --fb values must lie in [0, 1]")
-        if not self.sweep and (len(self.rb) > 1 or len(self.fb) > 1):
-            raise UserError("several --rb/--fb values need --sweep")
-
-
-@dataclass
-class Run:
-    """One method at one setting, accumulated over the examples."""
-
-    name: str
-    setting: dict
-    generate: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, BiLDStats | None]]
-    seconds: list[float] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    stats: BiLDStats | None = None
-
-
-def _runs(config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int) -> list[Run]:
+def _methods(
+    config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int
+) -> list[Method]:
     def hf_generate(model, **extra):
         def run(input_ids, attention_mask):
             sequences = model.generate(
@@ -141,41 +85,28 @@ def _runs(config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int
 
         return run
 
-    runs = [Run("large", {}, hf_generate(large))]
+    methods = [Method("large", {}, hf_generate(large))]
     if "small" in config.baselines:
-        runs.append(Run("small", {}, hf_generate(small)))
+        methods.append(Method("small", {}, hf_generate(small)))
     if "assisted" in config.baselines:
-        runs.append(
-            Run("assisted", {"assistant": "small"}, hf_generate(large, assistant_model=small))
+        methods.append(
+            Method("assisted", {"assistant": "small"}, hf_generate(large, assistant_model=small))
         )
     for rb in config.rb:
         for fb in config.fb:
-            runs.append(Run("bild", {"rb": rb, "fb": fb}, bild(rb, fb), stats=BiLDStats()))
-    return runs
+            methods.append(Method("bild", {"rb": rb, "fb": fb}, bild(rb, fb), stats=BiLDStats()))
+    return methods
 
 
-def _summaries(runs: list[Run], references: list[str], metric: str) -> list[dict]:
-    large = runs[0]
-    large_total = sum(large.seconds)
+def _summaries(methods: list[Method], references: list[str], metric: str) -> list[dict]:
+    """The harness's rows, with quality: the task's metric, and BLEU against the large model."""
     has_references = any(references)
-    rows = []
-    for run in runs:
-        total = sum(run.seconds)
-        row = {
-            "method": run.name,
-            "setting": run.setting,
-            "quality": score(metric, run.outputs, references) if has_references else None,
-            "agreement_with_large": bleu(run.outputs, large.outputs),
-            "identical_to_large": sum(
-                a == b for a, b in zip(run.outputs, large.outputs, strict=True)
-            ),
-            "latency": summarize(run.seconds),
-            "speedup": large_total / total if total else 0.0,
-            "outputs": run.outputs,
-        }
-        if run.stats is not None:
-            row["stats"] = run.stats.as_dict()
-        rows.append(row)
+    large_outputs = methods[0].outputs
+    rows = summaries(methods)
+    for method, row in zip(methods, rows, strict=True):
+        row["quality"] = score(metric, method.outputs, references) if has_references else None
+        row["agreement_with_large"] = bleu(method.outputs, large_outputs)
+        row["outputs"] = method.outputs
     return rows
 
 
@@ -195,7 +126,7 @@ def partial_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".partial.jsonl")
 
 
-def _resume(partial: Path, fingerprint: dict, runs: list[Run]) -> int:
+def _resume(partial: Path, fingerprint: dict, methods: list[Method]) -> int:
     """Load the examples an interrupted run with the same fingerprint finished; their count."""
     records = read_jsonl(partial)
     if not records:
@@ -209,19 +140,18 @@ def _resume(partial: Path, fingerprint: dict, runs: list[Run]) -> int:
         )
     examples = records[1:]
     for record in examples:
-        _add_example(runs, record["runs"])
+        _add_example(methods, record["runs"])
     # rewrite without any torn line, so that appends continue a clean file
     write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in records))
     return len(examples)
 
 
-def _add_example(runs: list[Run], results: list[dict]) -> None:
-    """Add one example's results (one per run, in order: time, output, stats) to the runs."""
-    for run, result in zip(runs, results, strict=True):
-        run.seconds.append(result["seconds"])
-        run.outputs.append(result["output"])
-        if result["stats"] is not None:
-            run.stats += BiLDStats(**result["stats"])
+def _add_example(methods: list[Method], results: list[dict]) -> None:
+    """Add one example's results (one per method, in order: time, output, stats)."""
+    large_output = results[0]["output"]
+    for method, result in zip(methods, results, strict=True):
+        stats = None if result["stats"] is None else BiLDStats(**result["stats"])
+        method.add(result["seconds"], result["output"], stats, result["output"] == large_output)
 
 
 def run_eval(config: EvalConfig) -> dict:
@@ -245,7 +175,7 @@ def run_eval(config: EvalConfig) -> dict:
     vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
-    runs = _runs(config, small, large, max_new_tokens, vocab_size)
+    methods = _methods(config, small, large, max_new_tokens, vocab_size)
     settings = {
         "small_revision": small_revision,
         "large_revision": large_revision,
@@ -263,7 +193,7 @@ def run_eval(config: EvalConfig) -> dict:
         **settings,
     }
     partial = partial_path(config.output)
-    done = _resume(partial, json.loads(json.dumps(fingerprint)), runs)
+    done = _resume(partial, json.loads(json.dumps(fingerprint)), methods)
     if done:
         print(f"resuming: {done} of {len(rows)} examples already done ({partial})")
 
@@ -272,9 +202,9 @@ def run_eval(config: EvalConfig) -> dict:
         for source in list(rows["source"])
     ]
     try:
-        _measure(runs, encoded, done, tokenizer, device, partial)
+        _measure(methods, encoded, done, tokenizer, device, partial)
     except KeyboardInterrupt:
-        kept = len(runs[0].outputs)
+        kept = len(methods[0].outputs)
         print(
             f"\ninterrupted: {kept} of {len(encoded)} examples are kept in {partial}; run the "
             "same command again to finish",
@@ -282,11 +212,10 @@ def run_eval(config: EvalConfig) -> dict:
         )
         raise
 
-    methods = _summaries(runs, list(rows["reference"]), task.metric)
     results = {
         "config": {**asdict(config), **settings, "resumed_after": done or None},
         "environment": environment(device),
-        "methods": methods,
+        "methods": _summaries(methods, list(rows["reference"]), task.metric),
     }
     if config.sweep:
         results["sweep"] = _sweep_report(results, config)
@@ -295,33 +224,34 @@ def run_eval(config: EvalConfig) -> dict:
     return results
 
 
-def _measure(runs: list[Run], encoded: list, done: int, tokenizer, device, partial: Path) -> None:
-    """Time every run on every example not yet done, interleaved; append each finished example
-    to `partial` as soon as all its runs are done."""
+def _measure(
+    methods: list[Method], encoded: list, done: int, tokenizer, device, partial: Path
+) -> None:
+    """Time every method on every example not yet done, interleaved; append each finished
+    example to `partial` as soon as all its methods are done."""
     with torch.inference_mode():
         first = encoded[0].to(device)
-        for run in runs:  # warm-up: kernels, caches, allocator
-            run.generate(first.input_ids, first.attention_mask)
-        total = len(encoded) * len(runs)
-        with tqdm(total=total, initial=done * len(runs), desc="eval", unit="run") as progress:
+        warm_up(methods, first.input_ids, first.attention_mask)
+        total = len(encoded) * len(methods)
+        with tqdm(total=total, initial=done * len(methods), desc="eval", unit="run") as progress:
             for batch in encoded[done:]:
                 batch = batch.to(device)
-                record = []
-                for run in runs:
-                    progress.set_postfix_str(f"{run.name} {run.setting}"[:40])
-                    seconds, (sequences, stats) = timed(
-                        lambda r=run, b=batch: r.generate(b.input_ids, b.attention_mask), device
-                    )
-                    text = tokenizer.decode(sequences[0], skip_special_tokens=True)
-                    record.append(
-                        {
-                            "seconds": seconds,
-                            "output": text,
-                            "stats": None if stats is None else asdict(stats),
-                        }
-                    )
-                    progress.update(1)
-                _add_example(runs, record)
+                results = run_example(
+                    methods,
+                    batch.input_ids,
+                    batch.attention_mask,
+                    device,
+                    on_done=lambda method: progress.update(1),
+                )
+                record = [
+                    {
+                        "seconds": result.seconds,
+                        "output": tokenizer.decode(result.sequences[0], skip_special_tokens=True),
+                        "stats": None if result.stats is None else asdict(result.stats),
+                    }
+                    for result in results
+                ]
+                _add_example(methods, record)
                 append_jsonl(partial, {"runs": record})
 
 

@@ -21,7 +21,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -246,7 +246,8 @@ def _resume_point(output_dir: str) -> str | None:
 
 
 def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+    """Align the small model as `recipe` says; returns the folder the aligned model is in."""
+    from transformers import DataCollatorForSeq2Seq
 
     # No accelerate state yet: the Trainer sets up the processes itself, and a state created
     # before it changes how it shards the data. `accelerate launch` and torchrun set RANK; the
@@ -254,16 +255,50 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     main_process = os.environ.get("RANK", "0") == "0"
     check_output_dir(recipe, resume=resume or not main_process)
     task = get_task(recipe.task)
+    split = _split_calibration(recipe)  # before the model: a wrong path fails in seconds
+    model, tokenizer = _model_and_tokenizer(recipe)
+    generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
+    save_dtype = _save_dtype(recipe)
+    train_set, eval_set = _tokenized(split, tokenizer, recipe)
+    trainer = _trainer_class()(
+        model=model,
+        args=_training_arguments(recipe),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        processing_class=tokenizer,
+        compute_metrics=_metrics_function(tokenizer, split["test"], task.metric),
+        optimizers=_optimizers(recipe, model),
+    )
+    if main_process:
+        record_run(recipe)
+    checkpoint = _resume_point(recipe.output_dir) if resume else None
+    with _wandb_offline_unless_logged_in(recipe):
+        trainer.train(resume_from_checkpoint=checkpoint)
+        final_metrics = trainer.evaluate()
+    output = Path(recipe.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.model.generation_config = generation_config
+        trainer.model.to(save_dtype)
+        trainer.save_model(str(output))
+        tokenizer.save_pretrained(str(output))
+        print(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
+    return output
+
+
+def _split_calibration(recipe: TrainRecipe):
+    """The calibration rows as a DatasetDict: "train", and "test" (eval_rows held out)."""
     dataset = load_calibration(recipe.calibration_dataset, recipe.calibration_split)
     if len(dataset) <= recipe.eval_rows:
         raise UserError(
             f"the calibration data has {len(dataset)} rows, not more than eval_rows="
             f"{recipe.eval_rows}; lower eval_rows or calibrate more rows"
         )
-    split = dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
-    model, tokenizer = _model_and_tokenizer(recipe)
-    generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
-    save_dtype = _save_dtype(recipe)
+    return dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
+
+
+def _tokenized(split, tokenizer, recipe: TrainRecipe) -> list:
+    """The training and held-out rows as model inputs, with the large model's outputs as labels."""
 
     def tokenize(batch):
         features = tokenizer(batch["source"], max_length=recipe.max_source_length, truncation=True)
@@ -273,15 +308,20 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         return features
 
     columns = split["train"].column_names
-    train_set = split["train"].map(
-        tokenize, batched=True, remove_columns=columns, desc="tokenizing"
-    )
-    eval_set = split["test"].map(tokenize, batched=True, remove_columns=columns, desc="tokenizing")
-    large_outputs = split["test"]["target"]
-    references = split["test"]["reference"] if "reference" in columns else []
-    metric = task.metric
+    tokenized = [
+        split[name].map(tokenize, batched=True, remove_columns=columns, desc="tokenizing")
+        for name in ("train", "test")
+    ]
+    return tokenized
 
-    def compute_metrics(prediction):
+
+def _metrics_function(tokenizer, held_out, metric: str) -> Callable:
+    """The Trainer's compute_metrics: agreement of the small model's greedy outputs on the
+    held-out rows with the large model's, and the task metric against references if any."""
+    large_outputs = held_out["target"]
+    references = held_out["reference"] if "reference" in held_out.column_names else []
+
+    def compute_metrics(prediction) -> dict[str, float]:
         ids = prediction.predictions
         ids = ids.clip(min=0) if hasattr(ids, "clip") else ids
         # Several processes gather their batches in the dataset's order; the last ones are
@@ -297,7 +337,13 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
             result[f"reference_{metric}"] = score(metric, texts, references)["score"]
         return result
 
-    arguments = Seq2SeqTrainingArguments(
+    return compute_metrics
+
+
+def _training_arguments(recipe: TrainRecipe):
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(
         output_dir=recipe.output_dir,
         optim="adafactor",
         learning_rate=recipe.learning_rate,
@@ -331,51 +377,30 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         run_name=recipe.run_name,
         dataloader_num_workers=0,
     )
-    optimizers = (None, None)  # the Trainer builds Adafactor (and the schedule) itself
-    if recipe.adafactor_scale_parameter:
-        from transformers.optimization import Adafactor
 
-        adafactor = Adafactor(
-            model.parameters(),
-            lr=recipe.learning_rate,
-            scale_parameter=True,
-            relative_step=False,
-            warmup_init=False,
-            weight_decay=recipe.weight_decay,
-        )
-        optimizers = (adafactor, None)
-    trainer = _trainer_class()(
-        model=model,
-        args=arguments,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        optimizers=optimizers,
+
+def _optimizers(recipe: TrainRecipe, model) -> tuple:
+    """(None, None): the Trainer builds Adafactor at a relative-step-free constant rate; with
+    adafactor_scale_parameter, our own Adafactor scaling updates by the parameters' RMS."""
+    if not recipe.adafactor_scale_parameter:
+        return None, None
+    from transformers.optimization import Adafactor
+
+    adafactor = Adafactor(
+        model.parameters(),
+        lr=recipe.learning_rate,
+        scale_parameter=True,
+        relative_step=False,
+        warmup_init=False,
+        weight_decay=recipe.weight_decay,
     )
-    if main_process:
-        record_run(recipe)
-    checkpoint = _resume_point(recipe.output_dir) if resume else None
-    with _wandb_offline_unless_logged_in(recipe):
-        trainer.train(resume_from_checkpoint=checkpoint)
-        final_metrics = trainer.evaluate()
-    output = Path(recipe.output_dir)
-    if trainer.is_world_process_zero():
-        trainer.model.generation_config = generation_config
-        trainer.model.to(save_dtype)
-        trainer.save_model(str(output))
-        tokenizer.save_pretrained(str(output))
-        print(
-            f"model saved to {output} (eval: "
-            + ", ".join(
-                f"{key}={value:.4g}"
-                for key, value in final_metrics.items()
-                if isinstance(value, float)
-            )
-            + ")"
-        )
-    return output
+    return adafactor, None
+
+
+def _format_metrics(metrics: dict) -> str:
+    return ", ".join(
+        f"{key}={value:.4g}" for key, value in metrics.items() if isinstance(value, float)
+    )
 
 
 def _save_dtype(recipe: TrainRecipe):

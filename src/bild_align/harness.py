@@ -1,0 +1,114 @@
+"""One measurement harness for `eval` and `bench`: methods timed on the same inputs, after a
+warm-up, interleaved per example (machine drift hits all alike), with the device synchronised
+and only generation timed. The first method is the reference (the large model).
+
+    methods = [Method("large", {}, generate_large), Method("bild", {"rb": 2.0}, generate_bild)]
+    warm_up(methods, first_input_ids, first_mask)
+    for input_ids, mask in examples:
+        for method, result in zip(methods, run_example(methods, input_ids, mask, device)):
+            method.add(result.seconds, output_of(result), result.stats, same_as_reference)
+    rows = summaries(methods)      # latency, speedup over the reference, identical outputs, stats
+
+A method's `generate(input_ids, attention_mask)` returns (sequences, BiLDStats or None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bild_align.core.stats import BiLDStats
+from bild_align.timing import summarize, timed
+
+Generate = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, BiLDStats | None]]
+
+
+@dataclass
+class Method:
+    """One method at one setting, accumulated over the examples."""
+
+    name: str
+    setting: dict
+    generate: Generate
+    seconds: list[float] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+    stats: BiLDStats | None = None  # set for the decoders that count (BiLD, speculative)
+    identical: int = 0  # examples whose output equals the reference method's
+
+    def add(self, seconds: float, output: Any, stats: BiLDStats | None, identical: bool) -> None:
+        self.seconds.append(seconds)
+        self.outputs.append(output)
+        self.identical += int(identical)
+        if stats is not None:
+            self.stats = self.stats or BiLDStats()
+            self.stats += stats
+
+
+@dataclass
+class Result:
+    seconds: float
+    sequences: torch.Tensor
+    stats: BiLDStats | None
+
+
+def warm_up(methods: list[Method], input_ids: torch.Tensor, attention_mask=None) -> None:
+    """One untimed call each: kernels, caches and the allocator settle before timing."""
+    for method in methods:
+        method.generate(input_ids, attention_mask)
+
+
+def run_example(
+    methods: list[Method],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    device: torch.device,
+    on_done: Callable[[Method], None] | None = None,
+) -> list[Result]:
+    """Every method on this example, in order, each timed with the device synchronised."""
+    results = []
+    for method in methods:
+        seconds, (sequences, stats) = timed(
+            lambda m=method: m.generate(input_ids, attention_mask), device
+        )
+        results.append(Result(seconds, sequences, stats))
+        if on_done is not None:
+            on_done(method)
+    return results
+
+
+def fastest(candidates: list[Method], inputs: list[torch.Tensor], device) -> Method:
+    """The candidate with the least total time on `inputs` (after one warm-up call each), with
+    every candidate's total recorded in its setting under `tuned_over`."""
+    totals = []
+    for method in candidates:
+        method.generate(inputs[0], None)
+        totals.append(
+            sum(timed(lambda m=method, x=x: m.generate(x, None), device)[0] for x in inputs)
+        )
+    best = candidates[totals.index(min(totals))]
+    best.setting["tuned_over"] = [
+        {**m.setting, "total_s": round(t, 4)} for m, t in zip(candidates, totals, strict=True)
+    ]
+    return best
+
+
+def summaries(methods: list[Method]) -> list[dict]:
+    """One row per method: latency, speedup over the first method, identical outputs, stats."""
+    reference_total = sum(methods[0].seconds)
+    rows = []
+    for method in methods:
+        total = sum(method.seconds)
+        row = {
+            "method": method.name,
+            "setting": method.setting,
+            "latency": summarize(method.seconds),
+            "speedup": reference_total / total if total else 0.0,
+            "identical_to_large": method.identical,
+        }
+        if method.stats is not None:
+            row["stats"] = method.stats.as_dict()
+        rows.append(row)
+    return rows

@@ -1,0 +1,167 @@
+"""Command-line options generated from config dataclasses: each default and its help live once,
+on the dataclass field.
+
+    @dataclass
+    class EvalConfig:
+        rb: tuple[float, ...] = option((2.0,), "rollback threshold(s)", parse=number_list)
+
+    add_options(parser, EvalConfig)            # --rb, with its type, help and default
+    given = given_options(parser.parse_args()) # only what the user typed: {"rb": (3.0,)}
+    config = build(EvalConfig, {**from_recipe, **given}, "the command line")
+
+Options default to argparse.SUPPRESS, so that `given_options` tells typed values from defaults
+and a recipe can sit between the dataclass defaults and the command line. This module imports
+nothing heavy: `bild-align --help` builds every parser from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+PREFIX = "option__"  # namespace attributes of generated options, apart from hand-made ones
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    parse: Callable[[str], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    default_text: str | None = None,
+    command_line: bool = True,
+) -> Any:
+    """A config field with what its command-line option needs.
+
+    parse: turns the typed text into the value (default: from the default's type);
+    flag: the option's name when not the field's (`max` -> `--max-new-tokens`);
+    default_text: the default in words, for fields whose default is None ("the task's");
+    command_line: False for fields set only from code or a recipe.
+    """
+    metadata = {
+        "help": help,
+        "parse": parse,
+        "choices": choices,
+        "flag": flag,
+        "default_text": default_text,
+        "command_line": command_line,
+    }
+    if isinstance(default, list | dict | set):
+        frozen = default
+        return dataclasses.field(default_factory=lambda: type(frozen)(frozen), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def number_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(finite_float(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated finite numbers, got {text!r}"
+        ) from None
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
+
+
+def _default_words(f: dataclasses.Field) -> str:
+    if f.metadata.get("default_text"):
+        return f.metadata["default_text"]
+    default = f.default
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    if default is dataclasses.MISSING or default is None or isinstance(default, bool):
+        return ""
+    if isinstance(default, tuple | list):
+        return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def help_of(f: dataclasses.Field) -> str:
+    words = _default_words(f)
+    text = f.metadata.get("help") or f.name
+    return f"{text} (default: {words})" if words else text
+
+
+def _guess_parse(f: dataclasses.Field) -> Callable[[str], Any] | None:
+    default = f.default
+    if isinstance(default, float):
+        return finite_float
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int
+    return None
+
+
+_METAVARS = {
+    int: "N",
+    positive_int: "N",
+    finite_float: "X",
+    number_list: "X[,X...]",
+    name_list: "NAME[,NAME...]",
+}
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config_class: type,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """One option per field of `config_class` (those not skipped or marked command_line=False)."""
+    for f in dataclasses.fields(config_class):
+        if f.name in skip or not f.metadata.get("command_line", True):
+            continue
+        common: dict[str, Any] = dict(
+            dest=PREFIX + f.name, default=argparse.SUPPRESS, help=help_of(f)
+        )
+        if f.default is dataclasses.MISSING and not f.metadata.get("default_text"):
+            common["required"] = True
+        if f.default is False:
+            parser.add_argument(flag_of(f), action="store_true", **common)
+            continue
+        parse = f.metadata.get("parse") or _guess_parse(f)
+        extra: dict[str, Any] = (
+            {"choices": f.metadata["choices"]} if f.metadata.get("choices") else {}
+        )
+        if parse is not None:
+            extra["type"] = parse
+        if not f.metadata.get("choices"):
+            extra["metavar"] = _METAVARS.get(parse) or flag_of(f)[2:].replace("-", "_").upper()
+        parser.add_argument(flag_of(f), **common, **extra)
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generated options the user typed, by field name."""
+    return {
+        name.removeprefix(PREFIX): value
+        for name, value in vars(args).items()
+        if name.startswith(PREFIX)
+    }

@@ -1,0 +1,184 @@
+"""Options generated from the config dataclasses: one home per default, defaults < recipe <
+command line, and the values typed reach the stage's config unchanged."""
+
+import dataclasses
+import inspect
+
+import pytest
+
+from bild_align import cli
+from bild_align.configs import (
+    BenchConfig,
+    CalibrateConfig,
+    ChatConfig,
+    ChatSettings,
+    DemoConfig,
+    EvalConfig,
+)
+from bild_align.core.decoding import bild_generate
+from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
+from bild_align.recipes import TrainRecipe
+
+CONFIGS = (BenchConfig, CalibrateConfig, ChatConfig, ChatSettings, DemoConfig, EvalConfig)
+
+
+def _default(config_class, name):
+    (f,) = [f for f in dataclasses.fields(config_class) if f.name == name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def test_thresholds_have_one_home():
+    signature = inspect.signature(bild_generate).parameters
+    assert signature["rollback_threshold"].default == ROLLBACK_THRESHOLD
+    assert signature["fallback_threshold"].default == FALLBACK_THRESHOLD
+    assert signature["max_small_steps"].default == MAX_SMALL_STEPS
+    assert _default(EvalConfig, "rb") == (ROLLBACK_THRESHOLD,)
+    assert _default(EvalConfig, "fb") == (FALLBACK_THRESHOLD,)
+    assert _default(ChatSettings, "rb") == ROLLBACK_THRESHOLD
+    assert _default(ChatSettings, "steps") == MAX_SMALL_STEPS
+    assert _default(TrainRecipe, "rb") == [ROLLBACK_THRESHOLD]
+    assert _default(TrainRecipe, "fb") == [FALLBACK_THRESHOLD]
+
+
+@pytest.mark.parametrize("config_class", CONFIGS)
+def test_every_field_has_help(config_class):
+    for f in dataclasses.fields(config_class):
+        assert len(f.metadata.get("help", "")) > 5, (config_class.__name__, f.name)
+
+
+def _captured(monkeypatch, module: str, function: str, argv: list[str]):
+    """Run the CLI with the stage's entry point replaced; returns what it was given."""
+    import importlib
+
+    seen = {}
+    stage = importlib.import_module(module)
+    monkeypatch.setattr(stage, function, lambda config, **kw: seen.setdefault("config", config))
+    if module.endswith("evaluate"):
+        monkeypatch.setattr(stage, "format_results", lambda results: "")
+    if module.endswith("benchmark"):
+        monkeypatch.setattr(stage, "format_table", lambda results: "")
+    assert cli.main(argv) == 0
+    return seen["config"]
+
+
+def test_eval_command_line_reaches_the_config(monkeypatch, tmp_path):
+    config = _captured(
+        monkeypatch,
+        "bild_align.stages.evaluate",
+        "run_eval",
+        [
+            "eval",
+            "--small",
+            "S",
+            "--large",
+            "L",
+            "--task",
+            "T",
+            "--rb",
+            "3,4",
+            "--sweep",
+            "--baselines",
+            "large",
+            "--max-drop",
+            "0.5",
+            "--output",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert (config.small, config.large, config.task) == ("S", "L", "T")
+    assert config.rb == (3.0, 4.0) and config.fb == (FALLBACK_THRESHOLD,)
+    assert config.sweep and config.baselines == ("large",) and config.max_drop == 0.5
+    assert config.split == "validation"  # the dataclass default
+
+
+def test_eval_recipe_sits_between_defaults_and_command_line(monkeypatch, tmp_path):
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text("small: ./aligned\nlarge: L\ntask: T\nrb: [4]\nfb: 0.3\nsplit: test\n")
+    config = _captured(
+        monkeypatch,
+        "bild_align.stages.evaluate",
+        "run_eval",
+        ["eval", "--recipe", str(recipe), "--fb", "0.5"],
+    )
+    assert config.small == str(tmp_path / "aligned")  # ./ is relative to the recipe
+    assert config.rb == (4.0,) and config.fb == (0.5,) and config.split == "test"
+
+
+def test_eval_reads_a_training_recipe(monkeypatch, tmp_path):
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text(
+        "task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n"
+        "eval_split: test\nsweep_rb: [1, 3]\n"
+    )
+    config = _captured(
+        monkeypatch,
+        "bild_align.stages.evaluate",
+        "run_eval",
+        ["eval", "--recipe", str(recipe), "--sweep"],
+    )
+    assert (config.small, config.large, config.split) == ("out", "L", "test")
+    assert config.rb == (1.0, 3.0) and config.sweep
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("small: S\nrollback: 3\n", "unknown key(s) rollback"), ("rb: fast\n", "key 'rb'")],
+)
+def test_eval_recipe_mistakes_exit_2(tmp_path, capsys, text, message):
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(text)
+    assert cli.main(["eval", "--recipe", str(recipe), "--small", "S", "--large", "L"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bench_and_demo_options_reach_their_configs(monkeypatch, tmp_path):
+    bench = _captured(
+        monkeypatch,
+        "bild_align.stages.benchmark",
+        "run_benchmark",
+        ["bench", "--preset", "tiny", "--eps", "0,0.5", "--sampling", "--output", "b.json"],
+    )
+    assert bench == BenchConfig(preset="tiny", eps=(0.0, 0.5), sampling=True, output="b.json")
+    demo = _captured(
+        monkeypatch,
+        "bild_align.stages.demo",
+        "run_demo",
+        ["demo", "--output-dir", str(tmp_path), "--sweep-fb", "0.4", "--rb", "5"],
+    )
+    assert demo == DemoConfig(output_dir=str(tmp_path), sweep_fb=(0.4,), rb=5.0)
+
+
+def test_calibrate_options_reach_the_config(monkeypatch, tmp_path):
+    config = _captured(
+        monkeypatch,
+        "bild_align.stages.calibrate",
+        "run_calibration",
+        [
+            "calibrate",
+            "--large",
+            "L",
+            "--task",
+            "T",
+            "--output",
+            str(tmp_path / "c"),
+            "--batch-size",
+            "4",
+            "--private",
+            "--push-to-hub",
+            "me/data",
+        ],
+    )
+    assert config == CalibrateConfig(
+        large="L",
+        task="T",
+        output=str(tmp_path / "c"),
+        batch_size=4,
+        private=True,
+        push_to_hub="me/data",
+    )
+
+
+def test_demo_rejects_a_fallback_above_one(capsys):
+    assert cli.main(["demo", "--sweep-fb", "0.2,1.5"]) == 2
+    assert "within [0, 1]" in capsys.readouterr().err
