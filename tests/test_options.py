@@ -182,3 +182,15 @@ def test_calibrate_options_reach_the_config(monkeypatch, tmp_path):
 def test_demo_rejects_a_fallback_above_one(capsys):
     assert cli.main(["demo", "--sweep-fb", "0.2,1.5"]) == 2
     assert "within [0, 1]" in capsys.readouterr().err
+
+
+def test_demo_objectives_get_their_own_aligned_folder():
+    assert DemoConfig().aligned_folder() == "aligned"
+    token = DemoConfig(objective="token", divergence="tvd", on_policy_fraction=0.5)
+    assert token.aligned_folder() == "aligned-token-tvd-on-policy-0.5"
+    assert token.alignment() == {
+        "objective": "token",
+        "divergence": "tvd",
+        "on_policy_fraction": 0.5,
+    }
+    assert DemoConfig(on_policy_fraction=1.0).aligned_folder() == "aligned-sequence-on-policy-1"

@@ -23,6 +23,8 @@ from bild_align.options import name_list, number_list, option, positive_int
 DTYPES = ("float32", "bfloat16", "float16")
 BASELINES = ("large", "small", "assisted")
 CHAT_OUTPUTS = ("bild", "large", "small", "speculative")
+OBJECTIVES = ("sequence", "token")
+DIVERGENCES = ("forward_kl", "reverse_kl", "tvd", "jsd")
 
 _DEMO_MODEL = "the built-in demo pair's {} model"
 _TASK_HELP = (
@@ -343,14 +345,45 @@ class DemoConfig:
         (0.2, 0.3, 0.4, 0.5), "fallback thresholds of the sweep", parse=number_list
     )
     max_new_tokens: int = option(64, "output length limit", parse=positive_int)
+    objective: str = option(
+        "sequence", "alignment objective (train's objective key)", choices=OBJECTIVES
+    )
+    divergence: str = option(
+        "forward_kl", "with --objective token: the divergence", choices=DIVERGENCES
+    )
+    on_policy_fraction: float = option(
+        0.0, "share of alignment batches on the small model's own outputs"
+    )
     align_overrides: dict | None = option(
         None, "recipe keys for the alignment step", command_line=False
     )
+
+    def alignment(self) -> dict:
+        """The recipe keys of the alignment objective."""
+        return {
+            "objective": self.objective,
+            "divergence": self.divergence,
+            "on_policy_fraction": self.on_policy_fraction,
+        }
+
+    def aligned_folder(self) -> str:
+        """`aligned` for the default objective; another folder per other objective, so that
+        comparing objectives never reuses the wrong model."""
+        if self.alignment() == DemoConfig().alignment():
+            return "aligned"
+        parts = [self.objective]
+        if self.objective == "token":
+            parts.append(self.divergence)
+        if self.on_policy_fraction:
+            parts.append(f"on-policy-{self.on_policy_fraction:g}")
+        return "aligned-" + "-".join(parts)
 
     def validate(self) -> None:
         thresholds = (self.rb, *self.sweep_rb), (self.fb, *self.sweep_fb)
         if any(rb < 0 for rb in thresholds[0]) or not all(0 <= fb <= 1 for fb in thresholds[1]):
             raise UserError("rollback thresholds must be >= 0 and fallback ones within [0, 1]")
+        if not 0 <= self.on_policy_fraction <= 1:
+            raise UserError("--on-policy-fraction must lie within [0, 1]")
         if not self.sweep_rb or not self.sweep_fb:
             raise UserError("--sweep-rb and --sweep-fb need one or more numbers")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bild_align.configs import DIVERGENCES, OBJECTIVES
 from bild_align.core.policies import FALLBACK_THRESHOLD, ROLLBACK_THRESHOLD
 from bild_align.errors import UserError
 from bild_align.options import help_of, option
@@ -66,6 +67,30 @@ class TrainRecipe:
     group_by_length: bool = option(False, "batch rows of similar length (less padding, faster)")
     bf16: bool = option(False, "bfloat16 mixed precision")
     fp16: bool = option(False, "float16 mixed precision (GPU)")
+    # what the small model learns (DistillSpec / GKD style objectives need large_model)
+    objective: str = option(
+        "sequence",
+        "sequence: cross-entropy on the large model's outputs (the paper's); token: match the "
+        "large model's distributions on the same targets (a frozen teacher in each step)",
+    )
+    divergence: str = option(
+        "forward_kl", "token objective: forward_kl, reverse_kl, tvd or jsd (generalised JSD)"
+    )
+    jsd_beta: float = option(0.5, "jsd's weight in (0, 1): toward forward KL near 0")
+    distill_temperature: float = option(1.0, "token objective: both distributions at this T")
+    on_policy_fraction: float = option(
+        0.0,
+        "share of batches whose targets are the small model's own decoded outputs, scored by "
+        "the large model (token: its distributions; sequence: its argmax at each position)",
+    )
+    on_policy_sampling: bool = option(
+        False, "on-policy targets sampled at temperature 1 instead of greedy"
+    )
+    measure_topk: int = option(
+        256,
+        "the large model's top-k probabilities kept per held-out position for the alignment "
+        "measures (expected acceptance, confidence gap, rollback cross-entropy; 0: none)",
+    )
     # evaluation and checkpoints
     eval_rows: int = option(200, "calibration rows held out for periodic evaluation")
     eval_steps: int = option(5000, "evaluate every this many steps")
@@ -92,6 +117,11 @@ class TrainRecipe:
         "checkpoint's; training itself always keeps float32 weights)",
     )
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether training runs the large model beside the small one (else: the paper's)."""
+        return self.objective != "sequence" or self.on_policy_fraction > 0
+
     def problems(self) -> list[str]:
         """Every value outside its range, as `key ...` phrases (empty when all is well)."""
         found = [
@@ -106,6 +136,15 @@ class TrainRecipe:
             found.append(
                 f"key 'save_steps' ({self.save_steps}) must be a multiple of 'eval_steps' "
                 f"({self.eval_steps}), so that the best checkpoint can be kept"
+            )
+        if self.objective not in OBJECTIVES:
+            found.append(f"key 'objective' must be one of {', '.join(OBJECTIVES)}")
+        if self.divergence not in DIVERGENCES:
+            found.append(f"key 'divergence' must be one of {', '.join(DIVERGENCES)}")
+        if self.uses_teacher and self.large_model is None:
+            found.append(
+                "key 'large_model' is needed: the token objective and on-policy batches read "
+                "the large model's distributions"
             )
         if self.bf16 and self.fp16:
             found.append("keys 'bf16' and 'fp16' cannot both be true")
@@ -140,6 +179,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "save_total_limit": (_at_least(1), ">= 1"),
     "logging_steps": (_at_least(1), ">= 1"),
     "report_to": (lambda v: v in ("none", "wandb"), "none or wandb"),
+    "jsd_beta": (lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
+    "distill_temperature": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "on_policy_fraction": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    "measure_topk": (_at_least(0), ">= 0 (0: no alignment measures)"),
     "save_dtype": (
         lambda v: v in (None, "float32", "bfloat16", "float16"),
         "float32, bfloat16 or float16",

@@ -116,7 +116,7 @@ def run_demo(config: DemoConfig) -> dict:
         )
     )
     _banner("2/3 train: align the small model on the large model's outputs")
-    aligned_dir = root / "aligned"
+    aligned_dir = root / config.aligned_folder()
     recipe = load_recipe(
         RECIPES_DIR / "demo-align.yaml",
         {
@@ -124,6 +124,7 @@ def run_demo(config: DemoConfig) -> dict:
             "large_model": large,
             "calibration_dataset": str(calibration),
             "output_dir": str(aligned_dir),
+            **config.alignment(),
             **(config.align_overrides or {}),
         },
     )

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -136,20 +137,160 @@ def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> Iterator[None]:
 
 
 def _trainer_class():
+    import random
+
+    import torch
+    import torch.nn.functional as F
     from torch.utils.data import SequentialSampler
     from transformers import Seq2SeqTrainer
 
+    from bild_align.distill import TopK, alignment_measures, measure_sums, token_divergence
+    from bild_align.models import plain_generation_config
+
     class AlignmentTrainer(Seq2SeqTrainer):
-        """Seq2SeqTrainer whose evaluation keeps the dataset order even when training groups
-        rows by length (transformers then also length-groups evaluation): the metrics pair
-        each prediction with its row's large-model output by position."""
+        """Seq2SeqTrainer that can distil from a frozen large model and measures, at every
+        evaluation, how well the small model's distributions serve BiLD (`bild_align.distill`).
+
+        With the paper's objective (sequence, no on-policy batches) the loss is the Trainer's
+        own. Evaluation keeps the dataset order even when training groups rows by length: the
+        metrics pair each prediction with its row's large-model output by position."""
+
+        def __init__(self, *args, recipe: TrainRecipe, teacher=None, vocab_size: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.recipe, self.teacher, self.vocab_size = recipe, teacher, vocab_size
+            self.held_out: list[tuple[dict, TopK]] = []
+            if recipe.uses_teacher:
+                self.loss_is_scaled_for_ga = False  # our losses are per-batch means
+            self.on_policy_generation = plain_generation_config(self.model)
 
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is None:
                 return None
             return SequentialSampler(eval_dataset)  # accelerate shards it across processes
 
+        def remember_teacher_on_held_out(self) -> None:
+            """The large model's top-k distributions on the held-out rows, once per run."""
+            self.teacher.to(self.args.device)
+            dataset = self.eval_dataset
+            size = self.args.per_device_eval_batch_size
+            for start in range(0, len(dataset), size):
+                rows = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+                batch = self._prepare_inputs(self.data_collator(rows))
+                with torch.no_grad():
+                    logits = self.teacher(**_model_inputs(batch)).logits
+                top = TopK.of(logits, self.recipe.measure_topk, self.vocab_size)
+                self.held_out.append(({k: v.cpu() for k, v in batch.items()}, top.to("cpu")))
+
+        def evaluate(self, *args, metric_key_prefix: str = "eval", **kwargs) -> dict:
+            metrics = super().evaluate(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+            if self.held_out:
+                measures = {
+                    f"{metric_key_prefix}_{key}": value
+                    for key, value in self._alignment_measures().items()
+                }
+                self.log(measures)
+                metrics.update(measures)
+            return metrics
+
+        def _alignment_measures(self) -> dict[str, float]:
+            model, was_training = self.model, self.model.training
+            model.eval()
+            sums = []
+            with torch.no_grad():
+                for batch, top in self.held_out:
+                    batch = self._prepare_inputs(batch)
+                    logits = model(**_model_inputs(batch)).logits
+                    mask = batch["labels"] != -100
+                    sums.append(measure_sums(logits, top.to(logits.device), mask, self.vocab_size))
+            model.train(was_training)
+            return alignment_measures(sums)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not self.recipe.uses_teacher:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = _model_inputs(inputs)
+            on_policy = model.training and self._on_policy_now()
+            if on_policy:
+                inputs["labels"] = self._own_outputs(model, inputs)
+            outputs = model(**inputs)
+            if self.recipe.objective == "sequence" and not on_policy:
+                loss = outputs.loss
+            else:
+                loss = self._distillation_loss(outputs.logits, inputs)
+            return (loss, outputs) if return_outputs else loss
+
+        def _distillation_loss(self, logits, inputs):
+            self.teacher.to(logits.device)
+            with torch.no_grad():
+                teacher_logits = self.teacher(**inputs).logits
+            mask = inputs["labels"] != -100
+            if self.recipe.objective == "token":
+                return token_divergence(
+                    logits[..., : self.vocab_size],
+                    teacher_logits[..., : self.vocab_size],
+                    mask,
+                    self.recipe.divergence,
+                    beta=self.recipe.jsd_beta,
+                    temperature=self.recipe.distill_temperature,
+                )
+            # sequence objective on the small model's own prefixes: the large model's choice
+            targets = teacher_logits[..., : self.vocab_size].argmax(-1)
+            return F.cross_entropy(logits[..., : self.vocab_size][mask].float(), targets[mask])
+
+        def _on_policy_now(self) -> bool:
+            """Seeded per optimizer step, so that a rerun draws the same batches."""
+            fraction = self.recipe.on_policy_fraction
+            draw = random.Random(f"{self.recipe.seed}/{self.state.global_step}").random()
+            return fraction > 0 and draw < fraction
+
+        def _own_outputs(self, model, inputs) -> torch.Tensor:
+            """The small model's decoded outputs for these inputs, as labels."""
+            small = self.accelerator.unwrap_model(model)
+            small.eval()
+            with torch.no_grad():
+                generated = small.generate(
+                    input_ids=inputs["input_ids"],
+                    attention_mask=inputs["attention_mask"],
+                    generation_config=self.on_policy_generation,
+                    max_new_tokens=self.recipe.max_target_length,
+                    do_sample=self.recipe.on_policy_sampling,
+                    top_k=0,
+                    temperature=1.0,
+                )
+            small.train()
+            labels = generated[:, 1:].clone()  # without the decoder start token
+            is_eos = labels == small.config.eos_token_id
+            after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+            labels[after_eos] = -100
+            return labels
+
     return AlignmentTrainer
+
+
+def _model_inputs(batch: dict) -> dict:
+    """A collated batch as the model's arguments: the model shifts the labels into decoder
+    inputs itself (on-policy batches replace the labels)."""
+    return {key: value for key, value in batch.items() if key != "decoder_input_ids"}
+
+
+def _load_teacher(recipe: TrainRecipe, tokenizer):
+    """The large model, frozen, for the token objective, on-policy batches and the measures;
+    None without large_model. Float32 like the trained weights (bfloat16 with bf16: true)."""
+    if recipe.large_model is None or not (recipe.uses_teacher or recipe.measure_topk):
+        return None
+    from bild_align.models import check_same_tokenizer, load_seq2seq
+
+    try:
+        teacher, teacher_tokenizer, _ = load_seq2seq(
+            recipe.large_model, dtype="bfloat16" if recipe.bf16 else "float32", device="cpu"
+        )
+        check_same_tokenizer(tokenizer, teacher_tokenizer)
+    except UserError as error:
+        if recipe.uses_teacher:
+            raise
+        print(f"bild-align: warning: {error}; the alignment measures are skipped", file=sys.stderr)
+        return None
+    return teacher.requires_grad_(False)
 
 
 RUN_FILE = "bild_align_train.json"
@@ -157,14 +298,15 @@ RUN_FILE = "bild_align_train.json"
 RESUMABLE_CHANGES = frozenset(
     {"max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
      "run_name", "per_device_eval_batch_size", "large_model", "eval_split", "rb", "fb",
-     "sweep_rb", "sweep_fb", "save_dtype", "output_dir"}
+     "sweep_rb", "sweep_fb", "save_dtype", "output_dir", "measure_topk"}
 )  # fmt: skip
 
 
 def _fingerprint(recipe: TrainRecipe) -> dict:
     """What makes a run this run; local paths are made absolute, so that `data/x` and
     `/home/me/project/data/x` are the same model."""
-    values = {key: v for key, v in asdict(recipe).items() if key not in RESUMABLE_CHANGES}
+    resumable = RESUMABLE_CHANGES - ({"large_model"} if recipe.uses_teacher else set())
+    values = {key: v for key, v in asdict(recipe).items() if key not in resumable}
     for key in PATH_KEYS:
         value = values.get(key)
         if isinstance(value, str) and Path(value).expanduser().exists():
@@ -260,6 +402,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
     save_dtype = _save_dtype(recipe)
     train_set, eval_set = _tokenized(split, tokenizer, recipe)
+    teacher = _load_teacher(recipe, tokenizer)
     trainer = _trainer_class()(
         model=model,
         args=_training_arguments(recipe),
@@ -269,7 +412,19 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         processing_class=tokenizer,
         compute_metrics=_metrics_function(tokenizer, split["test"], task.metric),
         optimizers=_optimizers(recipe, model),
+        recipe=recipe,
+        teacher=teacher,
+        vocab_size=len(tokenizer),
     )
+    if recipe.large_model is None:
+        print(
+            "no large_model in the recipe: the alignment measures (expected acceptance, ...)"
+            " are not computed"
+        )
+    if teacher is not None and recipe.measure_topk:
+        trainer.remember_teacher_on_held_out()
+        if not recipe.uses_teacher:
+            trainer.teacher = teacher = None  # only the measures needed it
     if main_process:
         record_run(recipe)
     checkpoint = _resume_point(recipe.output_dir) if resume else None
@@ -362,7 +517,10 @@ def _training_arguments(recipe: TrainRecipe):
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
         load_best_model_at_end=True,
-        metric_for_best_model="agreement_bleu",
+        # the token objective aims at distributions, the paper's at the greedy outputs
+        metric_for_best_model="expected_acceptance"
+        if recipe.objective == "token" and recipe.measure_topk
+        else "agreement_bleu",
         greater_is_better=True,
         logging_steps=recipe.logging_steps,
         predict_with_generate=True,
