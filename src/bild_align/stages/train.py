@@ -158,6 +158,8 @@ def _trainer_class():
         def __init__(self, *args, recipe: TrainRecipe, teacher=None, vocab_size: int, **kwargs):
             super().__init__(*args, **kwargs)
             self.recipe, self.teacher, self.vocab_size = recipe, teacher, vocab_size
+            if teacher is not None:
+                teacher.to(self.args.device)  # once, not in every step
             self.held_out: list[tuple[dict, TopK]] = []
             if recipe.uses_teacher:
                 self.loss_is_scaled_for_ga = False  # our losses are per-batch means
@@ -170,7 +172,6 @@ def _trainer_class():
 
         def remember_teacher_on_held_out(self) -> None:
             """The large model's top-k distributions on the held-out rows, once per run."""
-            self.teacher.to(self.args.device)
             dataset = self.eval_dataset
             size = self.args.per_device_eval_batch_size
             for start in range(0, len(dataset), size):
@@ -220,7 +221,6 @@ def _trainer_class():
             return (loss, outputs) if return_outputs else loss
 
         def _distillation_loss(self, logits, inputs):
-            self.teacher.to(logits.device)
             with torch.no_grad():
                 teacher_logits = self.teacher(**inputs).logits
             mask = inputs["labels"] != -100
