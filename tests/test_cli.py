@@ -42,6 +42,9 @@ def test_every_option_is_explained(command, capsys):
         (["bench", "--eps", "a,b"], "comma-separated finite numbers"),
         (["bench", "--eps", "-1"], "--eps needs"),
         (["bench", "--preset", "huge"], "invalid choice"),
+        (["bench", "--batch-sizes", "4,x"], "comma-separated positive integers"),
+        (["bench", "--batch-sizes", "4"], "must include 1"),
+        (["eval", "--batch-size", "0"], "positive integer"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_message(argv, message, capsys):
@@ -71,6 +74,8 @@ def test_bench_tiny_writes_results(tmp_path):
             "8",
             "--eps",
             "0,0.05",
+            "--batch-sizes",
+            "1,2",
             "--device",
             "cpu",
             "--output",
@@ -91,5 +96,10 @@ def test_bench_tiny_writes_results(tmp_path):
         assert methods["speculative"]["identical_to_large"] == 2
         assert methods["bild exact"]["stats"]["generated"] == 16
         assert 0.0 <= methods["bild"]["overhead_share"] < 1.0
+        (batch,) = level["batches"]  # 2 inputs: one batch of 2, every method on it
+        assert batch["batch_size"] == 2 and batch["batches"] == 1
+        rows = {row["method"]: row for row in batch["methods"]}
+        assert set(rows) == {"large", "bild exact", "speculative", "bild"}
+        assert rows["bild exact"]["identical_to_large"] == 2 and rows["bild"]["tokens_per_s"] > 0
     assert results["levels"][0]["agreement"] == 1.0
     assert "speedup" in result.stdout

@@ -56,9 +56,14 @@ def test_decoder_only_model_is_refused():
         bild_generate(gpt2, LARGE, INPUT)
 
 
-def test_batch_and_empty_inputs():
-    with pytest.raises(ValueError, match="batch size 1"):
-        bild_generate(SMALL, LARGE, torch.tensor([[5, 1], [6, 1]]))
+def test_empty_inputs_and_unknown_engines():
+    with pytest.raises(ValueError, match="no rows"):
+        bild_generate(SMALL, LARGE, torch.zeros((0, 3), dtype=torch.long))
+    with pytest.raises(ValueError, match="masks every input token of a row"):
+        rows = torch.tensor([[5, 6], [7, 8]])
+        bild_generate(SMALL, LARGE, rows, torch.tensor([[1, 1], [0, 0]]))
+    with pytest.raises(ValueError, match="engine must be one of auto, transformers"):
+        bild_generate(SMALL, LARGE, INPUT, engine="fast")
     with pytest.raises(ValueError, match="empty"):
         bild_generate(SMALL, LARGE, torch.zeros((1, 0), dtype=torch.long))
     with pytest.raises(ValueError, match="masks every input token"):

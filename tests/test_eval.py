@@ -67,6 +67,23 @@ def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, t
     assert [r["outputs"] for r in again["methods"]] == [r["outputs"] for r in results["methods"]]
 
 
+def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_file, tmp_path):
+    one = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "one.json", rb=(0.0,)))
+    config = _config(byte_pair_dirs, pairs_file, tmp_path / "four.json", rb=(0.0,), batch_size=4)
+    batched = run_eval(config)
+    methods = {row["method"]: row for row in batched["methods"]}
+    assert set(methods) == {"large", "small", "bild"}  # assisted decodes one input at a time
+    assert batched["config"]["batch_size"] == 4
+    for row in batched["methods"]:
+        assert row["latency"]["count"] == 2  # 6 examples: a batch of 4, then one of 2
+        assert len(row["outputs"]) == 6 and row["tokens_per_s"] > 0
+    # exact mode is exact row by row, and batching changes no output
+    assert methods["bild"]["outputs"] == methods["large"]["outputs"]
+    assert methods["bild"]["identical_to_large"] == 6
+    assert methods["bild"]["outputs"] == one["methods"][0]["outputs"]
+    assert methods["bild"]["stats"]["generated"] == one["methods"][-1]["stats"]["generated"]
+
+
 def test_sweep_writes_csv_plot_and_best(byte_pair_dirs, pairs_file, tmp_path):
     output = tmp_path / "sweep.json"
     results = run_eval(

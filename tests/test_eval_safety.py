@@ -77,7 +77,7 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
     partial = partial_path(output)
     lines = partial.read_text().splitlines()
     assert len(lines) == 1 + 2 and not output.exists()  # fingerprint + the two finished examples
-    kept = [json.loads(line)["runs"][0]["output"] for line in lines[1:]]
+    kept = [json.loads(line)["runs"][0]["outputs"][0] for line in lines[1:]]
     with partial.open("a") as handle:
         handle.write('{"runs": [{"seco')  # a line torn by a crash is redone, not fatal
 

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
 from bild_align.errors import UserError
-from bild_align.options import name_list, number_list, option, positive_int
+from bild_align.options import (
+    name_list,
+    number_list,
+    option,
+    positive_int,
+    positive_int_list,
+)
 
 DTYPES = ("float32", "bfloat16", "float16")
 BASELINES = ("large", "small", "assisted")
@@ -152,6 +158,14 @@ class EvalConfig:
         BASELINES, "comma-separated: large (always run), small, assisted", parse=name_list
     )
     reference_compat: bool = option(False, "reproduce the original BiLD implementation's decisions")
+    batch_size: int = option(
+        1,
+        "inputs per call: 1 measures latency (one input at a time); N > 1 measures throughput "
+        "(every method decodes N inputs per call; tokens/s and speedup against the large "
+        "model's batched generate; the assisted baseline, batch-1 only in transformers, is "
+        "left out)",
+        parse=positive_int,
+    )
     max_drop: float = option(
         1.0,
         "with --sweep: report the fastest setting whose quality is "
@@ -231,10 +245,18 @@ class BenchConfig:
     sampling: bool = option(
         False, "add sampling rows (large model, speculative sampling and BiLD, temperature 1)"
     )
+    batch_sizes: tuple[int, ...] = option(
+        (1, 4, 16),
+        "batch sizes; beyond 1, the large model's batched generate, exact BiLD, speculative "
+        "decoding and BiLD each decode that many inputs per call (throughput rows)",
+        parse=positive_int_list,
+    )
 
     def validate(self) -> None:
         if not self.eps or any(eps < 0 for eps in self.eps):
             raise UserError("--eps needs one or more numbers >= 0")
+        if 1 not in self.batch_sizes:
+            raise UserError("--batch-sizes must include 1 (the latency rows every level has)")
 
 
 @dataclass

@@ -9,7 +9,8 @@ and only generation timed. The first method is the reference (the large model).
             method.add(result.seconds, output_of(result), result.stats, same_as_reference)
     rows = summaries(methods)      # latency, speedup over the reference, identical outputs, stats
 
-A method's `generate(input_ids, attention_mask)` returns (sequences, BiLDStats or None).
+A method's `generate(input_ids, attention_mask)` returns (sequences, BiLDStats or None). A batch
+of inputs is one call: `add_batch` records its time once, its outputs and new tokens per row.
 """
 
 from __future__ import annotations
@@ -37,11 +38,24 @@ class Method:
     outputs: list[Any] = field(default_factory=list)
     stats: BiLDStats | None = None  # set for the decoders that count (BiLD, speculative)
     identical: int = 0  # examples whose output equals the reference method's
+    tokens: int = 0  # new tokens generated (for tokens per second)
 
     def add(self, seconds: float, output: Any, stats: BiLDStats | None, identical: bool) -> None:
+        self.add_batch(seconds, [output], stats, int(identical), 0)
+
+    def add_batch(
+        self,
+        seconds: float,
+        outputs: list[Any],
+        stats: BiLDStats | None,
+        identical: int,
+        tokens: int,
+    ) -> None:
+        """One call's time, its outputs (one per row), and how many rows equal the reference."""
         self.seconds.append(seconds)
-        self.outputs.append(output)
-        self.identical += int(identical)
+        self.outputs.extend(outputs)
+        self.identical += identical
+        self.tokens += tokens
         if stats is not None:
             self.stats = self.stats or BiLDStats()
             self.stats += stats
@@ -52,6 +66,16 @@ class Result:
     seconds: float
     sequences: torch.Tensor
     stats: BiLDStats | None
+
+
+def new_tokens(sequences: torch.Tensor, eos_ids: set[int], prefix_length: int) -> int:
+    """New tokens in a batch of outputs: each row's tokens after the prefix, up to and including
+    its first EOS (what follows is padding)."""
+    count = 0
+    for row in sequences[:, prefix_length:].tolist():
+        ends = [index for index, token in enumerate(row) if token in eos_ids]
+        count += ends[0] + 1 if ends else len(row)
+    return count
 
 
 def warm_up(methods: list[Method], input_ids: torch.Tensor, attention_mask=None) -> None:
@@ -108,6 +132,8 @@ def summaries(methods: list[Method]) -> list[dict]:
             "speedup": reference_total / total if total else 0.0,
             "identical_to_large": method.identical,
         }
+        if method.tokens:
+            row["tokens_per_s"] = method.tokens / total if total else 0.0
         if method.stats is not None:
             row["stats"] = method.stats.as_dict()
         rows.append(row)

@@ -85,6 +85,15 @@ def number_list(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def positive_int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(positive_int(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        ) from None
+
+
 def name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -126,6 +135,7 @@ _METAVARS = {
     positive_int: "N",
     finite_float: "X",
     number_list: "X[,X...]",
+    positive_int_list: "N[,N...]",
     name_list: "NAME[,NAME...]",
 }
 

@@ -3,12 +3,17 @@
     state = DecoderState(model, input_ids, attention_mask)   # runs the encoder once
     logits = state.feed(token_ids[:, state.length:])         # (k, vocab) for the k new tokens
     state.crop(n)                                            # keep the first n cached tokens
+    state = DecoderState(model, input_ids, None, capacity=129)  # T5 family: the lean step
 
 Encoder-decoder models (T5, BART, ...) cache the decoder tokens; decoder-only models (GPT-2,
 Llama, ...) cache the prompt and the tokens after it, so for them the prompt is simply the
 first tokens fed. The state knows nothing about which tokens are "right": the decoder decides
 what to feed and where to crop. Cropping touches the self-attention cache only; the
 cross-attention keys/values depend on the input alone and stay valid for the whole generation.
+
+Given a `capacity` (the most decoder tokens the call can hold), a T5-family model runs on
+`LeanT5Decoder`: the same arithmetic over a static cache, where a crop is a position move.
+Every other model, or `capacity=None`, runs transformers' own forward with a `DynamicCache`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
+
+from bild_align.core import lean_t5
 
 
 class DecoderState:
@@ -26,11 +33,16 @@ class DecoderState:
         model: PreTrainedModel,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None,
+        capacity: int | None = None,
     ) -> None:
         self.model = model
         self.device = model.device
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        if self.is_encoder_decoder:
+        self.lean = None
+        self._lean_length = 0
+        if capacity is not None and lean_t5.supports(model):
+            self.lean = lean_t5.LeanT5Decoder(model, input_ids, attention_mask, capacity)
+        elif self.is_encoder_decoder:
             self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
             encoder_output = model.get_encoder()(
                 input_ids=input_ids.to(self.device),
@@ -47,10 +59,16 @@ class DecoderState:
     @property
     def length(self) -> int:
         """Number of (decoder) tokens whose keys/values are cached."""
+        if self.lean is not None:
+            return self._lean_length
         return self.cache.get_seq_length()
 
     def feed(self, new_ids: torch.LongTensor) -> torch.Tensor:
         """Run the decoder on `new_ids` (1, k) after the cached prefix; return logits (k, vocab)."""
+        if self.lean is not None:
+            logits = self.lean.step(new_ids, self._lean_length)[0]
+            self._lean_length += new_ids.shape[1]
+            return logits
         new_ids = new_ids.to(self.device)
         if self.is_encoder_decoder:
             output = self.model(
@@ -69,6 +87,9 @@ class DecoderState:
 
     def crop(self, length: int) -> None:
         """Forget every cached token from position `length` on (no-op if fewer are cached)."""
+        if self.lean is not None:
+            self._lean_length = min(self._lean_length, length)
+            return
         excess = self.length - length
         if excess > 0:
             # transformers 5 counts the tokens to remove, as a negative number.

@@ -7,6 +7,9 @@ autoregressive baseline, greedy or sampled, for encoder-decoder and decoder-only
                                      # prompt + output (the `generate` convention)
     out.stats.large_calls_per_token  # exact counts and derived rates, see `BiLDStats`
     out = speculative_generate(small, large, input_ids, gamma=4, do_sample=True, seed=0)
+    out = bild_generate(small, large, batch_ids, batch_mask)   # (B, L): each row on its own
+    out.sequences                    # (B, longest), padded with the pad token like `generate`
+    out.row_stats[i]                 # row i's counts; out.stats holds the totals
 
 Token ids in, token ids and counts out: no tokenizer, no timing, no I/O. The two BiLD policies
 are small pure functions (`falls_back`, `rollback_index`); `_DecodeLoop` drives the two models:
@@ -17,6 +20,10 @@ the small one drafts, the large one checks the drafts in one pass and corrects o
   first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
   small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
   exactly the large model's greedy output.
+- Batches: greedy decoding of T5-family pairs runs all rows together (`batched.BatchLoop`),
+  each row making exactly the decisions it makes alone; other models, sampling and
+  `reference_compat` decode the rows one after the other. `engine="transformers"` runs
+  transformers' own forward instead of the lean T5 step (`lean_t5`): the reference path.
 - Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
   with probability min(1, p/q) and resamples the first rejected one from max(0, p - q)
   (Leviathan et al. 2023; Chen et al. 2023), so the output follows the large model's sampling
@@ -31,6 +38,8 @@ import numbers
 import torch
 from transformers import PreTrainedModel
 
+from bild_align.core import lean_t5
+from bild_align.core.batched import BatchLoop
 from bild_align.core.cache import DecoderState
 from bild_align.core.policies import (
     FALLBACK_THRESHOLD,
@@ -41,6 +50,8 @@ from bild_align.core.policies import (
 )
 from bild_align.core.sampling import Sampler
 from bild_align.core.stats import BiLDOutput, BiLDStats
+
+ENGINES = ("auto", "transformers")
 
 # --- validation --------------------------------------------------------------------------------
 
@@ -119,13 +130,11 @@ def _check_inputs(
         input_ids = input_ids.unsqueeze(0)
         attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
     if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape (1, length); got {tuple(input_ids.shape)}.")
-    if input_ids.shape[0] != 1:
         raise ValueError(
-            f"The decoders take one input at a time (batch size 1), got a batch of "
-            f"{input_ids.shape[0]}. Call once per row, e.g. `for row in input_ids: "
-            "bild_generate(small, large, row[None])`."
+            f"input_ids must have shape (batch, length); got {tuple(input_ids.shape)}."
         )
+    if input_ids.shape[0] == 0:
+        raise ValueError("input_ids holds no rows: give at least one input.")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: give the model at least one token.")
     if attention_mask is not None:
@@ -134,8 +143,8 @@ def _check_inputs(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                 f"{tuple(input_ids.shape)}; they must match."
             )
-        if not bool(attention_mask.any()):
-            raise ValueError("attention_mask masks every input token: the input is empty.")
+        if not bool(attention_mask.any(dim=1).all()):
+            raise ValueError("attention_mask masks every input token of a row: it is empty.")
     return input_ids, attention_mask
 
 
@@ -159,6 +168,7 @@ def bild_generate(
     top_p: float = 1.0,
     seed: int | None = None,
     vocab_size: int | None = None,
+    engine: str = "auto",
 ) -> BiLDOutput:
     """Big Little Decoding of one input.
 
@@ -182,6 +192,8 @@ def bild_generate(
         vocab_size: the token ids the models share (default: all of their output embeddings,
             which must then have the same size); pass len(tokenizer) for a pair whose
             embeddings are padded to different sizes.
+        engine: "auto" runs T5-family models on the lean decoder step (`lean_t5`) and every
+            other model on transformers' forward; "transformers" always uses the latter.
     """
     _check_number(
         "fallback_threshold",
@@ -211,6 +223,7 @@ def bild_generate(
         reference_compat=reference_compat,
         speculative=False,
         vocab_size=vocab_size,
+        engine=engine,
     )
 
 
@@ -228,11 +241,12 @@ def speculative_generate(
     top_p: float = 1.0,
     seed: int | None = None,
     vocab_size: int | None = None,
+    engine: str = "auto",
 ) -> BiLDOutput:
     """Classic speculative decoding: `gamma` drafted tokens per large-model call, verified so
     that the output follows the large model's (greedy or sampling) distribution exactly.
-    `out.stats.acceptance_rate` is accepted drafts / drafted tokens. `vocab_size`: as in
-    `bild_generate`."""
+    `out.stats.acceptance_rate` is accepted drafts / drafted tokens. `vocab_size`, `engine`:
+    as in `bild_generate`."""
     _check_count("gamma", gamma)
     return _decode(
         small,
@@ -247,6 +261,7 @@ def speculative_generate(
         reference_compat=False,
         speculative=True,
         vocab_size=vocab_size,
+        engine=engine,
     )
 
 
@@ -261,32 +276,132 @@ def autoregressive_generate(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    engine: str = "auto",
 ) -> BiLDOutput:
     """One model alone, one token per forward pass, through the same machinery as the two-model
-    decoders: the fair baseline for timing them."""
-    _check_count("max_new_tokens", max_new_tokens)
-    input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
-    sampler = Sampler(do_sample, temperature, top_k, top_p, seed, model.device)
-    with torch.inference_mode():
-        # the one model takes the large model's place: it checks nothing, it only appends
-        loop = _DecodeLoop(
-            small=None, large=model, input_ids=input_ids, attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens, sampler=sampler,
-        )  # fmt: skip
-        return loop.run_alone()
+    decoders: the fair baseline for timing them. `engine`: as in `bild_generate`."""
+    # the one model takes the large model's place: it checks nothing, it only appends
+    return _decode(
+        None,
+        model,
+        input_ids,
+        attention_mask,
+        max_new_tokens,
+        Sampler(do_sample, temperature, top_k, top_p, seed, model.device),
+        engine=engine,
+    )
 
 
 def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy):
     _check_count("max_new_tokens", max_new_tokens)
-    if policy["vocab_size"] is not None:
+    if policy.get("vocab_size") is not None:
         _check_count("vocab_size", policy["vocab_size"])
-    check_pair(small, large, policy["vocab_size"])
+    if policy.get("engine") not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)} (got {policy['engine']!r})")
+    if small is not None:
+        check_pair(small, large, policy["vocab_size"])
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     with torch.inference_mode():
-        loop = _DecodeLoop(
-            small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy
-        )
-        return loop.run()
+        if input_ids.shape[0] == 1:
+            return _decode_row(
+                small, large, input_ids, attention_mask, max_new_tokens, sampler, policy
+            )
+        if _batches_together(small, large, sampler, policy):
+            return _decode_together(small, large, input_ids, attention_mask, max_new_tokens, policy)
+        rows = [
+            _decode_row(
+                small,
+                large,
+                input_ids[index : index + 1],
+                None if attention_mask is None else attention_mask[index : index + 1],
+                max_new_tokens,
+                sampler,
+                policy,
+            )
+            for index in range(input_ids.shape[0])
+        ]
+        return _stack_rows(rows, large, input_ids, attention_mask)
+
+
+def _decode_row(small, large, input_ids, attention_mask, max_new_tokens, sampler, policy):
+    loop = _DecodeLoop(small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy)
+    return loop.run_alone() if small is None else loop.run()
+
+
+def _batches_together(small, large, sampler: Sampler, policy: dict) -> bool:
+    """Whether a batch can run on `BatchLoop`: greedy, T5-family models, the lean engine."""
+    return (
+        policy.get("engine") == "auto"
+        and not sampler.do_sample
+        and not policy.get("reference_compat", False)
+        and lean_t5.supports(large)
+        and (small is None or lean_t5.supports(small))
+    )
+
+
+def _pad_token(model: PreTrainedModel) -> int:
+    """The id `generate` pads finished rows with: the pad token, else the (first) EOS."""
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        _, eos_ids, _ = _special_tokens(model)
+        pad = min(eos_ids) if eos_ids else 0
+    return int(pad)
+
+
+def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, policy):
+    start, eos_ids, forced_first = _special_tokens(large)
+    capacity = 1 + max_new_tokens + policy.get("max_small_steps", 1) + 1  # + a step's filler
+    decoders = [
+        None if model is None else lean_t5.LeanT5Decoder(model, input_ids, attention_mask, capacity)
+        for model in (small, large)
+    ]
+    loop = BatchLoop(
+        decoders[0],
+        decoders[1],
+        rows=input_ids.shape[0],
+        start=start,
+        forced_first=forced_first,
+        eos_ids=eos_ids,
+        max_new_tokens=max_new_tokens,
+        fallback_threshold=policy.get("fallback_threshold", 0.0),
+        rollback_threshold=policy.get("rollback_threshold", 0.0),
+        max_small_steps=policy.get("max_small_steps", 1),
+        vocab_size=policy.get("vocab_size"),
+    )
+    rows = loop.run()
+    width = max(len(row.tokens) for row in rows)
+    sequences = torch.full((len(rows), width), _pad_token(large), dtype=torch.long)
+    for index, row in enumerate(rows):
+        sequences[index, : len(row.tokens)] = torch.tensor(row.tokens)
+    return _batch_output(sequences.to(large.device), [row.stats for row in rows],
+                         [row.from_small for row in rows])  # fmt: skip
+
+
+def _stack_rows(rows: list[BiLDOutput], large, input_ids, attention_mask) -> BiLDOutput:
+    """One output for rows decoded one by one. Decoder-only rows keep their prompt as given
+    (padding included, as `generate` returns it) before the new tokens."""
+    pad = _pad_token(large)
+    if _is_encoder_decoder(large):
+        pieces = [row.sequences[0] for row in rows]
+    else:
+        pieces = []
+        for index, row in enumerate(rows):
+            new_tokens = row.sequences[0, row.sequences.shape[1] - row.stats.generated :]
+            pieces.append(torch.cat((input_ids[index].to(new_tokens.device), new_tokens)))
+    width = max(len(piece) for piece in pieces)
+    sequences = torch.full((len(rows), width), pad, dtype=torch.long, device=pieces[0].device)
+    for index, piece in enumerate(pieces):
+        sequences[index, : len(piece)] = piece
+    return _batch_output(sequences, [row.stats for row in rows], [row.from_small for row in rows])
+
+
+def _batch_output(sequences, row_stats: list[BiLDStats], from_small: list) -> BiLDOutput:
+    total = BiLDStats()
+    for stats in row_stats:
+        total += stats
+    return BiLDOutput(sequences=sequences, stats=total, from_small=from_small, row_stats=row_stats)
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -311,9 +426,16 @@ class _DecodeLoop:
         reference_compat: bool = False,
         speculative: bool = False,
         vocab_size: int | None = None,
+        engine: str = "auto",
     ) -> None:
-        self.large = DecoderState(large, input_ids, attention_mask)
-        self.small = None if small is None else DecoderState(small, input_ids, attention_mask)
+        # the lean step's static cache holds the longest output (encoder-decoder: after the
+        # start token; decoder-only: after the prompt)
+        prefix_length = 1 if _is_encoder_decoder(large) else input_ids.shape[1]
+        capacity = prefix_length + max_new_tokens if engine == "auto" else None
+        self.large = DecoderState(large, input_ids, attention_mask, capacity)
+        self.small = (
+            None if small is None else DecoderState(small, input_ids, attention_mask, capacity)
+        )
         self.sampler = sampler
         self.fallback_threshold = fallback_threshold
         self.rollback_threshold = rollback_threshold
@@ -370,6 +492,7 @@ class _DecodeLoop:
             sequences=self.ids[:, : len(self.tokens)].clone(),
             stats=self.stats,
             from_small=list(self.from_small),
+            row_stats=[self.stats],
         )
 
     # -- model steps --

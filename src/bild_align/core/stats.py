@@ -75,6 +75,11 @@ class BiLDStats:
 
 @dataclass
 class BiLDOutput:
-    sequences: torch.LongTensor  # (1, prefix + generated); prefix: start token or the prompt
+    """`sequences`: (rows, prefix + generated), prefix the start token or the prompt, shorter
+    rows padded with the pad token. `stats`: the totals over the rows; `row_stats`: per row.
+    `from_small`: per new token, drafted by the small model? (a batch: one list per row)."""
+
+    sequences: torch.LongTensor
     stats: BiLDStats
-    from_small: list[bool] = field(default_factory=list)  # per new token: drafted by small?
+    from_small: list = field(default_factory=list)
+    row_stats: list[BiLDStats] = field(default_factory=list)

@@ -11,7 +11,10 @@ layers (`eps` scales them; 0 means the two always agree), so the depth ratio mim
 pairs and the agreement is measured rather than assumed. Each tunable method is first timed at
 a few settings on the first examples and then run at its fastest one, so that every method is
 compared at its best setting. Runs are interleaved per example (drift hits all alike), after a
-warm-up, with the device synchronised; only generation is timed.
+warm-up, with the device synchronised; only generation is timed. Beyond batch size 1
+(`--batch-sizes`), the large model's batched `generate`, exact BiLD, speculative decoding and
+BiLD (at the settings tuned at batch 1) each decode padded batches of that many inputs: those
+rows report throughput (tokens/s) and the speedup over the large model at the same batch size.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tqdm.auto import tqdm
 from bild_align.configs import BenchConfig
 from bild_align.core.decoding import BiLDStats, bild_generate, speculative_generate
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
-from bild_align.harness import Method, fastest, run_example, summaries, warm_up
+from bild_align.harness import Method, fastest, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import check_output_file, write_json_atomic
 from bild_align.models import check_dtype, resolve_device
 from bild_align.testing.toy_models import (
@@ -112,6 +115,7 @@ def _generate_method(
         try:
             sequences = model.generate(
                 input_ids,
+                attention_mask=attention_mask,
                 do_sample=do_sample,
                 temperature=temperature,
                 max_new_tokens=max_new_tokens,
@@ -280,7 +284,70 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
     for method, row in zip(methods, rows, strict=True):
         if id(method) in overhead:
             row["overhead_share"] = statistics.mean(overhead[id(method)])
-    return {"eps": eps, "agreement": level_agreement, "methods": rows}
+    batches = [
+        _measure_batches(config, size, small, large, methods, device, progress)
+        for size in config.batch_sizes
+        if size > 1
+    ]
+    return {"eps": eps, "agreement": level_agreement, "methods": rows, "batches": batches}
+
+
+BATCHED = ("large", "bild exact", "speculative", "bild")  # the methods with a batch row
+
+
+def _padded(inputs: list[torch.Tensor], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs of different lengths as one batch and its mask (decoder-only: left-padded)."""
+    width = max(ids.shape[1] for ids in inputs)
+    batch = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for row, ids in enumerate(inputs):
+        span = slice(width - ids.shape[1], width) if left else slice(0, ids.shape[1])
+        batch[row, span], mask[row, span] = ids[0], 1
+    return batch, mask
+
+
+def _strip(row: list[int], pad: int) -> list[int]:
+    while row and row[-1] == pad:
+        row = row[:-1]
+    return row
+
+
+def _measure_batches(config, size: int, small, large, methods, device, progress) -> dict:
+    """Throughput rows: padded batches of `size` inputs, each method at its batch-1 setting."""
+    count = max(1, config.examples // size)
+    inputs = random_inputs(
+        count * size,
+        vocab_size=small.config.vocab_size,
+        min_length=8,
+        max_length=32,
+        seed=config.seed + 11 + size,
+    )
+    decoder_only = not large.config.is_encoder_decoder
+    pad = large.generation_config.pad_token_id or 0
+    batches = [
+        tuple(t.to(device) for t in _padded(inputs[i : i + size], pad, left=decoder_only))
+        for i in range(0, count * size, size)
+    ]
+    batch_methods = [
+        Method(m.name, m.setting, m.generate, stats=None if m.stats is None else BiLDStats())
+        for m in methods
+        if m.name in BATCHED
+    ]
+    warm_up(batch_methods, *batches[0])
+    eos = large.generation_config.eos_token_id
+    eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
+    for input_ids, mask in batches:
+        prefix = input_ids.shape[1] if decoder_only else 1
+        results = run_example(
+            batch_methods, input_ids, mask, device, on_done=lambda method: progress.update(1)
+        )
+        reference = [_strip(row, pad) for row in results[0].sequences.tolist()]
+        for method, result in zip(batch_methods, results, strict=True):
+            rows = [_strip(row, pad) for row in result.sequences.tolist()]
+            same = sum(a == b for a, b in zip(rows, reference, strict=True))
+            tokens = new_tokens(result.sequences, eos_ids, prefix)
+            method.add_batch(result.seconds, [None] * size, result.stats, same, tokens)
+    return {"batch_size": size, "batches": count, "methods": summaries(batch_methods)}
 
 
 def _overhead_share(method: Method, input_ids, small, large, device) -> float:
@@ -305,7 +372,12 @@ def run_benchmark(config: BenchConfig) -> dict:
     with (
         torch.inference_mode(),
         tqdm(
-            total=len(config.eps) * config.examples * (9 if config.sampling else 6),
+            total=len(config.eps)
+            * (
+                config.examples * (9 if config.sampling else 6)
+                + len(BATCHED)
+                * sum(max(1, config.examples // b) for b in config.batch_sizes if b > 1)
+            ),
             desc="bench",
             unit="run",
         ) as progress,
@@ -366,6 +438,15 @@ def format_table(results: dict) -> str:
                     f"{row['overhead_share'] * 100:>8.1f}%"
                     if stats
                     else ""
+                )
+            )
+        for batch in level.get("batches", []):
+            lines.append(
+                f"  batch {batch['batch_size']} ({batch['batches']} batches): "
+                + ", ".join(
+                    f"{row['method']} {row.get('tokens_per_s', 0):.0f} tok/s "
+                    f"{row['speedup']:.2f}x same {row['identical_to_large']}"
+                    for row in batch["methods"]
                 )
             )
     return "\n".join(lines)

@@ -2,10 +2,12 @@
 
     bild-align eval --small S --large L --task iwslt2017-de-en --rb 2 --fb 0.6
     bild-align eval ... --sweep --rb 1,2,3,5 --fb 0.3,0.5,0.7,0.9
+    bild-align eval ... --batch-size 8      # throughput: 8 inputs per call for every method
 
     results = run_eval(EvalConfig(small="S", large="L", task="iwslt2017-de-en"))
 
-Every method runs on the same examples in this process, one input at a time, after a warm-up,
+Every method runs on the same examples in this process, one input (or one batch of
+`--batch-size` inputs, padded together) at a time, after a warm-up,
 interleaved per example so that machine drift hits all alike, with the device synchronised and
 only generation timed. The large model always runs (it is the reference for speed and for
 exactness); BiLD runs at every (rb, fb) setting asked for, so a sweep generates the large
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 from bild_align.configs import EvalConfig
 from bild_align.core.decoding import BiLDStats, bild_generate
 from bild_align.errors import UserError
-from bild_align.harness import Method, run_example, summaries, warm_up
+from bild_align.harness import Method, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import (
     append_jsonl,
     check_output_file,
@@ -88,7 +90,7 @@ def _methods(
     methods = [Method("large", {}, hf_generate(large))]
     if "small" in config.baselines:
         methods.append(Method("small", {}, hf_generate(small)))
-    if "assisted" in config.baselines:
+    if "assisted" in config.baselines and config.batch_size == 1:
         methods.append(
             Method("assisted", {"assistant": "small"}, hf_generate(large, assistant_model=small))
         )
@@ -141,17 +143,20 @@ def _resume(partial: Path, fingerprint: dict, methods: list[Method]) -> int:
     examples = records[1:]
     for record in examples:
         _add_example(methods, record["runs"])
+    finished = len(methods[0].outputs)
     # rewrite without any torn line, so that appends continue a clean file
     write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in records))
-    return len(examples)
+    return finished
 
 
 def _add_example(methods: list[Method], results: list[dict]) -> None:
-    """Add one example's results (one per method, in order: time, output, stats)."""
-    large_output = results[0]["output"]
+    """Add one batch's results (one per method, in order: time, outputs, tokens, stats)."""
+    large_outputs = results[0]["outputs"]
     for method, result in zip(methods, results, strict=True):
         stats = None if result["stats"] is None else BiLDStats(**result["stats"])
-        method.add(result["seconds"], result["output"], stats, result["output"] == large_output)
+        outputs = result["outputs"]
+        identical = sum(a == b for a, b in zip(outputs, large_outputs, strict=True))
+        method.add_batch(result["seconds"], outputs, stats, identical, result["tokens"])
 
 
 def run_eval(config: EvalConfig) -> dict:
@@ -185,7 +190,6 @@ def run_eval(config: EvalConfig) -> dict:
         "max_new_tokens": max_new_tokens,
         "max_source_length": max_source_length,
         "sample_ids": list(rows["id"]),
-        "batch_size": 1,
         "generation": generation,
     }
     fingerprint = {
@@ -197,16 +201,30 @@ def run_eval(config: EvalConfig) -> dict:
     if done:
         print(f"resuming: {done} of {len(rows)} examples already done ({partial})")
 
+    if config.batch_size > 1 and "assisted" in config.baselines:
+        print(
+            "note: the assisted baseline is left out: transformers' assisted generation "
+            "decodes one input at a time",
+            file=sys.stderr,
+        )
+    sources = list(rows["source"])
     encoded = [
-        tokenizer(source, return_tensors="pt", truncation=True, max_length=max_source_length)
-        for source in list(rows["source"])
+        tokenizer(
+            sources[start : start + config.batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_source_length,
+        )
+        for start in range(0, len(sources), config.batch_size)
     ]
+    eos_ids = _eos_ids(large)
     try:
-        _measure(methods, encoded, done, tokenizer, device, partial)
+        _measure(methods, encoded, done, tokenizer, device, partial, eos_ids)
     except KeyboardInterrupt:
         kept = len(methods[0].outputs)
         print(
-            f"\ninterrupted: {kept} of {len(encoded)} examples are kept in {partial}; run the "
+            f"\ninterrupted: {kept} of {len(sources)} examples are kept in {partial}; run the "
             "same command again to finish",
             file=sys.stderr,
         )
@@ -224,17 +242,26 @@ def run_eval(config: EvalConfig) -> dict:
     return results
 
 
+def _eos_ids(model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set([eos] if isinstance(eos, int) else (eos or []))
+
+
 def _measure(
-    methods: list[Method], encoded: list, done: int, tokenizer, device, partial: Path
+    methods: list[Method], encoded: list, done: int, tokenizer, device, partial: Path, eos_ids
 ) -> None:
-    """Time every method on every example not yet done, interleaved; append each finished
-    example to `partial` as soon as all its methods are done."""
+    """Time every method on every batch (of one or more examples) not yet done, interleaved;
+    append each finished batch to `partial` as soon as all its methods are done."""
     with torch.inference_mode():
         first = encoded[0].to(device)
         warm_up(methods, first.input_ids, first.attention_mask)
         total = len(encoded) * len(methods)
-        with tqdm(total=total, initial=done * len(methods), desc="eval", unit="run") as progress:
-            for batch in encoded[done:]:
+        batch_size = len(first.input_ids)
+        finished = done // batch_size  # a resumed run stopped after a whole batch
+        with tqdm(
+            total=total, initial=finished * len(methods), desc="eval", unit="run"
+        ) as progress:
+            for batch in encoded[finished:]:
                 batch = batch.to(device)
                 results = run_example(
                     methods,
@@ -246,7 +273,10 @@ def _measure(
                 record = [
                     {
                         "seconds": result.seconds,
-                        "output": tokenizer.decode(result.sequences[0], skip_special_tokens=True),
+                        "outputs": tokenizer.batch_decode(
+                            result.sequences, skip_special_tokens=True
+                        ),
+                        "tokens": new_tokens(result.sequences, eos_ids, prefix_length=1),
                         "stats": None if result.stats is None else asdict(result.stats),
                     }
                     for result in results
@@ -341,10 +371,10 @@ def format_results(results: dict) -> str:
     config = results["config"]
     metric = config["metric"]
     lines = [
-        f"{config['task']} / {config['split']}: {len(config['sample_ids'])} examples, batch 1, "
-        f"{results['environment']['device']} {config['dtype']}",
+        f"{config['task']} / {config['split']}: {len(config['sample_ids'])} examples, batch "
+        f"{config['batch_size']}, {results['environment']['device']} {config['dtype']}",
         f"{'method':<10}{'rb':>5}{'fb':>6}{metric:>11}{'vs large':>9}{'median ms':>11}"
-        f"{'speedup':>9}{'L calls/tok':>12}{'fallback':>9}{'rollback':>9}",
+        f"{'tokens/s':>10}{'speedup':>9}{'L calls/tok':>12}{'fallback':>9}{'rollback':>9}",
     ]
     large_quality = _quality_value(results["methods"][0])
     for row in results["methods"]:
@@ -354,7 +384,8 @@ def format_results(results: dict) -> str:
         lines.append(
             f"{row['method']:<10}{setting.get('rb', ''):>5}{setting.get('fb', ''):>6}"
             f"{quality:>11.2f}{quality - large_quality:>+9.2f}"
-            f"{row['latency']['median_s'] * 1000:>11.1f}{row['speedup']:>8.2f}x"
+            f"{row['latency']['median_s'] * 1000:>11.1f}{row.get('tokens_per_s', 0):>10.1f}"
+            f"{row['speedup']:>8.2f}x"
             + (
                 f"{stats['large_calls_per_token']:>12.3f}{stats['fallback_rate']:>9.1%}"
                 f"{stats['rollback_rate']:>9.1%}"

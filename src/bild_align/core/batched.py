@@ -1,0 +1,193 @@
+"""Greedy BiLD, speculative and autoregressive decoding of a batch, each row on its own course.
+
+    loop = BatchLoop(small_decoder, large_decoder, rows=8, start=0, forced_first=None,
+                     eos_ids={1}, max_new_tokens=64, fallback_threshold=0.6,
+                     rollback_threshold=2.0, max_small_steps=10, vocab_size=None)
+    rows = loop.run()            # one `RowResult` per input row: tokens, from_small, stats
+
+Every row makes exactly the decisions the one-row loop (`decoding._DecodeLoop`) makes for it
+alone: it drafts, falls back, is checked and rolled back on its own. The loop only groups the
+work: each round, one small-model step for every row that is drafting, then one large-model
+pass for every row that waits for a check (with no small model, every row is checked, i.e. the
+large model appends, each round). A rollback in one row is a position move in that row's cache
+(`LeanT5Decoder`); the other rows do not notice it. Finished rows cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import torch
+
+from bild_align.core.lean_t5 import LeanT5Decoder
+from bild_align.core.policies import falls_back, rollback_index
+from bild_align.core.stats import BiLDStats
+
+DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
+FILLER = 0  # the id fed after a shorter row's tokens in a step; masked out, never read
+
+
+@dataclass
+class RowResult:
+    """One row's decoding: its decoder tokens (start token first) and what produced them."""
+
+    tokens: list[int]
+    from_small: list[bool] = field(default_factory=list)
+    stats: BiLDStats = field(default_factory=BiLDStats)
+    pending: int = 0  # drafted tokens not yet checked
+    round_steps: int = 0  # small-model steps since the last check
+    small_length: int = 0  # tokens in the small model's cache
+    large_length: int = 0  # tokens in the large model's cache
+    phase: str = DRAFTING
+
+
+class BatchLoop:
+    """One greedy decoding call over a batch (see the module docstring)."""
+
+    def __init__(
+        self,
+        small: LeanT5Decoder | None,
+        large: LeanT5Decoder,
+        *,
+        rows: int,
+        start: int,
+        forced_first: int | None,
+        eos_ids: Collection[int],
+        max_new_tokens: int,
+        fallback_threshold: float,
+        rollback_threshold: float,
+        max_small_steps: int,
+        vocab_size: int | None,
+    ) -> None:
+        self.small, self.large = small, large
+        self.eos_ids = frozenset(eos_ids)
+        self.max_new_tokens = max_new_tokens
+        self.fallback_threshold = fallback_threshold
+        self.rollback_threshold = rollback_threshold
+        self.max_small_steps = max_small_steps
+        self.vocab_size = vocab_size
+        first_phase = DRAFTING if small is not None else WAITING
+        self.rows = [RowResult(tokens=[start], phase=first_phase) for _ in range(rows)]
+        if forced_first is not None:  # known without a forward pass, as in the one-row loop
+            for row in self.rows:
+                self._accept_large_token(row, forced_first)
+
+    # -- bookkeeping --
+
+    def _full(self, row: RowResult) -> bool:
+        return len(row.tokens) - 1 >= self.max_new_tokens
+
+    def _accept_large_token(self, row: RowResult, token: int) -> None:
+        row.tokens.append(token)
+        row.from_small.append(False)
+        row.stats.large_tokens += 1
+        row.round_steps = 0
+        if token in self.eos_ids or self._full(row):
+            row.phase = FINISHED
+        else:
+            row.phase = DRAFTING if self.small is not None else WAITING
+
+    def _feed(
+        self, decoder: LeanT5Decoder, indices: list[int], fed: list[int]
+    ) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        """Run `decoder` on each listed row's unfed tokens (from its cached length `fed[i]`);
+        return the logits (rows, width, vocab), each row's token count, and the fed ids."""
+        pairs = zip(indices, fed, strict=True)
+        chunks = [self.rows[index].tokens[start:] for index, start in pairs]
+        widths = [len(chunk) for chunk in chunks]
+        width = max(widths)
+        padded = [chunk + [FILLER] * (width - len(chunk)) for chunk in chunks]
+        device = decoder.embed.device
+        new_ids = torch.tensor(padded, device=device)
+        starts = torch.tensor(fed, device=device)
+        whole = len(indices) == decoder.batch_size
+        selected = None if whole else torch.tensor(indices, device=device)
+        logits = decoder.step(new_ids, starts, selected)[..., : self.vocab_size]
+        return logits, widths, new_ids
+
+    # -- the two model steps --
+
+    def _small_step(self, indices: list[int]) -> None:
+        logits, widths, _ = self._feed(
+            self.small, indices, [self.rows[index].small_length for index in indices]
+        )
+        last = logits[torch.arange(len(indices)), torch.tensor(widths, device=logits.device) - 1]
+        probabilities = torch.softmax(last.float(), dim=-1)
+        top = probabilities.max(-1)
+        tops, tokens = top.values.tolist(), top.indices.tolist()
+        for index, top_probability, token in zip(indices, tops, tokens, strict=True):
+            row = self.rows[index]
+            row.small_length = len(row.tokens)
+            row.stats.small_steps += 1
+            row.round_steps += 1
+            if falls_back(top_probability, self.fallback_threshold):
+                row.stats.fallbacks += 1
+                row.phase = WAITING
+                continue
+            row.tokens.append(token)
+            row.from_small.append(True)
+            row.pending += 1
+            if token in self.eos_ids or self._full(row) or row.round_steps >= self.max_small_steps:
+                row.phase = WAITING
+
+    def _large_step(self, indices: list[int]) -> None:
+        logits, widths, new_ids = self._feed(
+            self.large, indices, [self.rows[index].large_length for index in indices]
+        )
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        following = torch.roll(new_ids, -1, dims=1)  # the token after each fed position
+        nll = -log_probs.gather(-1, following[..., None])[..., 0]
+        choices = log_probs.argmax(-1)
+        both = torch.stack((nll, choices.float())).tolist()
+        for position, index in enumerate(indices):
+            row, width = self.rows[index], widths[position]
+            first = width - row.pending - 1  # the position that predicts the first draft
+            row_nll = both[0][position][first : width - 1]
+            row_choices = [int(token) for token in both[1][position][first:width]]
+            self._verdict(row, row_nll, row_choices)
+
+    def _verdict(self, row: RowResult, nll: list[float], choices: list[int]) -> None:
+        """The one-row loop's `_check_and_continue`, for one row."""
+        row.stats.large_calls += 1
+        row.large_length = len(row.tokens)
+        drafted = row.tokens[len(row.tokens) - row.pending :]
+        ended_on_draft = row.pending > 0 and (row.tokens[-1] in self.eos_ids or self._full(row))
+        index = rollback_index(drafted, nll, choices[:-1], self.rollback_threshold)
+        if index is None:
+            row.stats.small_accepted += row.pending
+            row.pending = 0
+            if ended_on_draft:
+                row.phase = FINISHED
+            else:
+                self._accept_large_token(row, choices[-1])
+            return
+        row.stats.rollbacks += 1
+        row.stats.small_accepted += index
+        row.stats.rolled_back += row.pending - index
+        keep = len(row.tokens) - row.pending + index
+        row.pending = 0
+        del row.tokens[keep:]
+        del row.from_small[keep - 1 :]
+        row.large_length = min(row.large_length, keep)
+        row.small_length = min(row.small_length, keep)
+        self._accept_large_token(row, choices[index])
+
+    def run(self) -> list[RowResult]:
+        while True:
+            for row in self.rows:
+                if row.phase == DRAFTING and (
+                    self._full(row) or row.round_steps >= self.max_small_steps
+                ):
+                    row.phase = WAITING
+            drafting = [i for i, row in enumerate(self.rows) if row.phase == DRAFTING]
+            if drafting:
+                self._small_step(drafting)
+            waiting = [i for i, row in enumerate(self.rows) if row.phase == WAITING]
+            if waiting:
+                self._large_step(waiting)
+            if not drafting and not waiting:
+                break
+        for row in self.rows:
+            row.stats.generated = len(row.tokens) - 1
+        return self.rows

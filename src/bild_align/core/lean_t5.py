@@ -1,0 +1,246 @@
+"""A lean T5 decoder step over a static KV cache with one write position per row.
+
+    decoder = LeanT5Decoder(model, input_ids, attention_mask, capacity=1 + max_new_tokens + 12)
+    logits = decoder.step(new_ids, starts)        # (rows, k, vocab); row r's k tokens are written
+                                                   # at positions starts[r] .. starts[r] + k - 1
+    logits = decoder.step(new_ids, starts, rows)  # only the given rows of the batch
+
+Why: transformers' generic layers (mask builders, cache classes, output dataclasses) cost 2-7x
+the matrix products of a cached single-token step of a small model. This module runs the same
+arithmetic with the models' own weights (read in place, never copied, so a model being trained
+is always current) and little else. Used for T5, mT5 and T5 v1.1 (gated) decoders; `supports`
+says whether a model qualifies, and every other architecture keeps transformers' own forward.
+
+The cache is allocated once per call for the longest possible output. A row's tokens always
+occupy positions 0 .. length-1 of its cache, so a rollback is only a smaller start for the next
+write: nothing is copied or cropped, and whatever lies beyond a query's own position (a rolled
+back draft, the padding of a shorter row in the same step) is masked out as the future.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+
+
+def supports(model: PreTrainedModel) -> bool:
+    """True for the T5 family in eval mode with the attention layout this module reproduces."""
+    config = model.config
+    return (
+        getattr(config, "model_type", None) in {"t5", "mt5"}
+        and bool(getattr(config, "is_encoder_decoder", False))
+        and not model.training
+        and hasattr(model, "decoder")
+        and hasattr(model, "lm_head")
+    )
+
+
+def _decoder_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's unidirectional relative-position bucket of a key `distance` >= 0 tokens back."""
+    max_exact = num_buckets // 2
+    large = max_exact + (
+        torch.log(distance.float().clamp(min=1) / max_exact)
+        / math.log(max_distance / max_exact)
+        * (num_buckets - max_exact)
+    ).to(torch.long)
+    large = large.clamp(max=num_buckets - 1)
+    return torch.where(distance < max_exact, distance, large)
+
+
+class _Layer:
+    """One decoder block's weights (references to the model's parameters)."""
+
+    def __init__(self, block) -> None:
+        self_attention, cross_attention, feed_forward = block.layer
+        attention = self_attention.SelfAttention
+        self.norm_self = self_attention.layer_norm
+        self.q, self.k, self.v, self.o = (
+            attention.q.weight,
+            attention.k.weight,
+            attention.v.weight,
+            attention.o.weight,
+        )
+        cross = cross_attention.EncDecAttention
+        self.norm_cross = cross_attention.layer_norm
+        self.cross_q, self.cross_k, self.cross_v, self.cross_o = (
+            cross.q.weight,
+            cross.k.weight,
+            cross.v.weight,
+            cross.o.weight,
+        )
+        dense = feed_forward.DenseReluDense
+        self.norm_ff = feed_forward.layer_norm
+        self.act = dense.act
+        self.gated = hasattr(dense, "wi_0")
+        self.wi = dense.wi_0.weight if self.gated else dense.wi.weight
+        self.wi_gate = dense.wi_1.weight if self.gated else None
+        self.wo = dense.wo.weight
+
+
+def _rms_norm(hidden: torch.Tensor, norm) -> torch.Tensor:
+    """T5LayerNorm: no mean, no bias, the variance in float32."""
+    weight = norm.weight
+    if hidden.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(hidden, weight.shape, weight, norm.variance_epsilon)
+    normed = F.rms_norm(hidden.float(), weight.shape, None, norm.variance_epsilon)
+    return weight * normed.to(weight.dtype)
+
+
+def _clamp_half(hidden: torch.Tensor) -> torch.Tensor:
+    """T5's float16 guard after every sub-layer (as transformers does it)."""
+    if hidden.dtype != torch.float16:
+        return hidden
+    largest = torch.finfo(torch.float16).max
+    limit = torch.where(torch.isinf(hidden).any(), largest - 1000, largest)
+    return torch.clamp(hidden, min=-limit, max=limit)
+
+
+class LeanT5Decoder:
+    """The decoder of a T5-family model for one call: encoder output, cross-attention keys and
+    values (computed once), and a static self-attention cache of `capacity` positions per row."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        capacity: int,
+    ) -> None:
+        config = model.config
+        device = model.device
+        self.model = model
+        self.layers = [_Layer(block) for block in model.decoder.block]
+        self.embed = model.decoder.embed_tokens.weight
+        self.final_norm = model.decoder.final_layer_norm
+        self.head = model.lm_head.weight
+        self.output_scale = (
+            config.d_model**-0.5 if getattr(config, "scale_decoder_outputs", False) else None
+        )
+        self.heads, self.head_dim = config.num_heads, config.d_kv
+        self.dtype = self.embed.dtype
+        self.mask_value = torch.finfo(self.dtype).min
+        input_ids = input_ids.to(device)
+        mask = None if attention_mask is None else attention_mask.to(device)
+        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
+        hidden = encoded.last_hidden_state
+        rows, source_length = input_ids.shape
+        self.batch_size, self.capacity = rows, capacity
+        self.cross_keys = [self._split(hidden @ layer.cross_k.T) for layer in self.layers]
+        self.cross_values = [self._split(hidden @ layer.cross_v.T) for layer in self.layers]
+        self.cross_bias = torch.zeros((rows, 1, 1, source_length), dtype=self.dtype, device=device)
+        if mask is not None:
+            self.cross_bias.masked_fill_(mask[:, None, None, :] == 0, self.mask_value)
+        shape = (rows, self.heads, capacity, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=device) for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=device) for _ in self.layers]
+        attention = model.decoder.block[0].layer[0].SelfAttention
+        distance = torch.arange(capacity, device=device)
+        buckets = _decoder_bucket(
+            distance,
+            attention.relative_attention_num_buckets,
+            attention.relative_attention_max_distance,
+        )
+        # (heads, capacity): the bias of a key `d` positions back, read back to front so that
+        # a single query at position p takes its bias as a view: reversed[:, capacity-1-p:]
+        by_distance = attention.relative_attention_bias.weight[buckets].T.to(self.dtype)
+        self.bias_by_distance = by_distance.contiguous()
+        self.bias_reversed = by_distance.flip(-1).contiguous()
+
+    def _split(self, projected: torch.Tensor) -> torch.Tensor:
+        """(rows, length, heads*dim) -> (rows, heads, length, dim)."""
+        rows, length, _ = projected.shape
+        return projected.view(rows, length, self.heads, self.head_dim).transpose(1, 2)
+
+    def _position_bias(self, starts: torch.Tensor | int, width: int, extent: int) -> torch.Tensor:
+        """Relative-position bias plus the causal mask, (rows or 1, heads, width, extent)."""
+        if isinstance(starts, int) and width == 1:
+            first = self.capacity - 1 - starts
+            return self.bias_reversed[None, :, None, first : first + extent]
+        keys = torch.arange(extent, device=self.embed.device)
+        if isinstance(starts, int):
+            queries = torch.arange(starts, starts + width, device=keys.device)[None]
+        else:
+            queries = starts[:, None] + torch.arange(width, device=keys.device)
+        distance = queries[:, :, None] - keys  # (rows, width, extent)
+        bias = self.bias_by_distance[:, distance.clamp(min=0)].transpose(0, 1)
+        return bias.masked_fill((distance < 0)[:, None], self.mask_value)
+
+    def step(
+        self,
+        new_ids: torch.LongTensor,
+        starts: torch.Tensor | int,
+        rows: torch.LongTensor | None = None,
+    ) -> torch.Tensor:
+        """Feed `new_ids` (rows, k) at positions starts .. starts+k-1 of each row's cache;
+        return the logits (rows, k, vocab). `rows` selects rows of the batch (default: all);
+        an int `starts` is the same position for every row."""
+        new_ids = new_ids.to(self.embed.device)
+        count, width = new_ids.shape
+        extent = (starts if isinstance(starts, int) else int(starts.max())) + width
+        if extent > self.capacity:
+            raise ValueError(f"the static cache holds {self.capacity} tokens; {extent} needed")
+        bias = self._position_bias(starts, width, extent)
+        if isinstance(starts, int):
+            slots = slice(starts, starts + width)
+        else:
+            slots = starts[:, None] + torch.arange(width, device=starts.device)
+        whole = rows is None
+        row_index = None if whole else rows[:, None]
+        cross_bias = self.cross_bias if whole else self.cross_bias[rows]
+        hidden = F.embedding(new_ids, self.embed)
+        for index, layer in enumerate(self.layers):
+            normed = _rms_norm(hidden, layer.norm_self)
+            query = self._split(normed @ layer.q.T)
+            key = (normed @ layer.k.T).view(count, width, self.heads, self.head_dim)
+            value = (normed @ layer.v.T).view(count, width, self.heads, self.head_dim)
+            keys, values = self.keys[index], self.values[index]
+            if whole and isinstance(slots, slice):
+                keys[:, :, slots] = key.transpose(1, 2)
+                values[:, :, slots] = value.transpose(1, 2)
+                past_keys, past_values = keys[:, :, :extent], values[:, :, :extent]
+            else:
+                row_slots = (
+                    torch.arange(count, device=hidden.device)[:, None] if whole else row_index
+                )
+                position = (
+                    slots
+                    if not isinstance(slots, slice)
+                    else torch.arange(slots.start, slots.stop, device=hidden.device).expand(
+                        count, width
+                    )
+                )
+                keys[row_slots, :, position] = key
+                values[row_slots, :, position] = value
+                past_keys = keys[:, :, :extent] if whole else keys[rows, :, :extent]
+                past_values = values[:, :, :extent] if whole else values[rows, :, :extent]
+            attended = F.scaled_dot_product_attention(
+                query, past_keys, past_values, attn_mask=bias, scale=1.0
+            )
+            hidden = _clamp_half(hidden + self._merge(attended) @ layer.o.T)
+
+            normed = _rms_norm(hidden, layer.norm_cross)
+            query = self._split(normed @ layer.cross_q.T)
+            cross_keys = self.cross_keys[index] if whole else self.cross_keys[index][rows]
+            cross_values = self.cross_values[index] if whole else self.cross_values[index][rows]
+            attended = F.scaled_dot_product_attention(
+                query, cross_keys, cross_values, attn_mask=cross_bias, scale=1.0
+            )
+            hidden = _clamp_half(hidden + self._merge(attended) @ layer.cross_o.T)
+
+            normed = _rms_norm(hidden, layer.norm_ff)
+            inner = layer.act(normed @ layer.wi.T)
+            if layer.gated:
+                inner = inner * (normed @ layer.wi_gate.T)
+            hidden = _clamp_half(hidden + inner.to(layer.wo.dtype) @ layer.wo.T)
+        hidden = _rms_norm(hidden, self.final_norm)
+        if self.output_scale is not None:
+            hidden = hidden * self.output_scale
+        return hidden @ self.head.T
+
+    def _merge(self, attended: torch.Tensor) -> torch.Tensor:
+        """(rows, heads, k, dim) -> (rows, k, heads*dim)."""
+        rows, _, width, _ = attended.shape
+        return attended.transpose(1, 2).reshape(rows, width, self.heads * self.head_dim)

@@ -1,0 +1,174 @@
+"""The engine: the lean T5 step against transformers' forward, and batches against rows."""
+
+import pytest
+import torch
+
+from bild_align import autoregressive_generate, bild_generate, speculative_generate
+from bild_align.core.lean_t5 import LeanT5Decoder, supports
+from bild_align.testing.toy_models import deepen, deepen_llama, random_llama, random_t5
+
+MAX_NEW = 20
+
+
+def _padded_batch(seed, rows=5, vocab_size=128, longest=9):
+    """Random inputs of different lengths, right-padded (T5's convention), with their mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab_size, (rows, longest), generator=generator)
+    lengths = torch.randint(1, longest + 1, (rows,), generator=generator)
+    lengths[0] = longest
+    mask = (torch.arange(longest)[None] < lengths[:, None]).long()
+    return ids * mask, mask
+
+
+def _pair(seed, gated=False, eps=0.1):
+    small = random_t5(confidence=6.0, gated=gated, seed=seed)
+    return small, deepen(small, extra_layers=4, eps=eps, head_noise=0.5, seed=seed + 1)
+
+
+def _row(ids, mask, index):
+    length = int(mask[index].sum())
+    return ids[index : index + 1, :length]
+
+
+# --- the lean step -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_lean_step_equals_transformers_forward(gated):
+    model = random_t5(gated=gated, num_layers=3, seed=4)
+    ids, mask = _padded_batch(seed=4, rows=3)
+    decoder_ids = torch.randint(2, 128, (3, 12))
+    decoder_ids[:, 0] = 0
+    with torch.inference_mode():
+        expected = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+        lean = LeanT5Decoder(model, ids, mask, capacity=16)
+        pieces = [
+            lean.step(decoder_ids[:, :5], 0),  # a prompt-like chunk from position 0
+            lean.step(decoder_ids[:, 5:6], 5),  # a single token at one position for all
+            lean.step(decoder_ids[:, 6:12], torch.tensor([6, 6, 6])),  # per-row starts
+        ]
+        torch.testing.assert_close(torch.cat(pieces, 1), expected, atol=1e-4, rtol=1e-4)
+        # a rollback in row 1 only: re-feed from position 3 with other tokens, row 1 alone
+        other = decoder_ids[1:2, 3:8].flip(-1)
+        rolled = lean.step(other, torch.tensor([3]), rows=torch.tensor([1]))
+        decoder_ids[1, 3:8] = other[0]
+        again = model(
+            input_ids=ids[1:2], attention_mask=mask[1:2], decoder_input_ids=decoder_ids[1:2, :8]
+        ).logits
+        torch.testing.assert_close(rolled, again[:, 3:8], atol=1e-4, rtol=1e-4)
+        # the other rows did not notice: row 2 continues where it was
+        tail = lean.step(decoder_ids[2:3, 11:12], torch.tensor([11]), rows=torch.tensor([2]))
+        torch.testing.assert_close(tail[0, 0], expected[2, 11], atol=1e-4, rtol=1e-4)
+
+
+def test_lean_step_in_bfloat16_stays_close_to_transformers():
+    model = random_t5(num_layers=2, seed=5).to(torch.bfloat16)
+    ids, mask = _padded_batch(seed=5, rows=2)
+    decoder_ids = torch.randint(2, 128, (2, 6))
+    with torch.inference_mode():
+        expected = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+        lean = LeanT5Decoder(model, ids, mask, capacity=8).step(decoder_ids, 0)
+    scale = expected.float().abs().max()
+    assert (lean.float() - expected.float()).abs().max() < 0.05 * scale
+
+
+def test_lean_step_refuses_to_write_past_its_capacity():
+    model = random_t5(seed=6)
+    lean = LeanT5Decoder(model, torch.tensor([[5, 6]]), None, capacity=4)
+    with pytest.raises(ValueError, match="holds 4 tokens"):
+        lean.step(torch.zeros((1, 3), dtype=torch.long), 2)
+
+
+def test_only_the_t5_family_in_eval_mode_runs_lean():
+    assert supports(random_t5(seed=0)) and supports(random_t5(gated=True, seed=0))
+    assert not supports(random_t5(seed=0).train())
+    assert not supports(random_llama(vocab_size=32, hidden_size=16, num_layers=1, seed=0))
+
+
+# --- batches: each row as if alone ------------------------------------------------------------
+
+
+def _assert_rows_equal_generate(out, large, ids, mask):
+    pad = large.generation_config.pad_token_id
+    for index in range(ids.shape[0]):
+        expected = large.generate(_row(ids, mask, index), do_sample=False, max_new_tokens=MAX_NEW)
+        row = out.sequences[index].tolist()
+        length = expected.shape[1]
+        assert row[:length] == expected[0].tolist(), index
+        assert all(token == pad for token in row[length:]), index
+
+
+@pytest.mark.parametrize("seed, gated, eps", [(0, False, 0.1), (1, True, 0.3), (2, False, 1.0)])
+def test_batched_exact_modes_equal_each_rows_large_greedy(seed, gated, eps):
+    small, large = _pair(seed, gated, eps)
+    ids, mask = _padded_batch(seed)
+    runs = {
+        "autoregressive": autoregressive_generate(large, ids, mask, max_new_tokens=MAX_NEW),
+        "rb=0": bild_generate(
+            small, large, ids, mask, rollback_threshold=0.0, max_new_tokens=MAX_NEW
+        ),
+        "fb>1": bild_generate(
+            small, large, ids, mask, fallback_threshold=1.5, max_new_tokens=MAX_NEW
+        ),
+        "speculative": speculative_generate(small, large, ids, mask, max_new_tokens=MAX_NEW),
+    }
+    for name, out in runs.items():
+        assert out.sequences.shape[0] == ids.shape[0], name
+        _assert_rows_equal_generate(out, large, ids, mask)
+    assert runs["fb>1"].stats.small_accepted == 0
+    assert runs["rb=0"].stats.large_calls < runs["autoregressive"].stats.large_calls
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("rb, fb", [(2.0, 0.6), (4.0, 0.3), (1.0, 0.9)])
+def test_batched_bild_makes_each_rows_own_decisions(seed, rb, fb):
+    """Row by row on transformers' forward is the reference: same tokens, same counts."""
+    small, large = _pair(seed, eps=0.3)
+    ids, mask = _padded_batch(seed, rows=6)
+    policy = dict(rollback_threshold=rb, fallback_threshold=fb, max_new_tokens=MAX_NEW)
+    batch = bild_generate(small, large, ids, mask, **policy)
+    total_rollbacks = 0
+    for index in range(ids.shape[0]):
+        alone = bild_generate(small, large, _row(ids, mask, index), engine="transformers", **policy)
+        length = alone.sequences.shape[1]
+        assert batch.sequences[index, :length].tolist() == alone.sequences[0].tolist()
+        assert batch.row_stats[index] == alone.stats
+        assert batch.from_small[index] == alone.from_small
+        total_rollbacks += alone.stats.rollbacks
+    assert batch.stats.rollbacks == total_rollbacks
+    assert batch.stats.generated == sum(stats.generated for stats in batch.row_stats)
+
+
+def test_one_row_on_the_lean_engine_equals_the_transformers_engine():
+    small, large = _pair(7, gated=True, eps=0.3)
+    ids, mask = _padded_batch(7, rows=4)
+    for index in range(4):
+        row = _row(ids, mask, index)
+        lean = bild_generate(small, large, row, max_new_tokens=MAX_NEW)
+        reference = bild_generate(small, large, row, max_new_tokens=MAX_NEW, engine="transformers")
+        assert lean.sequences.tolist() == reference.sequences.tolist()
+        assert lean.stats == reference.stats
+
+
+def test_sampled_and_decoder_only_batches_decode_row_by_row():
+    small, large = _pair(8)
+    ids, mask = _padded_batch(8, rows=3)
+    sampled = bild_generate(small, large, ids, mask, do_sample=True, seed=3, max_new_tokens=12)
+    again = bild_generate(small, large, ids, mask, do_sample=True, seed=3, max_new_tokens=12)
+    assert sampled.sequences.tolist() == again.sequences.tolist()
+    assert len(sampled.row_stats) == 3
+
+    small = random_llama(vocab_size=96, hidden_size=48, num_layers=1, confidence=6.0, seed=9)
+    large = deepen_llama(small, extra_layers=2, eps=0.1, seed=10)
+    prompts = torch.tensor([[0, 0, 7, 8, 9], [5, 6, 7, 8, 9]])  # the first is left-padded
+    prompt_mask = (prompts != 0).long()
+    out = bild_generate(small, large, prompts, prompt_mask, rollback_threshold=0.0,
+                        max_new_tokens=10)  # fmt: skip
+    for index in range(2):
+        kept = prompts[index][prompt_mask[index] > 0][None]
+        expected = large.generate(kept, do_sample=False, max_new_tokens=10)[0, kept.shape[1] :]
+        row = out.sequences[index]
+        assert row[: prompts.shape[1]].tolist() == prompts[index].tolist()
+        assert (
+            row[prompts.shape[1] : prompts.shape[1] + len(expected)].tolist() == expected.tolist()
+        )
