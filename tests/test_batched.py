@@ -61,6 +61,19 @@ def test_lean_step_equals_transformers_forward(gated):
         torch.testing.assert_close(tail[0, 0], expected[2, 11], atol=1e-4, rtol=1e-4)
 
 
+def test_lean_step_computes_the_output_layer_only_where_asked():
+    model = random_t5(num_layers=2, seed=6)
+    ids, mask = _padded_batch(seed=6, rows=3)
+    decoder_ids = torch.randint(2, 128, (3, 5))
+    with torch.inference_mode():
+        full = LeanT5Decoder(model, ids, mask, capacity=8).step(decoder_ids, 0)
+        last_two = LeanT5Decoder(model, ids, mask, capacity=8).step(decoder_ids, 0, keep=2)
+        marked = torch.tensor([[0, 0, 0, 0, 1], [0, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=bool)
+        picked = LeanT5Decoder(model, ids, mask, capacity=8).step(decoder_ids, 0, keep=marked)
+    torch.testing.assert_close(last_two, full[:, 3:])
+    torch.testing.assert_close(picked, full[marked])
+
+
 def test_lean_step_in_bfloat16_stays_close_to_transformers():
     model = random_t5(num_layers=2, seed=5).to(torch.bfloat16)
     ids, mask = _padded_batch(seed=5, rows=2)

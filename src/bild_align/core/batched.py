@@ -89,10 +89,11 @@ class BatchLoop:
             row.phase = DRAFTING if self.small is not None else WAITING
 
     def _feed(
-        self, decoder: LeanT5Decoder, indices: list[int], fed: list[int]
-    ) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        self, decoder: LeanT5Decoder, indices: list[int], fed: list[int], read: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run `decoder` on each listed row's unfed tokens (from its cached length `fed[i]`);
-        return the logits (rows, width, vocab), each row's token count, and the fed ids."""
+        return the logits at each row's last `read[i]` tokens, (sum of read, vocab) in row
+        order (the output layer runs there only), with the fed ids and that position mask."""
         pairs = zip(indices, fed, strict=True)
         chunks = [self.rows[index].tokens[start:] for index, start in pairs]
         widths = [len(chunk) for chunk in chunks]
@@ -101,18 +102,20 @@ class BatchLoop:
         device = decoder.embed.device
         new_ids = torch.tensor(padded, device=device)
         starts = torch.tensor(fed, device=device)
+        columns = torch.arange(width, device=device)
+        ends = torch.tensor(widths, device=device)[:, None]
+        firsts = ends - torch.tensor(read, device=device)[:, None]
+        keep = (columns >= firsts) & (columns < ends)
         whole = len(indices) == decoder.batch_size
         selected = None if whole else torch.tensor(indices, device=device)
-        logits = decoder.step(new_ids, starts, selected)[..., : self.vocab_size]
-        return logits, widths, new_ids
+        logits = decoder.step(new_ids, starts, selected, keep=keep)[..., : self.vocab_size]
+        return logits, new_ids, keep
 
     # -- the two model steps --
 
     def _small_step(self, indices: list[int]) -> None:
-        logits, widths, _ = self._feed(
-            self.small, indices, [self.rows[index].small_length for index in indices]
-        )
-        last = logits[torch.arange(len(indices)), torch.tensor(widths, device=logits.device) - 1]
+        fed = [self.rows[index].small_length for index in indices]
+        last, _, _ = self._feed(self.small, indices, fed, [1] * len(indices))
         probabilities = torch.softmax(last.float(), dim=-1)
         top = probabilities.max(-1)
         tops, tokens = top.values.tolist(), top.indices.tolist()
@@ -132,20 +135,21 @@ class BatchLoop:
                 row.phase = WAITING
 
     def _large_step(self, indices: list[int]) -> None:
-        logits, widths, new_ids = self._feed(
-            self.large, indices, [self.rows[index].large_length for index in indices]
-        )
+        # each row reads the position before its first draft, and one per draft
+        fed = [self.rows[index].large_length for index in indices]
+        read = [self.rows[index].pending + 1 for index in indices]
+        logits, new_ids, keep = self._feed(self.large, indices, fed, read)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
-        following = torch.roll(new_ids, -1, dims=1)  # the token after each fed position
-        nll = -log_probs.gather(-1, following[..., None])[..., 0]
+        following = torch.roll(new_ids, -1, dims=1)[keep]  # the token after each read position
+        nll = -log_probs.gather(-1, following[:, None])[:, 0]
         choices = log_probs.argmax(-1)
         both = torch.stack((nll, choices.float())).tolist()
-        for position, index in enumerate(indices):
-            row, width = self.rows[index], widths[position]
-            first = width - row.pending - 1  # the position that predicts the first draft
-            row_nll = both[0][position][first : width - 1]
-            row_choices = [int(token) for token in both[1][position][first:width]]
-            self._verdict(row, row_nll, row_choices)
+        start = 0
+        for index, count in zip(indices, read, strict=True):
+            row_nll = both[0][start : start + count - 1]  # the last read predicts a new token
+            row_choices = [int(token) for token in both[1][start : start + count]]
+            self._verdict(self.rows[index], row_nll, row_choices)
+            start += count
 
     def _verdict(self, row: RowResult, nll: list[float], choices: list[int]) -> None:
         """The one-row loop's `_check_and_continue`, for one row."""

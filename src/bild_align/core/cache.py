@@ -63,10 +63,12 @@ class DecoderState:
             return self._lean_length
         return self.cache.get_seq_length()
 
-    def feed(self, new_ids: torch.LongTensor) -> torch.Tensor:
-        """Run the decoder on `new_ids` (1, k) after the cached prefix; return logits (k, vocab)."""
+    def feed(self, new_ids: torch.LongTensor, keep_last: int | None = None) -> torch.Tensor:
+        """Run the decoder on `new_ids` (1, k) after the cached prefix; return logits (k, vocab),
+        or for the last `keep_last` positions only (the lean step skips the output layer for the
+        others)."""
         if self.lean is not None:
-            logits = self.lean.step(new_ids, self._lean_length)[0]
+            logits = self.lean.step(new_ids, self._lean_length, keep=keep_last)[0]
             self._lean_length += new_ids.shape[1]
             return logits
         new_ids = new_ids.to(self.device)
@@ -83,7 +85,7 @@ class DecoderState:
             output = self.model(
                 input_ids=new_ids, past_key_values=self.cache, use_cache=True, return_dict=True
             )
-        return output.logits[0]
+        return output.logits[0] if keep_last is None else output.logits[0, -keep_last:]
 
     def crop(self, length: int) -> None:
         """Forget every cached token from position `length` on (no-op if fewer are cached)."""

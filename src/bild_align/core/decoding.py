@@ -501,7 +501,7 @@ class _DecodeLoop:
         """Run the small model over what it has not seen; return its choice and top prob."""
         self.stats.small_steps += 1
         # on the large model's device, where the sampler's generator and the distributions live
-        logits = self.small.feed(self._unfed(self.small))[-1, : self.vocab_size]
+        logits = self.small.feed(self._unfed(self.small), keep_last=1)[-1, : self.vocab_size]
         logits = logits.to(self.large.device)
         probabilities = self.sampler.distribution(logits)
         top_probability = probabilities.max(-1).values
@@ -514,7 +514,8 @@ class _DecodeLoop:
     def _large_logits(self) -> torch.Tensor:
         """The large model's logits at each pending position plus one (for the next token)."""
         self.stats.large_calls += 1
-        logits = self.large.feed(self._unfed(self.large))[-self.pending - 1 :, : self.vocab_size]
+        unfed = self._unfed(self.large)
+        logits = self.large.feed(unfed, keep_last=self.pending + 1)[:, : self.vocab_size]
         logits = logits.float()
         if self.forced_first is not None and self._generated == 0:
             logits[-1] = torch.full_like(logits[-1], -math.inf)

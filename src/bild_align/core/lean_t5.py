@@ -173,10 +173,14 @@ class LeanT5Decoder:
         new_ids: torch.LongTensor,
         starts: torch.Tensor | int,
         rows: torch.LongTensor | None = None,
+        keep: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Feed `new_ids` (rows, k) at positions starts .. starts+k-1 of each row's cache;
         return the logits (rows, k, vocab). `rows` selects rows of the batch (default: all);
-        an int `starts` is the same position for every row."""
+        an int `starts` is the same position for every row. `keep` computes the output layer
+        (a large share of a step with a big vocabulary) only where it is read: an int n keeps
+        the last n positions, (rows, n, vocab); a boolean (rows, k) mask keeps the marked
+        positions, (marked, vocab) in row-major order."""
         new_ids = new_ids.to(self.embed.device)
         count, width = new_ids.shape
         extent = (starts if isinstance(starts, int) else int(starts.max())) + width
@@ -235,6 +239,10 @@ class LeanT5Decoder:
             if layer.gated:
                 inner = inner * (normed @ layer.wi_gate.T)
             hidden = _clamp_half(hidden + inner.to(layer.wo.dtype) @ layer.wo.T)
+        if isinstance(keep, int):
+            hidden = hidden[:, max(0, hidden.shape[1] - keep) :]
+        elif keep is not None:
+            hidden = hidden[keep]
         hidden = _rms_norm(hidden, self.final_norm)
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
