@@ -27,14 +27,17 @@ from transformers import PreTrainedModel
 
 
 def supports(model: PreTrainedModel) -> bool:
-    """True for the T5 family in eval mode with the attention layout this module reproduces."""
+    """True for the T5 family in eval mode with the attention layout this module reproduces,
+    with plain floating-point weights (quantized models keep transformers' forward)."""
     config = model.config
     return (
         getattr(config, "model_type", None) in {"t5", "mt5"}
         and bool(getattr(config, "is_encoder_decoder", False))
         and not model.training
+        and not getattr(model, "is_quantized", False)
         and hasattr(model, "decoder")
         and hasattr(model, "lm_head")
+        and model.lm_head.weight.dtype.is_floating_point
     )
 
 
