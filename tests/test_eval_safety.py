@@ -92,6 +92,35 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
     assert results["methods"][1]["outputs"] == results["methods"][0]["outputs"]
 
 
+def test_interrupted_batched_eval_resumes_after_its_last_whole_batch(
+    byte_pair_dirs, pairs_file, tmp_path, monkeypatch
+):
+    output = tmp_path / "r.json"
+    real_timed, calls = harness.timed, []
+
+    def interrupt_on_the_fourth_run(call, device):
+        calls.append(1)
+        if len(calls) == 4:  # the first batch's two runs, then Ctrl-C in the second batch
+            raise KeyboardInterrupt
+        return real_timed(call, device)
+
+    monkeypatch.setattr(harness, "timed", interrupt_on_the_fourth_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(_config(byte_pair_dirs, pairs_file, output, rb=(0.0,), batch_size=2))
+    lines = partial_path(output).read_text().splitlines()
+    assert len(lines) == 1 + 1  # fingerprint + the first batch
+    assert len(json.loads(lines[1])["runs"][0]["outputs"]) == 2
+
+    monkeypatch.setattr(harness, "timed", real_timed)
+    results = run_eval(_config(byte_pair_dirs, pairs_file, output, rb=(0.0,), batch_size=2))
+    assert results["config"]["resumed_after"] == 2
+    for method in results["methods"]:
+        assert len(method["outputs"]) == 5 and method["latency"]["count"] == 3  # 2 + 2 + 1
+    assert results["methods"][1]["outputs"] == results["methods"][0]["outputs"]
+    fresh = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "b.json", rb=(0.0,)))
+    assert fresh["methods"][0]["outputs"] == results["methods"][0]["outputs"]
+
+
 def test_partial_results_of_other_settings_are_not_mixed_in(
     byte_pair_dirs, pairs_file, tmp_path, capsys
 ):
