@@ -76,22 +76,22 @@ def positive_int(text: str) -> int:
     return value
 
 
-def number_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(finite_float(part) for part in text.split(",") if part.strip())
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated finite numbers, got {text!r}"
-        ) from None
+def _comma_list(parse_one: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
+    """A parser of comma-separated values, each read by `parse_one`."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(parse_one(part) for part in text.split(",") if part.strip())
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def positive_int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(positive_int(part) for part in text.split(",") if part.strip())
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers, got {text!r}"
-        ) from None
+number_list = _comma_list(finite_float, "finite numbers")
+positive_int_list = _comma_list(positive_int, "positive integers")
 
 
 def name_list(text: str) -> tuple[str, ...]:

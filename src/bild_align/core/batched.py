@@ -179,11 +179,6 @@ class BatchLoop:
 
     def run(self) -> list[RowResult]:
         while True:
-            for row in self.rows:
-                if row.phase == DRAFTING and (
-                    self._full(row) or row.round_steps >= self.max_small_steps
-                ):
-                    row.phase = WAITING
             drafting = [i for i, row in enumerate(self.rows) if row.phase == DRAFTING]
             if drafting:
                 self._small_step(drafting)

@@ -56,14 +56,30 @@ ENGINES = ("auto", "transformers")
 # --- validation --------------------------------------------------------------------------------
 
 
+def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
+    """The ids that end an output: the generation config's EOS, else the model config's."""
+    config, generation = model.config, model.generation_config
+    eos = generation.eos_token_id if generation.eos_token_id is not None else config.eos_token_id
+    return frozenset([eos] if isinstance(eos, int) else (eos or []))
+
+
+def pad_token_id(model: PreTrainedModel) -> int:
+    """The id `generate` pads finished rows with: the pad token, else the (first) EOS."""
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        eos_ids = eos_token_ids(model)
+        pad = min(eos_ids) if eos_ids else 0
+    return int(pad)
+
+
 def _special_tokens(model: PreTrainedModel) -> tuple[int | None, frozenset[int], int | None]:
     config, generation = model.config, model.generation_config
     start = generation.decoder_start_token_id
     if start is None:
         start = getattr(config, "decoder_start_token_id", None)
-    eos = generation.eos_token_id if generation.eos_token_id is not None else config.eos_token_id
-    eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-    return start, eos_ids, getattr(generation, "forced_bos_token_id", None)
+    return start, eos_token_ids(model), getattr(generation, "forced_bos_token_id", None)
 
 
 def _is_encoder_decoder(model: PreTrainedModel) -> bool:
@@ -320,7 +336,7 @@ def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **
             )
             for index in range(input_ids.shape[0])
         ]
-        return _stack_rows(rows, large, input_ids, attention_mask)
+        return _stack_rows(rows, large, input_ids)
 
 
 def _decode_row(small, large, input_ids, attention_mask, max_new_tokens, sampler, policy):
@@ -337,17 +353,6 @@ def _batches_together(small, large, sampler: Sampler, policy: dict) -> bool:
         and lean_t5.supports(large)
         and (small is None or lean_t5.supports(small))
     )
-
-
-def _pad_token(model: PreTrainedModel) -> int:
-    """The id `generate` pads finished rows with: the pad token, else the (first) EOS."""
-    pad = model.generation_config.pad_token_id
-    if pad is None:
-        pad = getattr(model.config, "pad_token_id", None)
-    if pad is None:
-        _, eos_ids, _ = _special_tokens(model)
-        pad = min(eos_ids) if eos_ids else 0
-    return int(pad)
 
 
 def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, policy):
@@ -371,18 +376,15 @@ def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, po
         vocab_size=policy.get("vocab_size"),
     )
     rows = loop.run()
-    width = max(len(row.tokens) for row in rows)
-    sequences = torch.full((len(rows), width), _pad_token(large), dtype=torch.long)
-    for index, row in enumerate(rows):
-        sequences[index, : len(row.tokens)] = torch.tensor(row.tokens)
-    return _batch_output(sequences.to(large.device), [row.stats for row in rows],
-                         [row.from_small for row in rows])  # fmt: skip
+    pieces = [torch.tensor(row.tokens, device=large.device) for row in rows]
+    return _batch_output(
+        pieces, large, [row.stats for row in rows], [row.from_small for row in rows]
+    )
 
 
-def _stack_rows(rows: list[BiLDOutput], large, input_ids, attention_mask) -> BiLDOutput:
+def _stack_rows(rows: list[BiLDOutput], large, input_ids) -> BiLDOutput:
     """One output for rows decoded one by one. Decoder-only rows keep their prompt as given
     (padding included, as `generate` returns it) before the new tokens."""
-    pad = _pad_token(large)
     if _is_encoder_decoder(large):
         pieces = [row.sequences[0] for row in rows]
     else:
@@ -390,14 +392,19 @@ def _stack_rows(rows: list[BiLDOutput], large, input_ids, attention_mask) -> BiL
         for index, row in enumerate(rows):
             new_tokens = row.sequences[0, row.sequences.shape[1] - row.stats.generated :]
             pieces.append(torch.cat((input_ids[index].to(new_tokens.device), new_tokens)))
+    return _batch_output(
+        pieces, large, [row.stats for row in rows], [row.from_small for row in rows]
+    )
+
+
+def _batch_output(pieces: list[torch.Tensor], large, row_stats, from_small: list) -> BiLDOutput:
+    """The rows' token sequences padded into one tensor (like `generate`), with the totals."""
     width = max(len(piece) for piece in pieces)
-    sequences = torch.full((len(rows), width), pad, dtype=torch.long, device=pieces[0].device)
+    sequences = torch.full(
+        (len(pieces), width), pad_token_id(large), dtype=torch.long, device=pieces[0].device
+    )
     for index, piece in enumerate(pieces):
         sequences[index, : len(piece)] = piece
-    return _batch_output(sequences, [row.stats for row in rows], [row.from_small for row in rows])
-
-
-def _batch_output(sequences, row_stats: list[BiLDStats], from_small: list) -> BiLDOutput:
     total = BiLDStats()
     for stats in row_stats:
         total += stats

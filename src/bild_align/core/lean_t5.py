@@ -53,26 +53,21 @@ def _decoder_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int)
     return torch.where(distance < max_exact, distance, large)
 
 
+def _projections(attention) -> tuple[torch.Tensor, ...]:
+    """A T5Attention's query, key, value and output weights."""
+    return tuple(getattr(attention, name).weight for name in ("q", "k", "v", "o"))
+
+
 class _Layer:
     """One decoder block's weights (references to the model's parameters)."""
 
     def __init__(self, block) -> None:
         self_attention, cross_attention, feed_forward = block.layer
-        attention = self_attention.SelfAttention
         self.norm_self = self_attention.layer_norm
-        self.q, self.k, self.v, self.o = (
-            attention.q.weight,
-            attention.k.weight,
-            attention.v.weight,
-            attention.o.weight,
-        )
-        cross = cross_attention.EncDecAttention
+        self.q, self.k, self.v, self.o = _projections(self_attention.SelfAttention)
         self.norm_cross = cross_attention.layer_norm
-        self.cross_q, self.cross_k, self.cross_v, self.cross_o = (
-            cross.q.weight,
-            cross.k.weight,
-            cross.v.weight,
-            cross.o.weight,
+        self.cross_q, self.cross_k, self.cross_v, self.cross_o = _projections(
+            cross_attention.EncDecAttention
         )
         dense = feed_forward.DenseReluDense
         self.norm_ff = feed_forward.layer_norm
@@ -114,7 +109,6 @@ class LeanT5Decoder:
     ) -> None:
         config = model.config
         device = model.device
-        self.model = model
         self.layers = [_Layer(block) for block in model.decoder.block]
         self.embed = model.decoder.embed_tokens.weight
         self.final_norm = model.decoder.final_layer_norm
@@ -190,12 +184,15 @@ class LeanT5Decoder:
         if extent > self.capacity:
             raise ValueError(f"the static cache holds {self.capacity} tokens; {extent} needed")
         bias = self._position_bias(starts, width, extent)
-        if isinstance(starts, int):
-            slots = slice(starts, starts + width)
-        else:
-            slots = starts[:, None] + torch.arange(width, device=starts.device)
         whole = rows is None
-        row_index = None if whole else rows[:, None]
+        # where the new keys/values go: a slice when every row writes at one position, else
+        # one (row, position) index per new token
+        sliced = whole and isinstance(starts, int)
+        if not sliced:
+            device = new_ids.device
+            row_index = (torch.arange(count, device=device) if whole else rows)[:, None]
+            first = torch.as_tensor(starts, device=device).reshape(-1, 1)
+            positions = (first + torch.arange(width, device=device)).expand(count, width)
         cross_bias = self.cross_bias if whole else self.cross_bias[rows]
         hidden = F.embedding(new_ids, self.embed)
         for index, layer in enumerate(self.layers):
@@ -204,25 +201,14 @@ class LeanT5Decoder:
             key = (normed @ layer.k.T).view(count, width, self.heads, self.head_dim)
             value = (normed @ layer.v.T).view(count, width, self.heads, self.head_dim)
             keys, values = self.keys[index], self.values[index]
-            if whole and isinstance(slots, slice):
-                keys[:, :, slots] = key.transpose(1, 2)
-                values[:, :, slots] = value.transpose(1, 2)
-                past_keys, past_values = keys[:, :, :extent], values[:, :, :extent]
+            if sliced:
+                keys[:, :, starts : starts + width] = key.transpose(1, 2)
+                values[:, :, starts : starts + width] = value.transpose(1, 2)
             else:
-                row_slots = (
-                    torch.arange(count, device=hidden.device)[:, None] if whole else row_index
-                )
-                position = (
-                    slots
-                    if not isinstance(slots, slice)
-                    else torch.arange(slots.start, slots.stop, device=hidden.device).expand(
-                        count, width
-                    )
-                )
-                keys[row_slots, :, position] = key
-                values[row_slots, :, position] = value
-                past_keys = keys[:, :, :extent] if whole else keys[rows, :, :extent]
-                past_values = values[:, :, :extent] if whole else values[rows, :, :extent]
+                keys[row_index, :, positions] = key
+                values[row_index, :, positions] = value
+            past_keys = keys[:, :, :extent] if whole else keys[rows, :, :extent]
+            past_values = values[:, :, :extent] if whole else values[rows, :, :extent]
             attended = F.scaled_dot_product_attention(
                 query, past_keys, past_values, attn_mask=bias, scale=1.0
             )

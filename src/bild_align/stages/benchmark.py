@@ -28,7 +28,13 @@ import torch
 from tqdm.auto import tqdm
 
 from bild_align.configs import BenchConfig
-from bild_align.core.decoding import BiLDStats, bild_generate, speculative_generate
+from bild_align.core.decoding import (
+    BiLDStats,
+    bild_generate,
+    eos_token_ids,
+    pad_token_id,
+    speculative_generate,
+)
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
 from bild_align.harness import Method, fastest, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import check_output_file, write_json_atomic
@@ -323,7 +329,7 @@ def _measure_batches(config, size: int, small, large, methods, device, progress)
         seed=config.seed + 11 + size,
     )
     decoder_only = not large.config.is_encoder_decoder
-    pad = large.generation_config.pad_token_id or 0
+    pad = pad_token_id(large)
     batches = [
         tuple(t.to(device) for t in _padded(inputs[i : i + size], pad, left=decoder_only))
         for i in range(0, count * size, size)
@@ -334,8 +340,7 @@ def _measure_batches(config, size: int, small, large, methods, device, progress)
         if m.name in BATCHED
     ]
     warm_up(batch_methods, *batches[0])
-    eos = large.generation_config.eos_token_id
-    eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
+    eos_ids = eos_token_ids(large)
     for input_ids, mask in batches:
         prefix = input_ids.shape[1] if decoder_only else 1
         results = run_example(

@@ -29,8 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bild_align.configs import EvalConfig
-from bild_align.core.decoding import BiLDStats, bild_generate
+from bild_align.core.decoding import BiLDStats, bild_generate, eos_token_ids
 from bild_align.errors import UserError
+from bild_align.greedy import chunked
 from bild_align.harness import Method, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import (
     append_jsonl,
@@ -210,17 +211,12 @@ def run_eval(config: EvalConfig) -> dict:
     sources = list(rows["source"])
     encoded = [
         tokenizer(
-            sources[start : start + config.batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_source_length,
+            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_source_length
         )
-        for start in range(0, len(sources), config.batch_size)
+        for batch in chunked(sources, config.batch_size)
     ]
-    eos_ids = _eos_ids(large)
     try:
-        _measure(methods, encoded, done, tokenizer, device, partial, eos_ids)
+        _measure(methods, encoded, done, tokenizer, device, partial, eos_token_ids(large))
     except KeyboardInterrupt:
         kept = len(methods[0].outputs)
         print(
@@ -240,11 +236,6 @@ def run_eval(config: EvalConfig) -> dict:
     write_json_atomic(config.output, results)
     partial.unlink(missing_ok=True)
     return results
-
-
-def _eos_ids(model) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set([eos] if isinstance(eos, int) else (eos or []))
 
 
 def _measure(
