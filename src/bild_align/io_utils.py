@@ -31,7 +31,7 @@ def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
     at its very end; raises UserError saying why not."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise UserError(f"{what} {path} is a directory; give a file name, e.g. {path}/eval.json")
+        raise UserError(f"{what} {path} is a directory; give a file name, e.g. {path}/results.json")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
