@@ -1,14 +1,16 @@
 """What one cached single-token decoder step costs, against its bare matrix products.
 
-    .venv/bin/python benchmarks/step_overhead.py [--pairs demo,t5] [--steps 40] [--device cpu]
+    .venv/bin/python benchmarks/step_overhead.py [--pairs demo,t5,llama] [--steps 40]
 
 For each model: the step through transformers' forward with a `DynamicCache` (the
-`engine="transformers"` path), the step of our lean T5 decoder over its static cache (the
-default engine), and the decoder's matrix products alone (self- and cross-attention
-projections, feed-forward, output layer: what no implementation can skip). Steps are fed at
-positions 0 .. STEPS-1 after a 25-token input; the best of five repetitions is reported, all in
-one run. `demo` is the shipped pair (data/demo); `t5` is T5-small / T5-large-shaped (6 vs 24
-layers, d_model 512, 32k vocabulary; random weights, the large one as wide as the small).
+`engine="transformers"` path), the step of our lean decoder over its static cache (the
+default engine), and the decoder's matrix products alone (attention projections, feed-forward,
+output layer: what no implementation can skip). Steps are fed at positions 0 .. STEPS-1 after
+a 25-token input (encoder-decoder) or prompt (decoder-only, fed first); the best of five
+repetitions is reported, all in one run. `demo` is the shipped pair (data/demo); `t5` is
+T5-small / T5-large-shaped (6 vs 24 layers, d_model 512, 32k vocabulary; random weights, the
+large one as wide as the small); `llama` is `bild-align bench --preset llama`'s shape (4 vs 16
+Llama layers, width 512, 32k vocabulary).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 from bild_align.core.cache import DecoderState
-from bild_align.core.lean_t5 import LeanT5Decoder
-from bild_align.testing.toy_models import random_t5
+from bild_align.core.lean import lean_decoder
+from bild_align.testing.toy_models import random_llama, random_t5
+
+PROMPT = 25
 
 
 def _models(pair: str):
@@ -31,6 +35,12 @@ def _models(pair: str):
         return {
             role: AutoModelForSeq2SeqLM.from_pretrained(f"data/demo/{role}", dtype=torch.float32)
             for role in ("small", "large")
+        }
+    if pair == "llama":
+        shape = dict(vocab_size=32000, hidden_size=512, num_heads=8)
+        return {
+            "small": random_llama(num_layers=4, seed=0, **shape),
+            "large": random_llama(num_layers=16, seed=1, **shape),
         }
     shape = dict(vocab_size=32128, d_model=512, num_heads=8, d_ff=2048)
     return {
@@ -44,36 +54,55 @@ def _best(run, repetitions: int = 5) -> float:
     return min(run() for _ in range(repetitions))
 
 
-def _per_step(feed, steps: int) -> float:
+def _per_step(feed, steps: int, first: int) -> float:
     token = torch.zeros((1, 1), dtype=torch.long)
     start = time.perf_counter()
-    for position in range(steps):
+    for position in range(first, first + steps):
         feed(token, position)
     return (time.perf_counter() - start) / steps
 
 
+def _step_weights(decoder) -> list[torch.Tensor]:
+    """The matrices one single-token step multiplies by (cross-attention keys and values
+    are computed once per input, not per step)."""
+    if hasattr(decoder.layers[0], "cross_q"):  # T5
+        return [
+            w
+            for layer in decoder.layers
+            for w in (layer.q, layer.k, layer.v, layer.o, layer.cross_q, layer.cross_o, layer.wi)
+            + ((layer.wi_gate,) if layer.gated else ())
+            + (layer.wo,)
+        ]
+    return [
+        pair[0]
+        for layer in decoder.layers
+        for pair in (layer.q, layer.k, layer.v, layer.o, layer.gate, layer.up, layer.down)
+    ]
+
+
 def measure(model, steps: int, device) -> dict:
     model = model.to(device).eval()
-    source = torch.randint(2, model.config.vocab_size, (1, 25), device=device)
+    source = torch.randint(2, model.config.vocab_size, (1, PROMPT), device=device)
+    decoder_only = not model.config.is_encoder_decoder
+    first = PROMPT if decoder_only else 0  # a decoder-only model's prompt is in its cache
 
     def transformers_step():
         state = DecoderState(model, source, None)  # no capacity: transformers' forward
-        return _per_step(lambda token, _: state.feed(token), steps)
+        if decoder_only:
+            state.feed(source)
+        return _per_step(lambda token, _: state.feed(token), steps, first)
 
     def lean_step():
-        decoder = LeanT5Decoder(model, source, None, capacity=steps)
-        return _per_step(decoder.step, steps)
+        decoder = lean_decoder(model, source, None, capacity=first + steps)
+        if decoder_only:
+            decoder.step(source, 0)
+        return _per_step(decoder.step, steps, first)
 
-    decoder = LeanT5Decoder(model, source, None, capacity=steps)
-    weights = [
-        w
-        for layer in decoder.layers
-        for w in (layer.q, layer.k, layer.v, layer.o, layer.cross_q, layer.cross_o, layer.wi)
-        + ((layer.wi_gate,) if layer.gated else ())
-        + (layer.wo,)
-    ]
-    hidden = torch.randn((1, 1, model.config.d_model), device=device)
-    inner = torch.randn((1, 1, model.config.d_ff), device=device)
+    decoder = lean_decoder(model, source, None, capacity=first + steps)
+    weights = _step_weights(decoder)
+    width = decoder.embed.shape[1]
+    hidden = torch.randn((1, 1, width), device=device)
+    inner = torch.randn((1, 1, max(w.shape[1] for w in weights)), device=device)
 
     def products():
         start = time.perf_counter()
@@ -97,7 +126,7 @@ def measure(model, steps: int, device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", default="demo,t5", help="comma-separated: demo, t5")
+    parser.add_argument("--pairs", default="demo,t5,llama", help="comma-separated: demo, t5, llama")
     parser.add_argument("--steps", type=int, default=40, help="decoder steps per repetition")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default=None, help="also write the figures as JSON here")

@@ -64,7 +64,7 @@ def summarize(seconds: list[float]) -> dict[str, float]:
 
 class ForwardClock:
     """Adds up the wall time spent inside the forward passes of the given modules (and in the
-    lean T5 decoder steps, which use the modules' weights without calling them).
+    lean decoder steps, which use the modules' weights without calling them).
 
     Hooks synchronise the device around every forward pass, which costs a little time on GPU, so
     use it in a separate, instrumented run rather than in the run whose latency is reported.
@@ -88,29 +88,30 @@ class ForwardClock:
             self.seconds += time.perf_counter() - start
 
     def __enter__(self) -> ForwardClock:
-        from bild_align.core.lean_t5 import LeanT5Decoder
+        from bild_align.core.lean import LEAN_DECODERS
 
         for module in self.modules:
             self._handles.append(module.register_forward_pre_hook(self._before))
             self._handles.append(module.register_forward_hook(self._after))
-        # the lean T5 step runs the decoder without calling the module: count it as a forward
-        self._lean_step = LeanT5Decoder.step
-        clock, step = self, self._lean_step
+        # the lean steps run a decoder without calling its module: count each as a forward
+        self._lean_steps = {kind: kind.step for kind in LEAN_DECODERS}
+        for kind, step in self._lean_steps.items():
+            kind.step = self._counted(step)
+        return self
 
+    def _counted(self, step):
         def counted_step(decoder, *args, **kwargs):
-            clock._before()
+            self._before()
             try:
                 return step(decoder, *args, **kwargs)
             finally:
-                clock._after()
+                self._after()
 
-        LeanT5Decoder.step = counted_step
-        return self
+        return counted_step
 
     def __exit__(self, *_: Any) -> None:
-        from bild_align.core.lean_t5 import LeanT5Decoder
-
-        LeanT5Decoder.step = self._lean_step
+        for kind, step in self._lean_steps.items():
+            kind.step = step
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

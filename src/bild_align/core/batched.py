@@ -1,16 +1,19 @@
 """Greedy BiLD, speculative and autoregressive decoding of a batch, each row on its own course.
 
-    loop = BatchLoop(small_decoder, large_decoder, rows=8, start=0, forced_first=None,
+    loop = BatchLoop(small_decoder, large_decoder, prefixes=[[0]] * 8, forced_first=None,
                      eos_ids={1}, max_new_tokens=64, fallback_threshold=0.6,
                      rollback_threshold=2.0, max_small_steps=10, vocab_size=None)
     rows = loop.run()            # one `RowResult` per input row: tokens, from_small, stats
+
+A row's prefix is what its decoder is fed before the first new token: the decoder start token
+(encoder-decoder models) or the row's prompt without its padding (decoder-only models).
 
 Every row makes exactly the decisions the one-row loop (`decoding._DecodeLoop`) makes for it
 alone: it drafts, falls back, is checked and rolled back on its own. The loop only groups the
 work: each round, one small-model step for every row that is drafting, then one large-model
 pass for every row that waits for a check (with no small model, every row is checked, i.e. the
 large model appends, each round). A rollback in one row is a position move in that row's cache
-(`LeanT5Decoder`); the other rows do not notice it. Finished rows cost nothing.
+(`lean.LeanDecoder`); the other rows do not notice it. Finished rows cost nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bild_align.core.lean_t5 import LeanT5Decoder
+from bild_align.core.lean import LeanDecoder
 from bild_align.core.policies import falls_back, rollback_index
 from bild_align.core.stats import BiLDStats
 
@@ -30,9 +33,10 @@ FILLER = 0  # the id fed after a shorter row's tokens in a step; masked out, nev
 
 @dataclass
 class RowResult:
-    """One row's decoding: its decoder tokens (start token first) and what produced them."""
+    """One row's decoding: its decoder tokens (prefix first) and what produced them."""
 
     tokens: list[int]
+    prefix_length: int = 1
     from_small: list[bool] = field(default_factory=list)
     stats: BiLDStats = field(default_factory=BiLDStats)
     pending: int = 0  # drafted tokens not yet checked
@@ -47,11 +51,10 @@ class BatchLoop:
 
     def __init__(
         self,
-        small: LeanT5Decoder | None,
-        large: LeanT5Decoder,
+        small: LeanDecoder | None,
+        large: LeanDecoder,
         *,
-        rows: int,
-        start: int,
+        prefixes: list[list[int]],
         forced_first: int | None,
         eos_ids: Collection[int],
         max_new_tokens: int,
@@ -68,7 +71,10 @@ class BatchLoop:
         self.max_small_steps = max_small_steps
         self.vocab_size = vocab_size
         first_phase = DRAFTING if small is not None else WAITING
-        self.rows = [RowResult(tokens=[start], phase=first_phase) for _ in range(rows)]
+        self.rows = [
+            RowResult(tokens=list(prefix), prefix_length=len(prefix), phase=first_phase)
+            for prefix in prefixes
+        ]
         if forced_first is not None:  # known without a forward pass, as in the one-row loop
             for row in self.rows:
                 self._accept_large_token(row, forced_first)
@@ -76,7 +82,7 @@ class BatchLoop:
     # -- bookkeeping --
 
     def _full(self, row: RowResult) -> bool:
-        return len(row.tokens) - 1 >= self.max_new_tokens
+        return len(row.tokens) - row.prefix_length >= self.max_new_tokens
 
     def _accept_large_token(self, row: RowResult, token: int) -> None:
         row.tokens.append(token)
@@ -89,7 +95,7 @@ class BatchLoop:
             row.phase = DRAFTING if self.small is not None else WAITING
 
     def _feed(
-        self, decoder: LeanT5Decoder, indices: list[int], fed: list[int], read: list[int]
+        self, decoder: LeanDecoder, indices: list[int], fed: list[int], read: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run `decoder` on each listed row's unfed tokens (from its cached length `fed[i]`);
         return the logits at each row's last `read[i]` tokens, (sum of read, vocab) in row
@@ -99,7 +105,7 @@ class BatchLoop:
         widths = [len(chunk) for chunk in chunks]
         width = max(widths)
         padded = [chunk + [FILLER] * (width - len(chunk)) for chunk in chunks]
-        device = decoder.embed.device
+        device = decoder.device
         new_ids = torch.tensor(padded, device=device)
         starts = torch.tensor(fed, device=device)
         columns = torch.arange(width, device=device)
@@ -172,7 +178,7 @@ class BatchLoop:
         keep = len(row.tokens) - row.pending + index
         row.pending = 0
         del row.tokens[keep:]
-        del row.from_small[keep - 1 :]
+        del row.from_small[keep - row.prefix_length :]
         row.large_length = min(row.large_length, keep)
         row.small_length = min(row.small_length, keep)
         self._accept_large_token(row, choices[index])
@@ -188,5 +194,5 @@ class BatchLoop:
             if not drafting and not waiting:
                 break
         for row in self.rows:
-            row.stats.generated = len(row.tokens) - 1
+            row.stats.generated = len(row.tokens) - row.prefix_length
         return self.rows

@@ -3,7 +3,7 @@
     state = DecoderState(model, input_ids, attention_mask)   # runs the encoder once
     logits = state.feed(token_ids[:, state.length:])         # (k, vocab) for the k new tokens
     state.crop(n)                                            # keep the first n cached tokens
-    state = DecoderState(model, input_ids, None, capacity=129)  # T5 family: the lean step
+    state = DecoderState(model, input_ids, None, capacity=129)  # the lean step where covered
 
 Encoder-decoder models (T5, BART, ...) cache the decoder tokens; decoder-only models (GPT-2,
 Llama, ...) cache the prompt and the tokens after it, so for them the prompt is simply the
@@ -11,9 +11,10 @@ first tokens fed. The state knows nothing about which tokens are "right": the de
 what to feed and where to crop. Cropping touches the self-attention cache only; the
 cross-attention keys/values depend on the input alone and stay valid for the whole generation.
 
-Given a `capacity` (the most decoder tokens the call can hold), a T5-family model runs on
-`LeanT5Decoder`: the same arithmetic over a static cache, where a crop is a position move.
-Every other model, or `capacity=None`, runs transformers' own forward with a `DynamicCache`.
+Given a `capacity` (the most decoder tokens the call can hold), a model that `lean.supports`
+(T5 family; Llama, Mistral, Qwen2/3) runs on its lean decoder step: the same arithmetic over a
+static cache, where a crop is a position move. Every other model, or `capacity=None`, runs
+transformers' own forward with a `DynamicCache`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from bild_align.core import lean_t5
+from bild_align.core.lean import lean_decoder
 
 
 class DecoderState:
@@ -38,11 +39,11 @@ class DecoderState:
         self.model = model
         self.device = model.device
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        self.lean = None
         self._lean_length = 0
-        if capacity is not None and lean_t5.supports(model):
-            self.lean = lean_t5.LeanT5Decoder(model, input_ids, attention_mask, capacity)
-        elif self.is_encoder_decoder:
+        self.lean = (
+            None if capacity is None else lean_decoder(model, input_ids, attention_mask, capacity)
+        )
+        if self.lean is None and self.is_encoder_decoder:
             self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
             encoder_output = model.get_encoder()(
                 input_ids=input_ids.to(self.device),
@@ -53,7 +54,7 @@ class DecoderState:
                 last_hidden_state=encoder_output.last_hidden_state
             )
             self.cache = EncoderDecoderCache(_new_cache(model.config), _new_cache(model.config))
-        else:
+        elif self.lean is None:
             self.cache = _new_cache(model.config)
 
     @property

@@ -20,10 +20,11 @@ the small one drafts, the large one checks the drafts in one pass and corrects o
   first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
   small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
   exactly the large model's greedy output.
-- Batches: greedy decoding of T5-family pairs runs all rows together (`batched.BatchLoop`),
-  each row making exactly the decisions it makes alone; other models, sampling and
-  `reference_compat` decode the rows one after the other. `engine="transformers"` runs
-  transformers' own forward instead of the lean T5 step (`lean_t5`): the reference path.
+- Batches: greedy decoding of pairs with a lean step (T5 family; Llama, Mistral, Qwen2/3)
+  runs all rows together (`batched.BatchLoop`), each row making exactly the decisions it
+  makes alone; other models, sampling and `reference_compat` decode the rows one after the
+  other. `engine="transformers"` runs transformers' own forward instead of the lean steps
+  (`lean`): the reference path.
 - Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
   with probability min(1, p/q) and resamples the first rejected one from max(0, p - q)
   (Leviathan et al. 2023; Chen et al. 2023), so the output follows the large model's sampling
@@ -38,7 +39,7 @@ import numbers
 import torch
 from transformers import PreTrainedModel
 
-from bild_align.core import lean_t5
+from bild_align.core import lean
 from bild_align.core.batched import BatchLoop
 from bild_align.core.cache import DecoderState
 from bild_align.core.policies import (
@@ -208,8 +209,9 @@ def bild_generate(
         vocab_size: the token ids the models share (default: all of their output embeddings,
             which must then have the same size); pass len(tokenizer) for a pair whose
             embeddings are padded to different sizes.
-        engine: "auto" runs T5-family models on the lean decoder step (`lean_t5`) and every
-            other model on transformers' forward; "transformers" always uses the latter.
+        engine: "auto" runs the T5 family, Llama, Mistral and Qwen2/3 on the lean decoder
+            steps (`lean`) and every other model on transformers' forward; "transformers"
+            always uses the latter.
     """
     _check_number(
         "fallback_threshold",
@@ -345,28 +347,34 @@ def _decode_row(small, large, input_ids, attention_mask, max_new_tokens, sampler
 
 
 def _batches_together(small, large, sampler: Sampler, policy: dict) -> bool:
-    """Whether a batch can run on `BatchLoop`: greedy, T5-family models, the lean engine."""
+    """Whether a batch can run on `BatchLoop`: greedy, models with a lean step."""
     return (
         policy.get("engine") == "auto"
         and not sampler.do_sample
         and not policy.get("reference_compat", False)
-        and lean_t5.supports(large)
-        and (small is None or lean_t5.supports(small))
+        and lean.supports(large)
+        and (small is None or lean.supports(small))
     )
 
 
 def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, policy):
     start, eos_ids, forced_first = _special_tokens(large)
-    capacity = 1 + max_new_tokens + policy.get("max_small_steps", 1) + 1  # + a step's filler
+    if _is_encoder_decoder(large):
+        prefixes = [[start]] * input_ids.shape[0]
+    else:  # each prompt without its padding, so that a token's position is its cache slot
+        forced_first = None
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        prefixes = [row[keep > 0].tolist() for row, keep in zip(input_ids, mask, strict=True)]
+    longest = max(len(prefix) for prefix in prefixes)
+    capacity = longest + max_new_tokens + policy.get("max_small_steps", 1) + 1  # + a filler
     decoders = [
-        None if model is None else lean_t5.LeanT5Decoder(model, input_ids, attention_mask, capacity)
+        None if model is None else lean.lean_decoder(model, input_ids, attention_mask, capacity)
         for model in (small, large)
     ]
     loop = BatchLoop(
         decoders[0],
         decoders[1],
-        rows=input_ids.shape[0],
-        start=start,
+        prefixes=prefixes,
         forced_first=forced_first,
         eos_ids=eos_ids,
         max_new_tokens=max_new_tokens,
@@ -376,7 +384,13 @@ def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, po
         vocab_size=policy.get("vocab_size"),
     )
     rows = loop.run()
-    pieces = [torch.tensor(row.tokens, device=large.device) for row in rows]
+    if _is_encoder_decoder(large):
+        pieces = [torch.tensor(row.tokens, device=large.device) for row in rows]
+    else:  # the prompt as given (padding included, as `generate` returns it), then the output
+        pieces = [
+            torch.cat((ids, ids.new_tensor(row.tokens[row.prefix_length :])))
+            for ids, row in zip(input_ids.to(large.device), rows, strict=True)
+        ]
     return _batch_output(
         pieces, large, [row.stats for row in rows], [row.from_small for row in rows]
     )

@@ -25,6 +25,8 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.lean_ops import kept_positions, rms_norm
+
 
 def supports(model: PreTrainedModel) -> bool:
     """True for the T5 family in eval mode with the attention layout this module reproduces,
@@ -78,15 +80,6 @@ class _Layer:
         self.wo = dense.wo.weight
 
 
-def _rms_norm(hidden: torch.Tensor, norm) -> torch.Tensor:
-    """T5LayerNorm: no mean, no bias, the variance in float32."""
-    weight = norm.weight
-    if hidden.dtype == torch.float32 and weight.dtype == torch.float32:
-        return F.rms_norm(hidden, weight.shape, weight, norm.variance_epsilon)
-    normed = F.rms_norm(hidden.float(), weight.shape, None, norm.variance_epsilon)
-    return weight * normed.to(weight.dtype)
-
-
 def _clamp_half(hidden: torch.Tensor) -> torch.Tensor:
     """T5's float16 guard after every sub-layer (as transformers does it)."""
     if hidden.dtype != torch.float16:
@@ -108,7 +101,7 @@ class LeanT5Decoder:
         capacity: int,
     ) -> None:
         config = model.config
-        device = model.device
+        self.device = device = model.device
         self.layers = [_Layer(block) for block in model.decoder.block]
         self.embed = model.decoder.embed_tokens.weight
         self.final_norm = model.decoder.final_layer_norm
@@ -196,7 +189,7 @@ class LeanT5Decoder:
         cross_bias = self.cross_bias if whole else self.cross_bias[rows]
         hidden = F.embedding(new_ids, self.embed)
         for index, layer in enumerate(self.layers):
-            normed = _rms_norm(hidden, layer.norm_self)
+            normed = rms_norm(hidden, layer.norm_self)
             query = self._split(normed @ layer.q.T)
             key = (normed @ layer.k.T).view(count, width, self.heads, self.head_dim)
             value = (normed @ layer.v.T).view(count, width, self.heads, self.head_dim)
@@ -214,7 +207,7 @@ class LeanT5Decoder:
             )
             hidden = _clamp_half(hidden + self._merge(attended) @ layer.o.T)
 
-            normed = _rms_norm(hidden, layer.norm_cross)
+            normed = rms_norm(hidden, layer.norm_cross)
             query = self._split(normed @ layer.cross_q.T)
             cross_keys = self.cross_keys[index] if whole else self.cross_keys[index][rows]
             cross_values = self.cross_values[index] if whole else self.cross_values[index][rows]
@@ -223,16 +216,13 @@ class LeanT5Decoder:
             )
             hidden = _clamp_half(hidden + self._merge(attended) @ layer.cross_o.T)
 
-            normed = _rms_norm(hidden, layer.norm_ff)
+            normed = rms_norm(hidden, layer.norm_ff)
             inner = layer.act(normed @ layer.wi.T)
             if layer.gated:
                 inner = inner * (normed @ layer.wi_gate.T)
             hidden = _clamp_half(hidden + inner.to(layer.wo.dtype) @ layer.wo.T)
-        if isinstance(keep, int):
-            hidden = hidden[:, max(0, hidden.shape[1] - keep) :]
-        elif keep is not None:
-            hidden = hidden[keep]
-        hidden = _rms_norm(hidden, self.final_norm)
+        hidden = kept_positions(hidden, keep)
+        hidden = rms_norm(hidden, self.final_norm)
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
         return hidden @ self.head.T

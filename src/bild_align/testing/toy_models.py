@@ -175,9 +175,11 @@ def random_llama(
     eos_weight: float = 1.0,
     seed: int = 0,
     sliding_window: int | None = None,
+    kv_heads: int | None = None,
 ):
     """A randomly initialised Llama-style decoder-only model in eval mode (untied head); with
-    `sliding_window`, a Mistral model whose attention sees only that many recent tokens."""
+    `sliding_window`, a Mistral model whose attention sees only that many recent tokens; with
+    `kv_heads`, grouped-query attention."""
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
     config_class, model_class = (LlamaConfig, LlamaForCausalLM)
@@ -191,7 +193,7 @@ def random_llama(
         intermediate_size=4 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=kv_heads or num_heads,
         max_position_embeddings=512,
         tie_word_embeddings=False,
         bos_token_id=0,

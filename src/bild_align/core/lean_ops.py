@@ -1,0 +1,27 @@
+"""Arithmetic shared by the lean decoder steps (`lean_t5`, `lean_causal`).
+
+normed = rms_norm(hidden, layer.input_layernorm)   # T5LayerNorm, LlamaRMSNorm, Qwen3RMSNorm
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def rms_norm(hidden: torch.Tensor, norm) -> torch.Tensor:
+    """An RMS norm module's arithmetic (no mean, no bias, the variance in float32), reading
+    its `weight` and `variance_epsilon`."""
+    weight = norm.weight
+    if hidden.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(hidden, weight.shape, weight, norm.variance_epsilon)
+    normed = F.rms_norm(hidden.float(), weight.shape, None, norm.variance_epsilon)
+    return weight * normed.to(weight.dtype)
+
+
+def kept_positions(hidden: torch.Tensor, keep: torch.Tensor | int | None) -> torch.Tensor:
+    """The positions of `hidden` (rows, k, width) whose logits are read: all (None), the last
+    n (an int: (rows, n, width)), or those a boolean (rows, k) mask marks ((marked, width))."""
+    if isinstance(keep, int):
+        return hidden[:, max(0, hidden.shape[1] - keep) :]
+    return hidden if keep is None else hidden[keep]
