@@ -176,3 +176,33 @@ def test_sampled_batches_decode_row_by_row():
     )
     assert sampled.sequences[0, : alone.sequences.shape[1]].tolist() == alone.sequences[0].tolist()
     assert sampled.row_stats[0] == alone.stats
+
+
+# --- shared checks: rows kept in step ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_shared_checks_keep_the_exact_mode_exact(seed):
+    small, large = _pair(seed, eps=0.3)
+    ids, mask = _padded_batch(seed, rows=6)
+    policy = dict(rollback_threshold=0.0, fallback_threshold=0.6, max_new_tokens=MAX_NEW)
+    shared = bild_generate(small, large, ids, mask, shared_checks=True, **policy)
+    _assert_rows_equal_generate(shared, large, ids, mask)
+    own = bild_generate(small, large, ids, mask, **policy)
+    # the option changes when rows are checked: rows pulled into a check stop drafting early
+    assert shared.stats.small_steps < own.stats.small_steps
+
+
+def test_shared_checks_leave_rows_in_step_alone_when_they_are_already():
+    """Identical rows decide identically, so they are always in step: shared or not, each
+    equals the row decoded alone."""
+    small, large = _pair(5, eps=0.3)
+    ids, mask = _padded_batch(5, rows=1)
+    policy = dict(rollback_threshold=2.0, fallback_threshold=0.6, max_new_tokens=MAX_NEW)
+    alone = bild_generate(small, large, ids, mask, **policy)
+    shared = bild_generate(
+        small, large, ids.repeat(3, 1), mask.repeat(3, 1), shared_checks=True, **policy
+    )
+    for index in range(3):
+        assert shared.sequences[index].tolist() == alone.sequences[0].tolist()
+        assert shared.row_stats[index] == alone.stats

@@ -45,6 +45,7 @@ def test_every_option_is_explained(command, capsys):
         (["bench", "--batch-sizes", "4,x"], "comma-separated positive integers"),
         (["bench", "--batch-sizes", "4"], "must include 1"),
         (["eval", "--batch-size", "0"], "positive integer"),
+        (["eval", "--shared-checks"], "give --batch-size N > 1"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_message(argv, message, capsys):
@@ -99,7 +100,16 @@ def test_bench_tiny_writes_results(tmp_path):
         (batch,) = level["batches"]  # 2 inputs: one batch of 2, every method on it
         assert batch["batch_size"] == 2 and batch["batches"] == 1
         rows = {row["method"]: row for row in batch["methods"]}
-        assert set(rows) == {"large", "bild exact", "speculative", "bild"}
+        assert set(rows) == {
+            "large",
+            "bild exact",
+            "speculative",
+            "bild",
+            "bild exact shared",
+            "bild shared",
+        }
         assert rows["bild exact"]["identical_to_large"] == 2 and rows["bild"]["tokens_per_s"] > 0
+        assert rows["bild exact shared"]["identical_to_large"] == 2
+        assert rows["bild shared"]["setting"]["shared_checks"] is True
     assert results["levels"][0]["agreement"] == 1.0
     assert "speedup" in result.stdout

@@ -82,6 +82,14 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
     assert methods["bild"]["identical_to_large"] == 6
     assert methods["bild"]["outputs"] == one["methods"][0]["outputs"]
     assert methods["bild"]["stats"]["generated"] == one["methods"][-1]["stats"]["generated"]
+    # rows kept in step: still exact, and recorded in the configuration
+    config = _config(
+        byte_pair_dirs, pairs_file, tmp_path / "shared.json", rb=(0.0,), batch_size=4,
+        shared_checks=True,
+    )  # fmt: skip
+    shared = run_eval(config)
+    assert shared["config"]["shared_checks"] is True
+    assert shared["methods"][-1]["outputs"] == methods["large"]["outputs"]
 
 
 def test_sweep_writes_csv_plot_and_best(byte_pair_dirs, pairs_file, tmp_path):

@@ -167,6 +167,15 @@ def test_decoder_only_batches_in_exact_modes_equal_each_rows_large_greedy(seed, 
             small, large, ids, mask, rollback_threshold=0.0, max_new_tokens=MAX_NEW
         ),
         "speculative": speculative_generate(small, large, ids, mask, max_new_tokens=MAX_NEW),
+        "rb=0 shared checks": bild_generate(
+            small,
+            large,
+            ids,
+            mask,
+            rollback_threshold=0.0,
+            shared_checks=True,
+            max_new_tokens=MAX_NEW,
+        ),  # fmt: skip
     }
     width = ids.shape[1]
     for name, out in runs.items():

@@ -166,6 +166,12 @@ class EvalConfig:
         "left out)",
         parse=positive_int,
     )
+    shared_checks: bool = option(
+        False,
+        "with --batch-size N > 1: check every row holding drafts whenever one row needs a "
+        "check, so the rows stay in step and each large-model pass serves all of them (rows "
+        "then no longer decide exactly as alone; rb=0 stays exact)",
+    )
     max_drop: float = option(
         1.0,
         "with --sweep: report the fastest setting whose quality is "
@@ -201,6 +207,10 @@ class EvalConfig:
             raise UserError("in a sweep, --fb values must lie in [0, 1]")
         if not self.sweep and (len(self.rb) > 1 or len(self.fb) > 1):
             raise UserError("several --rb/--fb values need --sweep")
+        if self.shared_checks and self.batch_size == 1:
+            raise UserError(
+                "--shared-checks keeps the rows of a batch in step: give --batch-size N > 1"
+            )
 
 
 @dataclass

@@ -14,6 +14,10 @@ work: each round, one small-model step for every row that is drafting, then one 
 pass for every row that waits for a check (with no small model, every row is checked, i.e. the
 large model appends, each round). A rollback in one row is a position move in that row's cache
 (`lean.LeanDecoder`); the other rows do not notice it. Finished rows cost nothing.
+
+With `shared_checks=True`, every row holding drafts joins a check that one row needs: the rows
+stay in step and each large-model pass serves all of them, at the price of checks a row alone
+would not have had (the exact mode stays exact; other settings decide slightly differently).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class BatchLoop:
         rollback_threshold: float,
         max_small_steps: int,
         vocab_size: int | None,
+        shared_checks: bool = False,
     ) -> None:
         self.small, self.large = small, large
         self.eos_ids = frozenset(eos_ids)
@@ -70,6 +75,7 @@ class BatchLoop:
         self.rollback_threshold = rollback_threshold
         self.max_small_steps = max_small_steps
         self.vocab_size = vocab_size
+        self.shared_checks = shared_checks
         first_phase = DRAFTING if small is not None else WAITING
         self.rows = [
             RowResult(tokens=list(prefix), prefix_length=len(prefix), phase=first_phase)
@@ -189,6 +195,12 @@ class BatchLoop:
             if drafting:
                 self._small_step(drafting)
             waiting = [i for i, row in enumerate(self.rows) if row.phase == WAITING]
+            if waiting and self.shared_checks:  # every row with drafts joins the check
+                waiting = [
+                    i
+                    for i, row in enumerate(self.rows)
+                    if row.phase == WAITING or (row.phase == DRAFTING and row.pending)
+                ]
             if waiting:
                 self._large_step(waiting)
             if not drafting and not waiting:

@@ -186,8 +186,9 @@ def bild_generate(
     seed: int | None = None,
     vocab_size: int | None = None,
     engine: str = "auto",
+    shared_checks: bool = False,
 ) -> BiLDOutput:
-    """Big Little Decoding of one input.
+    """Big Little Decoding of one input, or of a batch (each row on its own course).
 
     Args:
         small, large: two encoder-decoder or two decoder-only models sharing a vocabulary and
@@ -212,6 +213,10 @@ def bild_generate(
         engine: "auto" runs the T5 family, Llama, Mistral and Qwen2/3 on the lean decoder
             steps (`lean`) and every other model on transformers' forward; "transformers"
             always uses the latter.
+        shared_checks: in a batch decoded together, check every row that holds drafts
+            whenever one row needs a check, so that the rows stay in step and each large-model
+            pass serves all of them (a row then no longer decides exactly as it would alone;
+            the exact mode stays exact). Without it each row is checked on its own schedule.
     """
     _check_number(
         "fallback_threshold",
@@ -242,6 +247,7 @@ def bild_generate(
         speculative=False,
         vocab_size=vocab_size,
         engine=engine,
+        shared_checks=shared_checks,
     )
 
 
@@ -319,13 +325,16 @@ def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **
     if small is not None:
         check_pair(small, large, policy["vocab_size"])
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+    shared_checks = bool(policy.pop("shared_checks", False))
     with torch.inference_mode():
         if input_ids.shape[0] == 1:
             return _decode_row(
                 small, large, input_ids, attention_mask, max_new_tokens, sampler, policy
             )
         if _batches_together(small, large, sampler, policy):
-            return _decode_together(small, large, input_ids, attention_mask, max_new_tokens, policy)
+            return _decode_together(
+                small, large, input_ids, attention_mask, max_new_tokens, policy, shared_checks
+            )
         rows = [
             _decode_row(
                 small,
@@ -357,7 +366,9 @@ def _batches_together(small, large, sampler: Sampler, policy: dict) -> bool:
     )
 
 
-def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, policy):
+def _decode_together(
+    small, large, input_ids, attention_mask, max_new_tokens, policy, shared_checks=False
+):
     start, eos_ids, forced_first = _special_tokens(large)
     if _is_encoder_decoder(large):
         prefixes = [[start]] * input_ids.shape[0]
@@ -382,6 +393,7 @@ def _decode_together(small, large, input_ids, attention_mask, max_new_tokens, po
         rollback_threshold=policy.get("rollback_threshold", 0.0),
         max_small_steps=policy.get("max_small_steps", 1),
         vocab_size=policy.get("vocab_size"),
+        shared_checks=shared_checks,
     )
     rows = loop.run()
     if _is_encoder_decoder(large):

@@ -14,7 +14,8 @@ compared at its best setting. Runs are interleaved per example (drift hits all a
 warm-up, with the device synchronised; only generation is timed. Beyond batch size 1
 (`--batch-sizes`), the large model's batched `generate`, exact BiLD, speculative decoding and
 BiLD (at the settings tuned at batch 1) each decode padded batches of that many inputs: those
-rows report throughput (tokens/s) and the speedup over the large model at the same batch size.
+rows report throughput (tokens/s) and the speedup over the large model at the same batch size;
+exact BiLD and BiLD run twice there, each row on its own schedule and with shared checks.
 """
 
 from __future__ import annotations
@@ -299,6 +300,24 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
 
 
 BATCHED = ("large", "bild exact", "speculative", "bild")  # the methods with a batch row
+SHARED = ("bild exact", "bild")  # ... and again with shared checks (rows kept in step)
+
+
+def _shared_checks(method: Method, small, large, n: int) -> Method:
+    """A BiLD method at the same setting, checking every row with drafts together."""
+    setting = method.setting
+    return _ours(
+        f"{method.name} shared",
+        setting | {"shared_checks": True},
+        bild_generate,
+        small,
+        large,
+        n,
+        rollback_threshold=setting["rb"],
+        fallback_threshold=setting["fb"],
+        max_small_steps=setting["max_small_steps"],
+        shared_checks=True,
+    )
 
 
 def _padded(inputs: list[torch.Tensor], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,6 +357,9 @@ def _measure_batches(config, size: int, small, large, methods, device, progress)
         Method(m.name, m.setting, m.generate, stats=None if m.stats is None else BiLDStats())
         for m in methods
         if m.name in BATCHED
+    ]
+    batch_methods += [
+        _shared_checks(m, small, large, config.max_new_tokens) for m in methods if m.name in SHARED
     ]
     warm_up(batch_methods, *batches[0])
     eos_ids = eos_token_ids(large)
@@ -380,7 +402,7 @@ def run_benchmark(config: BenchConfig) -> dict:
             total=len(config.eps)
             * (
                 config.examples * (9 if config.sampling else 6)
-                + len(BATCHED)
+                + (len(BATCHED) + len(SHARED))
                 * sum(max(1, config.examples // b) for b in config.batch_sizes if b > 1)
             ),
             desc="bench",

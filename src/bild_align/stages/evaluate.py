@@ -83,6 +83,7 @@ def _methods(
                 max_new_tokens=max_new_tokens,
                 reference_compat=config.reference_compat,
                 vocab_size=vocab_size,
+                shared_checks=config.shared_checks,
             )
             return out.sequences, out.stats
 
