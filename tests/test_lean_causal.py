@@ -220,3 +220,15 @@ def test_one_decoder_only_row_on_the_lean_engine_equals_the_transformers_engine(
         reference = bild_generate(small, large, prompt, engine="transformers", **policy)
         assert fast.sequences.tolist() == reference.sequences.tolist()
         assert fast.stats == reference.stats
+
+
+def test_models_split_across_devices_keep_transformers_forward():
+    """A `device_map` split moves weights in hooks a lean step never calls."""
+    model = _model("llama", seed=0)
+    model.hf_device_map = {"model": 0, "lm_head": "cpu"}
+    assert not lean.supports(model)
+    model.hf_device_map = {"": "cpu"}
+    assert lean.supports(model)
+    offloaded = _model("qwen3", seed=0)
+    offloaded.hf_device_map = {"model": "disk"}
+    assert not lean.supports(offloaded)

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from bild_align.core.lean_ops import kept_positions, rms_norm
+from bild_align.core.lean_ops import kept_positions, plain_weights, rms_norm
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
 # rotary variants whose angles depend on the position only (not on the sequence's length)
@@ -30,21 +30,19 @@ ROTARY_TYPES = {"default", "linear", "llama3", "yarn"}
 
 
 def supports(model: PreTrainedModel) -> bool:
-    """True for the decoder-only families above in eval mode, with floating-point weights, full
-    rotary dimensions and a position-only rotary variant; others keep transformers' forward."""
+    """True for the decoder-only families above with full rotary dimensions, a position-only
+    rotary variant and plain weights (`lean_ops.plain_weights`); others keep transformers'
+    forward."""
     config = model.config
     inner = getattr(model, "model", None)
     rotary = getattr(inner, "rotary_emb", None)
     return (
         getattr(config, "model_type", None) in FAMILIES
         and not getattr(config, "is_encoder_decoder", False)
-        and not model.training
-        and not getattr(model, "is_quantized", False)
         and rotary is not None
         and getattr(rotary, "rope_type", None) in ROTARY_TYPES
         and getattr(config, "partial_rotary_factor", 1.0) in (None, 1.0)
-        and hasattr(model, "lm_head")
-        and model.lm_head.weight.dtype.is_floating_point
+        and plain_weights(model)
     )
 
 

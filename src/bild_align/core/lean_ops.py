@@ -1,12 +1,17 @@
-"""Arithmetic shared by the lean decoder steps (`lean_t5`, `lean_causal`).
+"""What the lean decoder steps (`lean_t5`, `lean_causal`) share.
 
-normed = rms_norm(hidden, layer.input_layernorm)   # T5LayerNorm, LlamaRMSNorm, Qwen3RMSNorm
+    if plain_weights(model): ...                      # can a lean step read these weights?
+    normed = rms_norm(hidden, layer.input_layernorm)  # T5LayerNorm, LlamaRMSNorm, Qwen3RMSNorm
+    hidden = kept_positions(hidden, keep)             # where the output layer will run
+
+Each is written once here so that the two steps cannot drift apart.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+from transformers import PreTrainedModel
 
 
 def rms_norm(hidden: torch.Tensor, norm) -> torch.Tensor:
@@ -25,3 +30,18 @@ def kept_positions(hidden: torch.Tensor, keep: torch.Tensor | int | None) -> tor
     if isinstance(keep, int):
         return hidden[:, max(0, hidden.shape[1] - keep) :]
     return hidden if keep is None else hidden[keep]
+
+
+def plain_weights(model: PreTrainedModel) -> bool:
+    """Whether a lean step can read the model's weights directly: eval mode (no dropout), not
+    quantized, a floating-point output layer, and every weight on one device (a model split
+    or offloaded by `device_map` moves weights in hooks that a lean step never calls)."""
+    placements = set((getattr(model, "hf_device_map", None) or {}).values())
+    return (
+        not model.training
+        and not getattr(model, "is_quantized", False)
+        and hasattr(model, "lm_head")
+        and model.lm_head.weight.dtype.is_floating_point
+        and len(placements) <= 1
+        and not placements & {"disk", "meta"}
+    )

@@ -25,21 +25,18 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from bild_align.core.lean_ops import kept_positions, rms_norm
+from bild_align.core.lean_ops import kept_positions, plain_weights, rms_norm
 
 
 def supports(model: PreTrainedModel) -> bool:
-    """True for the T5 family in eval mode with the attention layout this module reproduces,
-    with plain floating-point weights (quantized models keep transformers' forward)."""
+    """True for the T5 family with plain weights (`lean_ops.plain_weights`); quantized,
+    training or split models keep transformers' forward."""
     config = model.config
     return (
         getattr(config, "model_type", None) in {"t5", "mt5"}
         and bool(getattr(config, "is_encoder_decoder", False))
-        and not model.training
-        and not getattr(model, "is_quantized", False)
         and hasattr(model, "decoder")
-        and hasattr(model, "lm_head")
-        and model.lm_head.weight.dtype.is_floating_point
+        and plain_weights(model)
     )
 
 
