@@ -316,7 +316,9 @@ def autoregressive_generate(
     )
 
 
-def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **policy):
+def _decode(
+    small, large, input_ids, attention_mask, max_new_tokens, sampler, shared_checks=False, **policy
+):
     _check_count("max_new_tokens", max_new_tokens)
     if policy.get("vocab_size") is not None:
         _check_count("vocab_size", policy["vocab_size"])
@@ -325,7 +327,6 @@ def _decode(small, large, input_ids, attention_mask, max_new_tokens, sampler, **
     if small is not None:
         check_pair(small, large, policy["vocab_size"])
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
-    shared_checks = bool(policy.pop("shared_checks", False))
     with torch.inference_mode():
         if input_ids.shape[0] == 1:
             return _decode_row(
@@ -366,16 +367,31 @@ def _batches_together(small, large, sampler: Sampler, policy: dict) -> bool:
     )
 
 
+def _prefixes(large, input_ids, attention_mask) -> list[list[int]]:
+    """What each row's decoder is fed before its first new token: the decoder start token, or
+    (decoder-only) the row's prompt without its padding, so a token's position is its slot."""
+    if _is_encoder_decoder(large):
+        return [[_special_tokens(large)[0]]] * input_ids.shape[0]
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    return [row[keep > 0].tolist() for row, keep in zip(input_ids, mask, strict=True)]
+
+
+def _with_prompts(input_ids, new_tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Decoder-only rows as `generate` returns them: the prompt as given (padding included),
+    then the new tokens."""
+    return [
+        torch.cat((prompt.to(tokens.device), tokens))
+        for prompt, tokens in zip(input_ids, new_tokens, strict=True)
+    ]
+
+
 def _decode_together(
     small, large, input_ids, attention_mask, max_new_tokens, policy, shared_checks=False
 ):
-    start, eos_ids, forced_first = _special_tokens(large)
-    if _is_encoder_decoder(large):
-        prefixes = [[start]] * input_ids.shape[0]
-    else:  # each prompt without its padding, so that a token's position is its cache slot
+    _, eos_ids, forced_first = _special_tokens(large)
+    if not _is_encoder_decoder(large):
         forced_first = None
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        prefixes = [row[keep > 0].tolist() for row, keep in zip(input_ids, mask, strict=True)]
+    prefixes = _prefixes(large, input_ids, attention_mask)
     longest = max(len(prefix) for prefix in prefixes)
     capacity = longest + max_new_tokens + policy.get("max_small_steps", 1) + 1  # + a filler
     decoders = [
@@ -398,11 +414,12 @@ def _decode_together(
     rows = loop.run()
     if _is_encoder_decoder(large):
         pieces = [torch.tensor(row.tokens, device=large.device) for row in rows]
-    else:  # the prompt as given (padding included, as `generate` returns it), then the output
-        pieces = [
-            torch.cat((ids, ids.new_tensor(row.tokens[row.prefix_length :])))
-            for ids, row in zip(input_ids.to(large.device), rows, strict=True)
+    else:
+        new_tokens = [
+            torch.tensor(row.tokens[row.prefix_length :], dtype=torch.long, device=large.device)
+            for row in rows
         ]
+        pieces = _with_prompts(input_ids, new_tokens)
     return _batch_output(
         pieces, large, [row.stats for row in rows], [row.from_small for row in rows]
     )
@@ -414,10 +431,10 @@ def _stack_rows(rows: list[BiLDOutput], large, input_ids) -> BiLDOutput:
     if _is_encoder_decoder(large):
         pieces = [row.sequences[0] for row in rows]
     else:
-        pieces = []
-        for index, row in enumerate(rows):
-            new_tokens = row.sequences[0, row.sequences.shape[1] - row.stats.generated :]
-            pieces.append(torch.cat((input_ids[index].to(new_tokens.device), new_tokens)))
+        new_tokens = [
+            row.sequences[0, row.sequences.shape[1] - row.stats.generated :] for row in rows
+        ]
+        pieces = _with_prompts(input_ids, new_tokens)
     return _batch_output(
         pieces, large, [row.stats for row in rows], [row.from_small for row in rows]
     )
@@ -477,14 +494,9 @@ class _DecodeLoop:
         self.reference_compat = reference_compat
         self.speculative = speculative
         self.vocab_size = vocab_size  # None: every row of the output embeddings
-        start, self.eos_ids, forced_first = _special_tokens(large)
-        if self.large.is_encoder_decoder:
-            prefix = [start]
-            self.forced_first = forced_first
-        else:  # the prompt is the prefix; padding is dropped (batch size 1 needs none)
-            kept = input_ids[0] if attention_mask is None else input_ids[0][attention_mask[0] > 0]
-            prefix = kept.tolist()
-            self.forced_first = None
+        _, self.eos_ids, forced_first = _special_tokens(large)
+        self.forced_first = forced_first if self.large.is_encoder_decoder else None
+        (prefix,) = _prefixes(large, input_ids, attention_mask)
         self.prefix_length = len(prefix)
         self.ids = torch.empty(
             (1, len(prefix) + max_new_tokens), dtype=torch.long, device=self.large.device

@@ -106,13 +106,12 @@ class LeanCausalDecoder:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim**-0.5
-        self.dtype = self.embed.dtype
         self.batch_size, self.capacity = rows, capacity
         shape = (rows, self.kv_heads, capacity, self.head_dim)
         self.keys = [self.embed.new_zeros(shape) for _ in self.layers]
         self.values = [self.embed.new_zeros(shape) for _ in self.layers]
         positions = torch.arange(capacity, device=self.device)[None]
-        probe = torch.zeros((), dtype=self.dtype, device=self.device)
+        probe = self.embed.new_zeros(())  # the rotary module reads its dtype and device
         cos, sin = inner.rotary_emb(probe, positions)  # (1, capacity, head_dim), scaling included
         self.cos, self.sin = cos[0], sin[0]
 
