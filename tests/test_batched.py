@@ -163,19 +163,41 @@ def test_one_row_on_the_lean_engine_equals_the_transformers_engine():
         assert lean.stats == reference.stats
 
 
-def test_sampled_batches_decode_row_by_row():
-    small, large = _pair(8)
-    ids, mask = _padded_batch(8, rows=3)
-    sampled = bild_generate(small, large, ids, mask, do_sample=True, seed=3, max_new_tokens=12)
-    again = bild_generate(small, large, ids, mask, do_sample=True, seed=3, max_new_tokens=12)
-    assert sampled.sequences.tolist() == again.sequences.tolist()
-    assert len(sampled.row_stats) == 3
-    # one sampler for the call, rows one after the other: the first row is as if alone
-    alone = bild_generate(
-        small, large, _row(ids, mask, 0), do_sample=True, seed=3, max_new_tokens=12
-    )
-    assert sampled.sequences[0, : alone.sequences.shape[1]].tolist() == alone.sequences[0].tolist()
-    assert sampled.row_stats[0] == alone.stats
+SAMPLED = {
+    "bild": lambda small, large, *args, **kw: bild_generate(
+        small, large, *args, rollback_threshold=1.5, fallback_threshold=0.7, **kw
+    ),
+    "speculative": lambda small, large, *args, **kw: speculative_generate(
+        small, large, *args, gamma=3, **kw
+    ),
+    "autoregressive": lambda small, large, *args, **kw: autoregressive_generate(large, *args, **kw),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLED))
+@pytest.mark.parametrize("seed, warp", [(8, {}), (9, {"temperature": 0.7, "top_k": 20})])
+def test_sampled_batches_make_each_rows_own_draws(method, seed, warp):
+    """Sampled, row i of a batch is the row decoded alone with seed + i: the batch runs
+    together on the lean step and row by row on transformers' forward, with the same rows."""
+    small, large = _pair(seed, eps=0.5)
+    ids, mask = _padded_batch(seed, rows=5)
+    decode = SAMPLED[method]
+    policy = dict(do_sample=True, seed=seed, max_new_tokens=MAX_NEW, **warp)
+    together = decode(small, large, ids, mask, **policy)
+    by_rows = decode(small, large, ids, mask, engine="transformers", **policy)
+    assert together.sequences.tolist() == by_rows.sequences.tolist()
+    assert together.row_stats == by_rows.row_stats
+    for index in range(ids.shape[0]):
+        alone = decode(small, large, _row(ids, mask, index), **(policy | {"seed": seed + index}))
+        length = alone.sequences.shape[1]
+        assert together.sequences[index, :length].tolist() == alone.sequences[0].tolist()
+        assert together.row_stats[index] == alone.stats
+        assert together.from_small[index] == alone.from_small
+    # the draws are the rows' own: another seed gives other rows
+    other = decode(small, large, ids, mask, **(policy | {"seed": seed + 100}))
+    assert other.sequences.tolist() != together.sequences.tolist()
+    if method == "speculative":  # the test has power: drafts were both accepted and rejected
+        assert together.stats.small_accepted > 0 and together.stats.rollbacks > 0
 
 
 # --- shared checks: rows kept in step ---------------------------------------------------------

@@ -77,6 +77,7 @@ def test_bench_tiny_writes_results(tmp_path):
             "0,0.05",
             "--batch-sizes",
             "1,2",
+            "--sampling",
             "--device",
             "cpu",
             "--output",
@@ -91,7 +92,17 @@ def test_bench_tiny_writes_results(tmp_path):
     assert [level["eps"] for level in results["levels"]] == [0.0, 0.05]
     for level in results["levels"]:
         methods = {row["method"]: row for row in level["methods"]}
-        assert set(methods) == {"large", "small", "assisted", "bild exact", "speculative", "bild"}
+        assert set(methods) == {
+            "large",
+            "small",
+            "assisted",
+            "bild exact",
+            "speculative",
+            "bild",
+            "large sample",
+            "spec. sample",
+            "bild sample",
+        }
         assert methods["large"]["identical_to_large"] == 2
         assert methods["bild exact"]["identical_to_large"] == 2  # the lossless oracles
         assert methods["speculative"]["identical_to_large"] == 2
@@ -107,9 +118,13 @@ def test_bench_tiny_writes_results(tmp_path):
             "bild",
             "bild exact shared",
             "bild shared",
+            "large sample",
+            "spec. sample",
+            "bild sample",
         }
         assert rows["bild exact"]["identical_to_large"] == 2 and rows["bild"]["tokens_per_s"] > 0
         assert rows["bild exact shared"]["identical_to_large"] == 2
         assert rows["bild shared"]["setting"]["shared_checks"] is True
+        assert rows["spec. sample"]["tokens_per_s"] > 0  # sampled batches run too
     assert results["levels"][0]["agreement"] == 1.0
     assert "speedup" in result.stdout

@@ -210,6 +210,29 @@ def test_decoder_only_batched_bild_makes_each_rows_own_decisions(seed, window, r
     assert batch.stats.rollbacks > 0 and batch.stats.small_accepted > 0
 
 
+@pytest.mark.parametrize("speculative", [False, True])
+def test_sampled_decoder_only_batches_make_each_rows_own_draws(speculative):
+    small, large = _pair(6, window=3)
+    ids, mask = _left_padded(6, rows=5)
+    policy = dict(do_sample=True, seed=11, temperature=0.8, max_new_tokens=MAX_NEW)
+    if speculative:
+        batch = speculative_generate(small, large, ids, mask, gamma=3, **policy)
+    else:
+        batch = bild_generate(small, large, ids, mask, rollback_threshold=1.5, **policy)
+    width = ids.shape[1]
+    for index in range(ids.shape[0]):
+        prompt = _prompt(ids, mask, index)
+        row_policy = policy | {"seed": 11 + index, "engine": "transformers"}
+        if speculative:
+            alone = speculative_generate(small, large, prompt, gamma=3, **row_policy)
+        else:
+            alone = bild_generate(small, large, prompt, rollback_threshold=1.5, **row_policy)
+        new_tokens = alone.sequences[0, prompt.shape[1] :].tolist()
+        assert batch.sequences[index, width : width + len(new_tokens)].tolist() == new_tokens
+        assert batch.row_stats[index] == alone.stats
+    assert batch.stats.small_accepted > 0 and batch.stats.rollbacks > 0
+
+
 def test_one_decoder_only_row_on_the_lean_engine_equals_the_transformers_engine():
     small, large = _pair(5, window=4, kv_heads=2)
     ids, mask = _left_padded(5, rows=4)

@@ -258,7 +258,8 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] = option(
         (1, 4, 16),
         "batch sizes; beyond 1, the large model's batched generate, exact BiLD, speculative "
-        "decoding and BiLD each decode that many inputs per call (throughput rows)",
+        "decoding and BiLD (with --sampling, their sampled rows too) each decode that many "
+        "inputs per call (throughput rows)",
         parse=positive_int_list,
     )
 

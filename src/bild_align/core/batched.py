@@ -1,19 +1,22 @@
-"""Greedy BiLD, speculative and autoregressive decoding of a batch, each row on its own course.
+"""BiLD, speculative and autoregressive decoding of a batch, each row on its own course.
 
     loop = BatchLoop(small_decoder, large_decoder, prefixes=[[0]] * 8, forced_first=None,
                      eos_ids={1}, max_new_tokens=64, fallback_threshold=0.6,
                      rollback_threshold=2.0, max_small_steps=10, vocab_size=None)
     rows = loop.run()            # one `RowResult` per input row: tokens, from_small, stats
+    samplers = [Sampler(do_sample=True, seed=0).for_row(i) for i in range(8)]
+    loop = BatchLoop(..., samplers=samplers, speculative=True)   # sampled, row by row draws
 
 A row's prefix is what its decoder is fed before the first new token: the decoder start token
 (encoder-decoder models) or the row's prompt without its padding (decoder-only models).
 
 Every row makes exactly the decisions the one-row loop (`decoding._DecodeLoop`) makes for it
-alone: it drafts, falls back, is checked and rolled back on its own. The loop only groups the
-work: each round, one small-model step for every row that is drafting, then one large-model
-pass for every row that waits for a check (with no small model, every row is checked, i.e. the
-large model appends, each round). A rollback in one row is a position move in that row's cache
-(`lean.LeanDecoder`); the other rows do not notice it. Finished rows cost nothing.
+alone (sampled, each row draws from its own generator in the one-row loop's order): it
+drafts, falls back, is checked and rolled back on its own. The loop only groups the work:
+each round, one small-model step for every row that is drafting, then one large-model pass
+for every row that waits for a check (with no small model, every row is checked, i.e. the
+large model appends, each round). A rollback in one row is a position move in that row's
+cache (`lean.LeanDecoder`); the other rows do not notice it. Finished rows cost nothing.
 
 With `shared_checks=True`, every row holding drafts joins a check that one row needs: the rows
 stay in step and each large-model pass serves all of them, at the price of checks a row alone
@@ -29,6 +32,7 @@ import torch
 
 from bild_align.core.lean import LeanDecoder
 from bild_align.core.policies import falls_back, rollback_index
+from bild_align.core.sampling import Sampler, speculative_verdict
 from bild_align.core.stats import BiLDStats
 
 DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
@@ -48,10 +52,14 @@ class RowResult:
     small_length: int = 0  # tokens in the small model's cache
     large_length: int = 0  # tokens in the large model's cache
     phase: str = DRAFTING
+    # the small model's sampling distributions of the pending tokens (speculative sampling)
+    draft_distributions: list[torch.Tensor] = field(default_factory=list)
 
 
 class BatchLoop:
-    """One greedy decoding call over a batch (see the module docstring)."""
+    """One decoding call over a batch (see the module docstring). `samplers`: one per row
+    (`Sampler.for_row`), or None for greedy decoding; `speculative`: sampled checks accept
+    drafts by speculative sampling instead of BiLD's rollback rule."""
 
     def __init__(
         self,
@@ -67,8 +75,12 @@ class BatchLoop:
         max_small_steps: int,
         vocab_size: int | None,
         shared_checks: bool = False,
+        samplers: list[Sampler] | None = None,
+        speculative: bool = False,
     ) -> None:
         self.small, self.large = small, large
+        self.samplers = samplers if samplers and samplers[0].do_sample else None
+        self.speculative = speculative
         self.eos_ids = frozenset(eos_ids)
         self.max_new_tokens = max_new_tokens
         self.fallback_threshold = fallback_threshold
@@ -128,14 +140,27 @@ class BatchLoop:
     def _small_step(self, indices: list[int]) -> None:
         fed = [self.rows[index].small_length for index in indices]
         last, _, _ = self._feed(self.small, indices, fed, [1] * len(indices))
-        probabilities = torch.softmax(last.float(), dim=-1)
-        top = probabilities.max(-1)
-        tops, tokens = top.values.tolist(), top.indices.tolist()
-        for index, top_probability, token in zip(indices, tops, tokens, strict=True):
+        if self.samplers is None:
+            probabilities = torch.softmax(last.float(), dim=-1)
+            top = probabilities.max(-1)
+            tops, tokens = top.values.tolist(), top.indices.tolist()
+        else:  # the rows share their settings, not their draws
+            last = last.to(self.large.device)  # where the samplers' generators live
+            probabilities = self.samplers[0].distribution(last)
+            tops = probabilities.max(-1).values.tolist()
+            tokens = [
+                int(self.samplers[index].choose(probabilities[place]))
+                for place, index in enumerate(indices)
+            ]
+        for place, (index, top_probability, token) in enumerate(
+            zip(indices, tops, tokens, strict=True)
+        ):
             row = self.rows[index]
             row.small_length = len(row.tokens)
             row.stats.small_steps += 1
             row.round_steps += 1
+            if self.speculative and self.samplers is not None:
+                row.draft_distributions.append(probabilities[place])
             if falls_back(top_probability, self.fallback_threshold):
                 row.stats.fallbacks += 1
                 row.phase = WAITING
@@ -151,6 +176,12 @@ class BatchLoop:
         fed = [self.rows[index].large_length for index in indices]
         read = [self.rows[index].pending + 1 for index in indices]
         logits, new_ids, keep = self._feed(self.large, indices, fed, read)
+        if self.samplers is not None:
+            start = 0
+            for index, count in zip(indices, read, strict=True):
+                self._sampled_verdict(index, logits[start : start + count])
+                start += count
+            return
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         following = torch.roll(new_ids, -1, dims=1)[keep]  # the token after each read position
         nll = -log_probs.gather(-1, following[:, None])[:, 0]
@@ -160,23 +191,44 @@ class BatchLoop:
         for index, count in zip(indices, read, strict=True):
             row_nll = both[0][start : start + count - 1]  # the last read predicts a new token
             row_choices = [int(token) for token in both[1][start : start + count]]
-            self._verdict(self.rows[index], row_nll, row_choices)
+            self._verdict(self.rows[index], *self._rollback(self.rows[index], row_nll, row_choices))
             start += count
 
-    def _verdict(self, row: RowResult, nll: list[float], choices: list[int]) -> None:
-        """The one-row loop's `_check_and_continue`, for one row."""
+    def _rollback(self, row: RowResult, nll: list[float], choices: list[int]):
+        """BiLD's rule for one row: (the first replaced draft or None, the large model's token)."""
+        drafted = row.tokens[len(row.tokens) - row.pending :]
+        index = rollback_index(drafted, nll, choices[:-1], self.rollback_threshold)
+        return index, choices[-1] if index is None else choices[index]
+
+    def _sampled_verdict(self, index: int, logits: torch.Tensor) -> None:
+        """One row's check with its own sampler, drawing in the one-row loop's order."""
+        row, sampler = self.rows[index], self.samplers[index]
+        drafted = row.tokens[len(row.tokens) - row.pending :]
+        if self.speculative:
+            target = sampler.distribution(logits)
+            verdict = speculative_verdict(sampler, target, drafted, row.draft_distributions)
+        else:
+            choices = sampler.choose(sampler.distribution(logits)).tolist()
+            log_probs = sampler.log_distribution(logits[:-1])
+            drafted_ids = torch.tensor(drafted, device=logits.device)[:, None]
+            nll = (-log_probs.gather(-1, drafted_ids)[:, 0]).tolist()
+            verdict = self._rollback(row, nll, choices)
+        row.draft_distributions.clear()
+        self._verdict(row, *verdict)
+
+    def _verdict(self, row: RowResult, index: int | None, token: int) -> None:
+        """The one-row loop's `_check_and_continue` for one row: keep the drafts before
+        `index` (all of them when None), then append the large model's `token`."""
         row.stats.large_calls += 1
         row.large_length = len(row.tokens)
-        drafted = row.tokens[len(row.tokens) - row.pending :]
         ended_on_draft = row.pending > 0 and (row.tokens[-1] in self.eos_ids or self._full(row))
-        index = rollback_index(drafted, nll, choices[:-1], self.rollback_threshold)
         if index is None:
             row.stats.small_accepted += row.pending
             row.pending = 0
             if ended_on_draft:
                 row.phase = FINISHED
             else:
-                self._accept_large_token(row, choices[-1])
+                self._accept_large_token(row, token)
             return
         row.stats.rollbacks += 1
         row.stats.small_accepted += index
@@ -187,7 +239,7 @@ class BatchLoop:
         del row.from_small[keep - row.prefix_length :]
         row.large_length = min(row.large_length, keep)
         row.small_length = min(row.small_length, keep)
-        self._accept_large_token(row, choices[index])
+        self._accept_large_token(row, token)
 
     def run(self) -> list[RowResult]:
         while True:

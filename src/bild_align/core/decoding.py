@@ -20,11 +20,13 @@ the small one drafts, the large one checks the drafts in one pass and corrects o
   first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
   small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
   exactly the large model's greedy output.
-- Batches: greedy decoding of pairs with a lean step (T5 family; Llama, Mistral, Qwen2/3)
-  runs all rows together (`batched.BatchLoop`), each row making exactly the decisions it
-  makes alone; other models, sampling and `reference_compat` decode the rows one after the
-  other. `engine="transformers"` runs transformers' own forward instead of the lean steps
-  (`lean`): the reference path.
+- Batches: pairs with a lean step (T5 family; Llama, Mistral, Qwen2/3) decode all rows
+  together (`batched.BatchLoop`), each row making exactly the decisions it makes alone;
+  other models and `reference_compat` decode the rows one after the other. Sampled, row i
+  draws from its own generator seeded with `seed + i` (`Sampler.for_row`): it is the output
+  of decoding that row alone with that seed, whichever way the batch runs.
+  `engine="transformers"` runs transformers' own forward instead of the lean steps (`lean`):
+  the reference path.
 - Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
   with probability min(1, p/q) and resamples the first rejected one from max(0, p - q)
   (Leviathan et al. 2023; Chen et al. 2023), so the output follows the large model's sampling
@@ -49,7 +51,7 @@ from bild_align.core.policies import (
     falls_back,
     rollback_index,
 )
-from bild_align.core.sampling import Sampler
+from bild_align.core.sampling import Sampler, speculative_verdict
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 ENGINES = ("auto", "transformers")
@@ -193,7 +195,8 @@ def bild_generate(
     Args:
         small, large: two encoder-decoder or two decoder-only models sharing a vocabulary and
             special tokens, in eval mode (dropout would make the output random).
-        input_ids, attention_mask: the encoder input, or the prompt, shape (1, length).
+        input_ids, attention_mask: the encoder input, or the prompt: shape (1, length), or
+            (batch, length) with padding as `generate` takes it for the model.
         fallback_threshold: the small model hands control to the large one when its top
             probability is below this (0: never; above 1: always, i.e. large-only decoding).
         rollback_threshold: the large model replaces a drafted token when its cross-entropy of
@@ -206,7 +209,7 @@ def bild_generate(
             rollback) to reproduce the paper's numbers token for token.
         do_sample, temperature, top_k, top_p, seed: sample instead of taking the argmax; the
             fallback reads the small model's sampling distribution, the rollback the large
-            model's cross-entropy of the sampled token.
+            model's cross-entropy of the sampled token. In a batch, row i samples with seed + i.
         vocab_size: the token ids the models share (default: all of their output embeddings,
             which must then have the same size); pass len(tokenizer) for a pair whose
             embeddings are padded to different sizes.
@@ -332,9 +335,16 @@ def _decode(
             return _decode_row(
                 small, large, input_ids, attention_mask, max_new_tokens, sampler, policy
             )
-        if _batches_together(small, large, sampler, policy):
+        if _batches_together(small, large, policy):
             return _decode_together(
-                small, large, input_ids, attention_mask, max_new_tokens, policy, shared_checks
+                small,
+                large,
+                input_ids,
+                attention_mask,
+                max_new_tokens,
+                sampler,
+                policy,
+                shared_checks,
             )
         rows = [
             _decode_row(
@@ -343,7 +353,7 @@ def _decode(
                 input_ids[index : index + 1],
                 None if attention_mask is None else attention_mask[index : index + 1],
                 max_new_tokens,
-                sampler,
+                sampler.for_row(index),
                 policy,
             )
             for index in range(input_ids.shape[0])
@@ -356,11 +366,10 @@ def _decode_row(small, large, input_ids, attention_mask, max_new_tokens, sampler
     return loop.run_alone() if small is None else loop.run()
 
 
-def _batches_together(small, large, sampler: Sampler, policy: dict) -> bool:
-    """Whether a batch can run on `BatchLoop`: greedy, models with a lean step."""
+def _batches_together(small, large, policy: dict) -> bool:
+    """Whether a batch can run on `BatchLoop`: models with a lean step."""
     return (
         policy.get("engine") == "auto"
-        and not sampler.do_sample
         and not policy.get("reference_compat", False)
         and lean.supports(large)
         and (small is None or lean.supports(small))
@@ -386,7 +395,7 @@ def _with_prompts(input_ids, new_tokens: list[torch.Tensor]) -> list[torch.Tenso
 
 
 def _decode_together(
-    small, large, input_ids, attention_mask, max_new_tokens, policy, shared_checks=False
+    small, large, input_ids, attention_mask, max_new_tokens, sampler, policy, shared_checks=False
 ):
     _, eos_ids, forced_first = _special_tokens(large)
     if not _is_encoder_decoder(large):
@@ -410,6 +419,8 @@ def _decode_together(
         max_small_steps=policy.get("max_small_steps", 1),
         vocab_size=policy.get("vocab_size"),
         shared_checks=shared_checks,
+        samplers=[sampler.for_row(index) for index in range(input_ids.shape[0])],
+        speculative=policy.get("speculative", False),
     )
     rows = loop.run()
     if _is_encoder_decoder(large):
@@ -578,20 +589,6 @@ class _DecodeLoop:
         both = torch.cat((nll, choices.float())).tolist()
         return both[: self.pending], [int(token) for token in both[self.pending :]]
 
-    def _speculative_verdict(self, logits: torch.Tensor) -> tuple[int | None, int]:
-        """Lossless speculative sampling: (index of the first rejected draft or None, the
-        token that replaces it, or the bonus token after the last draft)."""
-        target = self.sampler.distribution(logits)
-        drafted = self.tokens[len(self.tokens) - self.pending :]
-        for index, token in enumerate(drafted):
-            p, q = target[index], self.draft_distributions[index]
-            if self.sampler.uniform() * float(q[token]) >= float(p[token]):  # u >= p/q: reject
-                residual = torch.clamp(p - q, min=0)
-                total = residual.sum()
-                residual = residual / total if total > 0 else p
-                return index, int(self.sampler.choose(residual))
-        return None, int(self.sampler.choose(target[-1]))
-
     # -- phases --
 
     def _draft(self) -> None:
@@ -624,7 +621,10 @@ class _DecodeLoop:
         ended_on_draft = self.pending > 0 and (self.tokens[-1] in self.eos_ids or self._full)
         logits = self._large_logits()
         if self.speculative and self.sampler.do_sample:
-            index, replacement = self._speculative_verdict(logits)
+            target = self.sampler.distribution(logits)
+            index, replacement = speculative_verdict(
+                self.sampler, target, drafted, self.draft_distributions
+            )
         else:
             nll, choices = self._large_choices(logits)
             index = rollback_index(

@@ -3,6 +3,8 @@
     sampler = Sampler(temperature=0.7, top_k=50, top_p=0.9, seed=0, device=device)
     probabilities = sampler.distribution(logits)      # (..., vocab), float32, sums to 1
     token = sampler.choose(probabilities)              # argmax when greedy, else a draw
+    row_sampler = sampler.for_row(3)                   # row 3 of a batch: its own draws
+    index, token = speculative_verdict(row_sampler, target, drafted, draft_distributions)
 
 The distribution a sampler draws from is the *target* distribution of every mode: BiLD's
 fallback reads its top probability, speculative sampling compares the large and small
@@ -11,7 +13,7 @@ models' distributions on it, so the lossless guarantee holds for exactly what is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -37,6 +39,14 @@ class Sampler:
             self.generator.manual_seed(self.seed)
         else:
             self.generator.seed()
+
+    def for_row(self, index: int) -> Sampler:
+        """The sampler of row `index` of a batch: the same settings, its own generator (seeded
+        with seed + index), so that a row draws what it draws when decoded alone with that
+        seed, whichever rows share its batch."""
+        if not self.do_sample:
+            return self
+        return replace(self, seed=None if self.seed is None else self.seed + index)
 
     def distribution(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax of the warped logits (temperature, then top-k, then top-p); greedy: plain."""
@@ -72,3 +82,24 @@ class Sampler:
 
     def uniform(self) -> float:
         return float(torch.rand((), generator=self.generator, device=self.device))
+
+
+def speculative_verdict(
+    sampler: Sampler,
+    target: torch.Tensor,
+    drafted: list[int],
+    draft_distributions: list[torch.Tensor],
+) -> tuple[int | None, int]:
+    """Lossless speculative sampling (Leviathan et al. 2023): accept each drafted token with
+    probability min(1, p/q), resample the first rejected one from max(0, p - q), else draw a
+    bonus token after the last draft. `target` holds the large model's sampling distributions
+    at each draft's position and one more; returns (the first rejected draft's index or None,
+    the token that replaces it or follows the drafts)."""
+    for index, token in enumerate(drafted):
+        p, q = target[index], draft_distributions[index]
+        if sampler.uniform() * float(q[token]) >= float(p[token]):  # u >= p/q: reject
+            residual = torch.clamp(p - q, min=0)
+            total = residual.sum()
+            residual = residual / total if total > 0 else p
+            return index, int(sampler.choose(residual))
+    return None, int(sampler.choose(target[-1]))

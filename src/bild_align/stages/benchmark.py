@@ -299,7 +299,16 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
     return {"eps": eps, "agreement": level_agreement, "methods": rows, "batches": batches}
 
 
-BATCHED = ("large", "bild exact", "speculative", "bild")  # the methods with a batch row
+# the methods with a batch row (sampled: each row with its own seed, `Sampler.for_row`)
+BATCHED = (
+    "large",
+    "bild exact",
+    "speculative",
+    "bild",
+    "large sample",
+    "spec. sample",
+    "bild sample",
+)
 SHARED = ("bild exact", "bild")  # ... and again with shared checks (rows kept in step)
 
 
@@ -445,9 +454,13 @@ def format_table(results: dict) -> str:
         f"{config['dtype']}, torch {results['environment']['torch']}, transformers "
         f"{results['environment']['transformers']}"
     )
+    rows = [row for level in results["levels"] for row in level["methods"]]
+    name_width = max([len("method")] + [len(row["method"]) for row in rows]) + 2
+    setting_width = max([len("setting")] + [len(_short_setting(row["setting"])) for row in rows])
+    setting_width += 2
     header = (
-        f"{'method':<12}{'setting':<34}{'median ms':>10}{'speedup':>9}{'same':>6}"
-        f"{'L calls/tok':>12}{'small share':>12}{'overhead':>9}"
+        f"{'method':<{name_width}}{'setting':<{setting_width}}{'median ms':>10}{'speedup':>9}"
+        f"{'same':>6}{'L calls/tok':>12}{'small share':>12}{'overhead':>9}"
     )
     for level in results["levels"]:
         lines.append("")
@@ -458,7 +471,8 @@ def format_table(results: dict) -> str:
             stats = row.get("stats")
             same = f"{row['identical_to_large']}/{row['latency']['count']}"
             lines.append(
-                f"{row['method']:<12}{setting:<34}{row['latency']['median_s'] * 1000:>10.1f}"
+                f"{row['method']:<{name_width}}{setting:<{setting_width}}"
+                f"{row['latency']['median_s'] * 1000:>10.1f}"
                 f"{row['speedup']:>8.2f}x{same:>6}"
                 + (
                     f"{stats['large_calls_per_token']:>12.3f}{stats['small_token_share']:>12.2f}"
