@@ -1,6 +1,6 @@
 """What one cached single-token decoder step costs, against its bare matrix products.
 
-    .venv/bin/python benchmarks/step_overhead.py [--pairs demo,t5,llama] [--steps 40]
+    .venv/bin/python benchmarks/step_overhead.py [--pairs demo,t5,bart,llama] [--steps 40]
 
 For each model: the step through transformers' forward with a `DynamicCache` (the
 `engine="transformers"` path), the step of our lean decoder over its static cache (the
@@ -9,8 +9,9 @@ output layer: what no implementation can skip). Steps are fed at positions 0 .. 
 a 25-token input (encoder-decoder) or prompt (decoder-only, fed first); the best of five
 repetitions is reported, all in one run. `demo` is the shipped pair (data/demo); `t5` is
 T5-small / T5-large-shaped (6 vs 24 layers, d_model 512, 32k vocabulary; random weights, the
-large one as wide as the small); `llama` is `bild-align bench --preset llama`'s shape (4 vs 16
-Llama layers, width 512, 32k vocabulary).
+large one as wide as the small); `bart` is a distilbart / BART-base shape (1 vs 6
+decoder layers, d_model 768, 50k vocabulary; random weights); `llama` is `bild-align bench
+--preset llama`'s shape (4 vs 16 Llama layers, width 512, 32k vocabulary).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from bild_align.core.cache import DecoderState
 from bild_align.core.lean import lean_decoder
-from bild_align.testing.toy_models import random_llama, random_t5
+from bild_align.testing.toy_models import random_bart, random_llama, random_t5
 
 PROMPT = 25
 
@@ -41,6 +42,12 @@ def _models(pair: str):
         return {
             "small": random_llama(num_layers=4, seed=0, **shape),
             "large": random_llama(num_layers=16, seed=1, **shape),
+        }
+    if pair == "bart":
+        shape = dict(vocab_size=50265, d_model=768, num_heads=12, ffn_dim=3072)
+        return {
+            "small": random_bart("bart", num_layers=1, seed=0, **shape),
+            "large": random_bart("bart", num_layers=6, seed=1, **shape),
         }
     shape = dict(vocab_size=32128, d_model=512, num_heads=8, d_ff=2048)
     return {
@@ -65,6 +72,13 @@ def _per_step(feed, steps: int, first: int) -> float:
 def _step_weights(decoder) -> list[torch.Tensor]:
     """The matrices one single-token step multiplies by (cross-attention keys and values
     are computed once per input, not per step)."""
+    if hasattr(decoder.layers[0], "fc1"):  # BART family
+        return [
+            pair[0]
+            for layer in decoder.layers
+            for pair in (layer.q, layer.k, layer.v, layer.o, layer.cross_q, layer.cross_o)
+            + (layer.fc1, layer.fc2)
+        ]
     if hasattr(decoder.layers[0], "cross_q"):  # T5
         return [
             w
@@ -126,7 +140,9 @@ def measure(model, steps: int, device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", default="demo,t5,llama", help="comma-separated: demo, t5, llama")
+    parser.add_argument(
+        "--pairs", default="demo,t5,bart,llama", help="comma-separated: demo, t5, bart, llama"
+    )
     parser.add_argument("--steps", type=int, default=40, help="decoder steps per repetition")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default=None, help="also write the figures as JSON here")

@@ -5,19 +5,14 @@ import torch
 
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core.lean_t5 import LeanT5Decoder, supports
+from bild_align.testing.helpers import padded_batch
 from bild_align.testing.toy_models import deepen, random_llama, random_t5
 
 MAX_NEW = 20
 
 
 def _padded_batch(seed, rows=5, vocab_size=128, longest=9):
-    """Random inputs of different lengths, right-padded (T5's convention), with their mask."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(2, vocab_size, (rows, longest), generator=generator)
-    lengths = torch.randint(1, longest + 1, (rows,), generator=generator)
-    lengths[0] = longest
-    mask = (torch.arange(longest)[None] < lengths[:, None]).long()
-    return ids * mask, mask
+    return padded_batch(seed, rows=rows, vocab_size=vocab_size, longest=longest)
 
 
 def _pair(seed, gated=False, eps=0.1):

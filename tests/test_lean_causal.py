@@ -19,6 +19,7 @@ from transformers import (
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core import lean
 from bild_align.core.lean_causal import LeanCausalDecoder, supports
+from bild_align.testing.helpers import padded_batch
 from bild_align.testing.toy_models import deepen_llama, random_llama
 
 MAX_NEW = 16
@@ -131,13 +132,7 @@ def test_only_covered_decoder_only_models_run_lean():
 
 
 def _left_padded(seed, rows=5, longest=8, vocab_size=96):
-    """Prompts of different lengths, left-padded (the decoder-only convention), with the mask."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(2, vocab_size, (rows, longest), generator=generator)
-    lengths = torch.randint(1, longest + 1, (rows,), generator=generator)
-    lengths[0] = longest
-    mask = (torch.arange(longest)[None] >= longest - lengths[:, None]).long()
-    return ids * mask, mask
+    return padded_batch(seed, rows=rows, vocab_size=vocab_size, longest=longest, left=True)
 
 
 def _prompt(ids, mask, index):

@@ -220,9 +220,9 @@ class BenchConfig:
     preset: str = option(
         "t5",
         "model shapes: t5 (6 vs 24 layers, 32k vocab), mt5 (8 vs 24 "
-        "layers, 250k vocab, gated), llama (decoder-only, 4 vs 16 layers, 32k "
-        "vocab), tiny (smoke test)",
-        choices=("t5", "mt5", "llama", "tiny"),
+        "layers, 250k vocab, gated), bart (BART-base width, 1 vs 6 decoder layers, 50k "
+        "vocab), llama (decoder-only, 4 vs 16 layers, 32k vocab), tiny (smoke test)",
+        choices=("t5", "mt5", "bart", "llama", "tiny"),
     )
     eps: tuple[float, ...] = option(
         (0.0, 0.01, 0.02),

@@ -20,11 +20,11 @@ the small one drafts, the large one checks the drafts in one pass and corrects o
   first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
   small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
   exactly the large model's greedy output.
-- Batches: pairs with a lean step (T5 family; Llama, Mistral, Qwen2/3) decode all rows
-  together (`batched.BatchLoop`), each row making exactly the decisions it makes alone;
-  other models and `reference_compat` decode the rows one after the other. Sampled, row i
-  draws from its own generator seeded with `seed + i` (`Sampler.for_row`): it is the output
-  of decoding that row alone with that seed, whichever way the batch runs.
+- Batches: pairs with a lean step (T5, BART and Marian families; Llama, Mistral, Qwen2/3)
+  decode all rows together (`batched.BatchLoop`), each row making exactly the decisions it
+  makes alone; other models and `reference_compat` decode the rows one after the other.
+  Sampled, row i draws from its own generator seeded with `seed + i` (`Sampler.for_row`): it
+  is the output of decoding that row alone with that seed, whichever way the batch runs.
   `engine="transformers"` runs transformers' own forward instead of the lean steps (`lean`):
   the reference path.
 - Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
@@ -213,9 +213,9 @@ def bild_generate(
         vocab_size: the token ids the models share (default: all of their output embeddings,
             which must then have the same size); pass len(tokenizer) for a pair whose
             embeddings are padded to different sizes.
-        engine: "auto" runs the T5 family, Llama, Mistral and Qwen2/3 on the lean decoder
-            steps (`lean`) and every other model on transformers' forward; "transformers"
-            always uses the latter.
+        engine: "auto" runs the T5 family, BART / mBART / Marian, Llama, Mistral and Qwen2/3
+            on the lean decoder steps (`lean`) and every other model on transformers'
+            forward; "transformers" always uses the latter.
         shared_checks: in a batch decoded together, check every row that holds drafts
             whenever one row needs a check, so that the rows stay in step and each large-model
             pass serves all of them (a row then no longer decides exactly as it would alone;

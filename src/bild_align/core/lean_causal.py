@@ -22,7 +22,16 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from bild_align.core.lean_ops import kept_positions, plain_weights, rms_norm
+from bild_align.core.lean_ops import (
+    kept_positions,
+    plain_weights,
+    query_positions,
+    read,
+    rms_norm,
+    step_extent,
+    write,
+    write_slots,
+)
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
 # rotary variants whose angles depend on the position only (not on the sequence's length)
@@ -139,24 +148,17 @@ class LeanCausalDecoder:
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
         single = isinstance(starts, int)
-        extent = (starts if single else int(starts.max())) + width
-        if extent > self.capacity:
-            raise ValueError(f"the static cache holds {self.capacity} tokens; {extent} needed")
-        whole = rows is None
+        extent = step_extent(starts, width, self.capacity)
         device = new_ids.device
+        queries = query_positions(starts, width, device)
         if single:
-            queries = torch.arange(starts, starts + width, device=device)[None]
             cos, sin = self.cos[None, None, starts:extent], self.sin[None, None, starts:extent]
         else:
-            queries = starts.to(device)[:, None] + torch.arange(width, device=device)
             cos, sin = self.cos[queries][:, None], self.sin[queries][:, None]
         # one query per row at one position sees every key up to it: no mask is needed, and a
         # window is a slice of the keys
         masks = None if single and width == 1 else self._masks(queries, extent)
-        sliced = whole and single
-        if not sliced:
-            row_index = (torch.arange(count, device=device) if whole else rows)[:, None]
-            positions = queries.expand(count, width)
+        slots = write_slots(starts, width, rows, count, device)
         hidden = F.embedding(new_ids, self.embed)
         for index, layer in enumerate(self.layers):
             normed = rms_norm(hidden, layer.norm_attention)
@@ -167,18 +169,13 @@ class LeanCausalDecoder:
                 query, key = rms_norm(query, layer.q_norm), rms_norm(key, layer.k_norm)
             query = _rotate(query.transpose(1, 2), cos, sin)
             key = _rotate(key.transpose(1, 2), cos, sin)
-            keys, values = self.keys[index], self.values[index]
-            if sliced:
-                keys[:, :, starts:extent] = key
-                values[:, :, starts:extent] = value.transpose(1, 2)
-            else:
-                keys[row_index, :, positions] = key.transpose(1, 2)
-                values[row_index, :, positions] = value
+            write(self.keys[index], key.transpose(1, 2), starts, slots)
+            write(self.values[index], value, starts, slots)
             first = 0
             if masks is None and layer.window is not None:
                 first = max(0, extent - layer.window)
-            past_keys = keys[:, :, first:extent] if whole else keys[rows, :, first:extent]
-            past_values = values[:, :, first:extent] if whole else values[rows, :, first:extent]
+            past_keys = read(self.keys[index], rows, first, extent)
+            past_values = read(self.values[index], rows, first, extent)
             attended = F.scaled_dot_product_attention(
                 query,
                 past_keys,

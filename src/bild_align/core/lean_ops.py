@@ -1,8 +1,14 @@
-"""What the lean decoder steps (`lean_t5`, `lean_causal`) share.
+"""What the lean decoder steps (`lean_t5`, `lean_causal`, `lean_bart`) share.
 
     if plain_weights(model): ...                      # can a lean step read these weights?
     normed = rms_norm(hidden, layer.input_layernorm)  # T5LayerNorm, LlamaRMSNorm, Qwen3RMSNorm
     hidden = kept_positions(hidden, keep)             # where the output layer will run
+    queries = query_positions(starts, width, device)  # each new token's cache position
+    slots = write_slots(starts, width, rows, count, device)
+    write(keys[layer], new_keys, starts, slots)       # the static cache, one position per row
+    past = read(keys[layer], rows, first, extent)
+    extent = step_extent(starts, width, capacity)     # positions a step reaches (or an error)
+    heads_first = split_heads(projected, heads)       # (rows, k, h*d) -> (rows, h, k, d)
 
 Each is written once here so that the two steps cannot drift apart.
 """
@@ -45,3 +51,64 @@ def plain_weights(model: PreTrainedModel) -> bool:
         and len(placements) <= 1
         and not placements & {"disk", "meta"}
     )
+
+
+def query_positions(starts: torch.Tensor | int, width: int, device) -> torch.Tensor:
+    """The cache positions of a step's `width` new tokens: (1, width) when every row starts at
+    the int `starts`, else (rows, width) from a tensor of per-row starts."""
+    offsets = torch.arange(width, device=device)
+    if isinstance(starts, int):
+        return (starts + offsets)[None]
+    return starts.to(device)[:, None] + offsets
+
+
+def write_slots(
+    starts: torch.Tensor | int, width: int, rows: torch.Tensor | None, count: int, device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Where a step's new keys and values go in a static cache (rows, heads, capacity, dim):
+    None when every row of the batch writes at one position (a slice), else one (row,
+    position) index pair per new token."""
+    if rows is None and isinstance(starts, int):
+        return None
+    row_index = (torch.arange(count, device=device) if rows is None else rows)[:, None]
+    return row_index, query_positions(starts, width, device).expand(count, width)
+
+
+def write(
+    cache: torch.Tensor,
+    new: torch.Tensor,
+    starts: torch.Tensor | int,
+    slots: tuple[torch.Tensor, torch.Tensor] | None,
+) -> None:
+    """Store `new` (count, width, heads, dim) at the step's positions (`write_slots`)."""
+    if slots is None:
+        cache[:, :, starts : starts + new.shape[1]] = new.transpose(1, 2)
+    else:
+        row_index, positions = slots
+        cache[row_index, :, positions] = new
+
+
+def read(cache: torch.Tensor, rows: torch.Tensor | None, first: int, extent: int) -> torch.Tensor:
+    """The cached positions first .. extent-1 of the given rows (None: all)."""
+    return cache[:, :, first:extent] if rows is None else cache[rows, :, first:extent]
+
+
+def step_extent(starts: torch.Tensor | int, width: int, capacity: int) -> int:
+    """How many cache positions a step of `width` tokens from `starts` reaches; a step past
+    the cache's `capacity` is refused."""
+    extent = (starts if isinstance(starts, int) else int(starts.max())) + width
+    if extent > capacity:
+        raise ValueError(f"the static cache holds {capacity} tokens; {extent} needed")
+    return extent
+
+
+def split_heads(projected: torch.Tensor, heads: int) -> torch.Tensor:
+    """(rows, length, heads*dim) -> (rows, heads, length, dim)."""
+    rows, length, width = projected.shape
+    return projected.view(rows, length, heads, width // heads).transpose(1, 2)
+
+
+def merge_heads(attended: torch.Tensor) -> torch.Tensor:
+    """(rows, heads, length, dim) -> (rows, length, heads*dim)."""
+    rows, heads, length, dim = attended.shape
+    return attended.transpose(1, 2).reshape(rows, length, heads * dim)

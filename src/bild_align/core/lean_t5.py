@@ -25,7 +25,18 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from bild_align.core.lean_ops import kept_positions, plain_weights, rms_norm
+from bild_align.core.lean_ops import (
+    kept_positions,
+    merge_heads,
+    plain_weights,
+    query_positions,
+    read,
+    rms_norm,
+    split_heads,
+    step_extent,
+    write,
+    write_slots,
+)
 
 
 def supports(model: PreTrainedModel) -> bool:
@@ -115,8 +126,12 @@ class LeanT5Decoder:
         hidden = encoded.last_hidden_state
         rows, source_length = input_ids.shape
         self.batch_size, self.capacity = rows, capacity
-        self.cross_keys = [self._split(hidden @ layer.cross_k.T) for layer in self.layers]
-        self.cross_values = [self._split(hidden @ layer.cross_v.T) for layer in self.layers]
+        self.cross_keys = [
+            split_heads(hidden @ layer.cross_k.T, self.heads) for layer in self.layers
+        ]
+        self.cross_values = [
+            split_heads(hidden @ layer.cross_v.T, self.heads) for layer in self.layers
+        ]
         self.cross_bias = torch.zeros((rows, 1, 1, source_length), dtype=self.dtype, device=device)
         if mask is not None:
             self.cross_bias.masked_fill_(mask[:, None, None, :] == 0, self.mask_value)
@@ -136,21 +151,13 @@ class LeanT5Decoder:
         self.bias_by_distance = by_distance.contiguous()
         self.bias_reversed = by_distance.flip(-1).contiguous()
 
-    def _split(self, projected: torch.Tensor) -> torch.Tensor:
-        """(rows, length, heads*dim) -> (rows, heads, length, dim)."""
-        rows, length, _ = projected.shape
-        return projected.view(rows, length, self.heads, self.head_dim).transpose(1, 2)
-
     def _position_bias(self, starts: torch.Tensor | int, width: int, extent: int) -> torch.Tensor:
         """Relative-position bias plus the causal mask, (rows or 1, heads, width, extent)."""
         if isinstance(starts, int) and width == 1:
             first = self.capacity - 1 - starts
             return self.bias_reversed[None, :, None, first : first + extent]
         keys = torch.arange(extent, device=self.embed.device)
-        if isinstance(starts, int):
-            queries = torch.arange(starts, starts + width, device=keys.device)[None]
-        else:
-            queries = starts[:, None] + torch.arange(width, device=keys.device)
+        queries = query_positions(starts, width, keys.device)
         distance = queries[:, :, None] - keys  # (rows, width, extent)
         bias = self.bias_by_distance[:, distance.clamp(min=0)].transpose(0, 1)
         return bias.masked_fill((distance < 0)[:, None], self.mask_value)
@@ -170,48 +177,34 @@ class LeanT5Decoder:
         positions, (marked, vocab) in row-major order."""
         new_ids = new_ids.to(self.embed.device)
         count, width = new_ids.shape
-        extent = (starts if isinstance(starts, int) else int(starts.max())) + width
-        if extent > self.capacity:
-            raise ValueError(f"the static cache holds {self.capacity} tokens; {extent} needed")
+        extent = step_extent(starts, width, self.capacity)
         bias = self._position_bias(starts, width, extent)
         whole = rows is None
-        # where the new keys/values go: a slice when every row writes at one position, else
-        # one (row, position) index per new token
-        sliced = whole and isinstance(starts, int)
-        if not sliced:
-            device = new_ids.device
-            row_index = (torch.arange(count, device=device) if whole else rows)[:, None]
-            first = torch.as_tensor(starts, device=device).reshape(-1, 1)
-            positions = (first + torch.arange(width, device=device)).expand(count, width)
+        slots = write_slots(starts, width, rows, count, new_ids.device)
         cross_bias = self.cross_bias if whole else self.cross_bias[rows]
         hidden = F.embedding(new_ids, self.embed)
         for index, layer in enumerate(self.layers):
             normed = rms_norm(hidden, layer.norm_self)
-            query = self._split(normed @ layer.q.T)
+            query = split_heads(normed @ layer.q.T, self.heads)
             key = (normed @ layer.k.T).view(count, width, self.heads, self.head_dim)
             value = (normed @ layer.v.T).view(count, width, self.heads, self.head_dim)
-            keys, values = self.keys[index], self.values[index]
-            if sliced:
-                keys[:, :, starts : starts + width] = key.transpose(1, 2)
-                values[:, :, starts : starts + width] = value.transpose(1, 2)
-            else:
-                keys[row_index, :, positions] = key
-                values[row_index, :, positions] = value
-            past_keys = keys[:, :, :extent] if whole else keys[rows, :, :extent]
-            past_values = values[:, :, :extent] if whole else values[rows, :, :extent]
+            write(self.keys[index], key, starts, slots)
+            write(self.values[index], value, starts, slots)
+            past_keys = read(self.keys[index], rows, 0, extent)
+            past_values = read(self.values[index], rows, 0, extent)
             attended = F.scaled_dot_product_attention(
                 query, past_keys, past_values, attn_mask=bias, scale=1.0
             )
-            hidden = _clamp_half(hidden + self._merge(attended) @ layer.o.T)
+            hidden = _clamp_half(hidden + merge_heads(attended) @ layer.o.T)
 
             normed = rms_norm(hidden, layer.norm_cross)
-            query = self._split(normed @ layer.cross_q.T)
+            query = split_heads(normed @ layer.cross_q.T, self.heads)
             cross_keys = self.cross_keys[index] if whole else self.cross_keys[index][rows]
             cross_values = self.cross_values[index] if whole else self.cross_values[index][rows]
             attended = F.scaled_dot_product_attention(
                 query, cross_keys, cross_values, attn_mask=cross_bias, scale=1.0
             )
-            hidden = _clamp_half(hidden + self._merge(attended) @ layer.cross_o.T)
+            hidden = _clamp_half(hidden + merge_heads(attended) @ layer.cross_o.T)
 
             normed = rms_norm(hidden, layer.norm_ff)
             inner = layer.act(normed @ layer.wi.T)
@@ -223,8 +216,3 @@ class LeanT5Decoder:
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
         return hidden @ self.head.T
-
-    def _merge(self, attended: torch.Tensor) -> torch.Tensor:
-        """(rows, heads, k, dim) -> (rows, k, heads*dim)."""
-        rows, _, width, _ = attended.shape
-        return attended.transpose(1, 2).reshape(rows, width, self.heads * self.head_dim)

@@ -43,7 +43,9 @@ from bild_align.models import check_dtype, resolve_device
 from bild_align.testing.toy_models import (
     agreement,
     deepen,
+    deepen_bart,
     deepen_llama,
+    random_bart,
     random_inputs,
     random_llama,
     random_t5,
@@ -71,6 +73,15 @@ PRESETS: dict[str, dict] = {
         small_layers=8,
         large_layers=24,
     ),  # mT5-small (8 layers) vs mT5-large (24)
+    "bart": dict(
+        family="bart",
+        vocab_size=50265,
+        d_model=768,
+        num_heads=12,
+        ffn_dim=3072,
+        small_layers=1,
+        large_layers=6,
+    ),  # a distilbart-style 1-layer decoder vs BART-base's 6 (BART layers, one encoder layer)
     "llama": dict(
         decoder_only=True,
         vocab_size=32000,
@@ -100,6 +111,11 @@ def build_pair(preset: str, eps: float, seed: int, device: torch.device, dtype: 
             num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape
         )
         large = deepen_llama(small, extra_layers=extra, eps=eps, seed=seed + 1)
+    elif "family" in shape:
+        small = random_bart(
+            num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape
+        )
+        large = deepen_bart(small, extra_layers=extra, eps=eps, seed=seed + 1)
     else:
         small = random_t5(
             num_layers=small_layers, confidence=8.0, eos_weight=0.0, seed=seed, **shape
@@ -399,7 +415,8 @@ def run_benchmark(config: BenchConfig) -> dict:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
     config.validate()
     device = resolve_device(config.device)
-    model_type = "llama" if PRESETS[config.preset].get("decoder_only") else "t5"
+    shape = PRESETS[config.preset]
+    model_type = "llama" if shape.get("decoder_only") else shape.get("family", "t5")
     check_dtype(model_type, config.dtype)
     if config.output:
         check_output_file(config.output)

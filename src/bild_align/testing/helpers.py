@@ -5,11 +5,27 @@ German-looking / English-looking pairs, and how to start two CPU processes.
     save_with_byte_tokenizer(model, tmp_path / "small")      # a folder from_pretrained reads
     write_pairs(tmp_path / "pairs.jsonl", 20)
     subprocess.run([*TWO_CPU_PROCESSES, "calibrate", ...], env={**os.environ, **TWO_CPU_ENV})
+    ids, mask = padded_batch(seed=0, rows=5, vocab_size=128, longest=9)  # right-padded
 """
 
 import sys
 
 import torch
+
+
+def padded_batch(seed, *, rows=5, vocab_size=128, longest=9, left=False):
+    """Random inputs of different lengths (the first row the longest) padded with 0, with their
+    mask: right-padded (encoder-decoder models' convention) or left-padded (decoder-only)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab_size, (rows, longest), generator=generator)
+    lengths = torch.randint(1, longest + 1, (rows,), generator=generator)
+    lengths[0] = longest
+    columns = torch.arange(longest)[None]
+    if left:
+        mask = (columns >= longest - lengths[:, None]).long()
+    else:
+        mask = (columns < lengths[:, None]).long()
+    return ids * mask, mask
 
 
 def byte_level_model(*, num_layers=2, d_model=32, seed=3, eos_weight=3.0):

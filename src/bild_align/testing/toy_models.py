@@ -230,3 +230,97 @@ def deepen_llama(small, *, extra_layers: int, eps: float = 0.05, seed: int = 0):
     large.config.num_hidden_layers = len(layers)
     large.config.layer_types = None
     return large.eval()
+
+
+BART_FAMILIES = ("bart", "mbart", "marian")
+
+
+def random_bart(
+    family: str = "bart",
+    *,
+    vocab_size: int = 96,
+    d_model: int = 48,
+    num_layers: int = 1,
+    num_heads: int = 4,
+    ffn_dim: int | None = None,
+    confidence: float = 6.0,
+    eos_weight: float = 1.0,
+    scale_embedding: bool = False,
+    seed: int = 0,
+):
+    """A randomly initialised BART, mBART or Marian model in eval mode (untied head, random
+    `final_logits_bias` and position table, weights larger than the default init so that
+    attention is not uniform); ids: pad and decoder start 0, EOS 1."""
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        MarianConfig,
+        MarianMTModel,
+        MBartConfig,
+        MBartForConditionalGeneration,
+    )
+
+    config_class, model_class = {
+        "bart": (BartConfig, BartForConditionalGeneration),
+        "mbart": (MBartConfig, MBartForConditionalGeneration),
+        "marian": (MarianConfig, MarianMTModel),
+    }[family]
+    config = config_class(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=1,
+        decoder_layers=num_layers,
+        encoder_attention_heads=num_heads,
+        decoder_attention_heads=num_heads,
+        encoder_ffn_dim=ffn_dim or 2 * d_model,
+        decoder_ffn_dim=ffn_dim or 2 * d_model,
+        max_position_embeddings=128,
+        scale_embedding=scale_embedding,
+        init_std=0.2,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    with _seeded(seed):
+        model = model_class(config)
+        head = torch.randn(vocab_size, d_model) * confidence / d_model**0.5
+        bias = torch.randn(1, vocab_size) * 0.5
+        positions = model.model.decoder.embed_positions.weight
+        table = torch.randn(positions.shape) * 0.5
+    head[config.eos_token_id] *= eos_weight
+    if not eos_weight:
+        bias[0, config.eos_token_id] = 0.0
+    model.lm_head.weight = nn.Parameter(head)
+    with torch.no_grad():
+        model.final_logits_bias.copy_(bias)
+        if family != "marian":  # Marian's table is fixed sinusoids
+            positions.copy_(table)
+    return model.eval()
+
+
+def deepen_bart(small, *, extra_layers: int, eps: float = 0.05, seed: int = 0):
+    """A deeper copy of a BART-family model whose extra decoder layers are near the identity
+    (jittered copies of the last layer, output projections scaled by `eps`)."""
+    large = copy.deepcopy(small)
+    generator = torch.Generator().manual_seed(seed)
+    layers = list(large.model.decoder.layers)
+    for _ in range(extra_layers):
+        layer = copy.deepcopy(small.model.decoder.layers[-1])
+        with torch.no_grad():
+            for parameter in layer.parameters():
+                if parameter.dim() == 2:
+                    noise = torch.randn(parameter.shape, generator=generator)
+                    parameter.add_(noise * parameter.std() * 0.5)
+            for projection in (layer.self_attn.out_proj, layer.encoder_attn.out_proj, layer.fc2):
+                projection.weight.mul_(eps)
+                projection.bias.mul_(eps)
+        layers.append(layer)
+    large.model.decoder.layers = nn.ModuleList(layers)
+    for index, layer in enumerate(large.model.decoder.layers):
+        layer.self_attn.layer_idx = layer.encoder_attn.layer_idx = index
+    large.config.decoder_layers = len(layers)
+    return large.eval()
