@@ -92,6 +92,37 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
     assert shared["methods"][-1]["outputs"] == methods["large"]["outputs"]
 
 
+@pytest.mark.parametrize("rb, fb", [(0.0, 0.6), (1.0, 0.4)])
+def test_a_bart_pair_decodes_its_batches_together_with_batch_ones_outputs(
+    pairs_file, tmp_path, rb, fb
+):
+    """BART checkpoints run on the lean BART step: batches of 4 give batch 1's outputs."""
+    from bild_align.testing.toy_models import deepen_bart, random_bart
+
+    small = random_bart("bart", vocab_size=384, d_model=32, seed=7)
+    large = deepen_bart(small, extra_layers=2, eps=0.05, seed=8)
+    dirs = (
+        save_with_byte_tokenizer(small, tmp_path / "small"),
+        save_with_byte_tokenizer(large, tmp_path / "large"),
+    )
+    from transformers import AutoModelForSeq2SeqLM
+
+    from bild_align.core import lean
+
+    assert all(lean.supports(AutoModelForSeq2SeqLM.from_pretrained(d).eval()) for d in dirs)
+    runs = [
+        run_eval(_config(dirs, pairs_file, tmp_path / f"{size}.json", rb=(rb,), fb=(fb,), **batch))
+        for size, batch in (("one", {}), ("four", {"batch_size": 4}))
+    ]
+    one, four = ({row["method"]: row for row in run["methods"]} for run in runs)
+    for name, row in four.items():
+        assert row["outputs"] == one[name]["outputs"], name
+    assert four["bild"]["stats"] == one["bild"]["stats"]
+    assert four["bild"]["stats"]["small_accepted"] > 0  # the small model's drafts were used
+    if rb == 0:
+        assert four["bild"]["identical_to_large"] == 6
+
+
 def test_sweep_writes_csv_plot_and_best(byte_pair_dirs, pairs_file, tmp_path):
     output = tmp_path / "sweep.json"
     results = run_eval(

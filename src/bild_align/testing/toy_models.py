@@ -276,7 +276,7 @@ def random_bart(
         decoder_ffn_dim=ffn_dim or 2 * d_model,
         max_position_embeddings=128,
         scale_embedding=scale_embedding,
-        init_std=0.2,
+        init_std=0.2 * (48 / d_model) ** 0.5,  # attention far from uniform at any width
         pad_token_id=0,
         bos_token_id=0,
         eos_token_id=1,
