@@ -92,35 +92,76 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
     assert shared["methods"][-1]["outputs"] == methods["large"]["outputs"]
 
 
-@pytest.mark.parametrize("rb, fb", [(0.0, 0.6), (1.0, 0.4)])
-def test_a_bart_pair_decodes_its_batches_together_with_batch_ones_outputs(
-    pairs_file, tmp_path, rb, fb
-):
-    """BART checkpoints run on the lean BART step: batches of 4 give batch 1's outputs."""
+@pytest.fixture(scope="module")
+def bart_pair_dirs(tmp_path_factory):
+    """A BART pair (128 positions) saved with a byte-level tokenizer."""
     from bild_align.testing.toy_models import deepen_bart, random_bart
 
     small = random_bart("bart", vocab_size=384, d_model=32, seed=7)
     large = deepen_bart(small, extra_layers=2, eps=0.05, seed=8)
-    dirs = (
-        save_with_byte_tokenizer(small, tmp_path / "small"),
-        save_with_byte_tokenizer(large, tmp_path / "large"),
+    root = tmp_path_factory.mktemp("bart_pair")
+    return (
+        save_with_byte_tokenizer(small, root / "small"),
+        save_with_byte_tokenizer(large, root / "large"),
     )
+
+
+@pytest.mark.parametrize("rb, fb", [(0.0, 0.6), (1.0, 0.4)])
+def test_a_bart_pair_decodes_its_batches_together_with_batch_ones_outputs(
+    bart_pair_dirs, pairs_file, tmp_path, rb, fb
+):
+    """BART checkpoints run on the lean BART step: batches of 4 give batch 1's outputs."""
     from transformers import AutoModelForSeq2SeqLM
 
     from bild_align.core import lean
 
+    dirs = bart_pair_dirs
     assert all(lean.supports(AutoModelForSeq2SeqLM.from_pretrained(d).eval()) for d in dirs)
     runs = [
         run_eval(_config(dirs, pairs_file, tmp_path / f"{size}.json", rb=(rb,), fb=(fb,), **batch))
         for size, batch in (("one", {}), ("four", {"batch_size": 4}))
     ]
     one, four = ({row["method"]: row for row in run["methods"]} for run in runs)
+    # the task's default input length (256) is lowered to what the models embed
+    assert runs[0]["config"]["max_source_length"] == 128
     for name, row in four.items():
         assert row["outputs"] == one[name]["outputs"], name
     assert four["bild"]["stats"] == one["bild"]["stats"]
     assert four["bild"]["stats"]["small_accepted"] > 0  # the small model's drafts were used
     if rb == 0:
         assert four["bild"]["identical_to_large"] == 6
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--max-new-tokens", "128", "embeds at most 128 output positions"),
+        ("--max-source-length", "200", "reads at most 128 input tokens"),
+    ],
+)
+def test_lengths_past_a_position_table_are_refused_up_front(
+    bart_pair_dirs, pairs_file, tmp_path, capsys, option, value, message
+):
+    small, large = bart_pair_dirs
+    code = main(
+        ["eval", "--small", str(small), "--large", str(large), "--task", str(pairs_file),
+         "--source-column", "de", "--target-column", "en", "--split", "validation",
+         option, value, "--output", str(tmp_path / "r.json")]
+    )  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert message in error and option in error and "Traceback" not in error
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_default_lengths_are_lowered_to_a_position_table_and_given_ones_kept():
+    from bild_align.models import fit_lengths
+    from bild_align.testing.toy_models import random_bart
+
+    bart, t5 = random_bart("marian", seed=0), byte_level_model(num_layers=1)  # 128 positions
+    assert fit_lengths({"t5": t5}, None, None, defaults=(256, 128)) == (256, 128)
+    assert fit_lengths({"t5": t5, "marian": bart}, None, None, defaults=(256, 128)) == (128, 127)
+    assert fit_lengths({"marian": bart}, 100, 50, defaults=(256, 128)) == (100, 50)
 
 
 def test_sweep_writes_csv_plot_and_best(byte_pair_dirs, pairs_file, tmp_path):

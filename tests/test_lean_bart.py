@@ -71,6 +71,18 @@ def test_lean_step_refuses_to_write_past_its_capacity():
         decoder.step(torch.zeros((1, 3), dtype=torch.long), 2)
 
 
+def test_a_call_past_the_position_table_says_which_limit_it_hit():
+    small = random_bart("marian", eos_weight=0.0, seed=6)  # 128 positions, no early EOS
+    large = deepen_bart(small, extra_layers=1, seed=7)
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    mask = (ids > 0).long()
+    # the call asks for room beyond the table (drafts past the end), yet fits: no error
+    full = bild_generate(small, large, ids, mask, max_new_tokens=127)
+    assert full.sequences.shape == (2, 128)
+    with pytest.raises(ValueError, match="at most 128 decoder positions"):
+        bild_generate(small, large, ids, mask, max_new_tokens=130)
+
+
 def test_only_bart_family_generation_models_in_eval_mode_run_lean():
     for family in BART_FAMILIES:
         model = random_bart(family, seed=0)

@@ -62,7 +62,10 @@ def _max_samples():
 
 def _max_new_tokens():
     return option(
-        None, "output length limit", parse=positive_int, default_text="the task's target length"
+        None,
+        "output length limit",
+        parse=positive_int,
+        default_text="the task's target length, within the model's position table",
     )
 
 
@@ -71,7 +74,7 @@ def _max_source_length():
         None,
         "inputs are truncated to this many tokens",
         parse=positive_int,
-        default_text="the task's",
+        default_text="the task's, within the model's position table",
     )
 
 

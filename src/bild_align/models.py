@@ -252,3 +252,47 @@ def check_loaded_pair(small, small_tokenizer, large, large_tokenizer) -> int:
     except ValueError as error:  # mismatched vocabularies, special tokens, model kinds, ...
         raise UserError(str(error)) from None
     return len(large_tokenizer)
+
+
+# encoder-decoder families whose position tables end at max_position_embeddings (T5's relative
+# positions have no such end; M2M100 / NLLB grow their sinusoids on demand)
+FIXED_POSITION_TABLES = frozenset(
+    {"bart", "mbart", "marian", "pegasus", "plbart", "blenderbot", "blenderbot-small"}
+)
+
+
+def position_limit(model) -> int | None:
+    """How many positions the model's position tables hold, or None where they have no end."""
+    config = model.config
+    if getattr(config, "model_type", None) not in FIXED_POSITION_TABLES:
+        return None
+    return getattr(config, "max_position_embeddings", None) or None
+
+
+def fit_lengths(
+    models: dict, max_source_length: int | None, max_new_tokens: int | None, defaults: tuple
+) -> tuple[int, int]:
+    """(max_source_length, max_new_tokens) that every model in `models` (name -> model) can
+    embed. A length the user gave (not None) past a position table is refused (UserError)
+    before any work starts; a default (`defaults`: the task's) past it is lowered to fit. The
+    decoder embeds the start token and, when a check feeds the last draft, every new token,
+    so `max_new_tokens` + 1 positions must fit."""
+    source = max_source_length or defaults[0]
+    new = max_new_tokens or defaults[1]
+    limits = {name: position_limit(model) for name, model in models.items()}
+    limits = {name: limit for name, limit in limits.items() if limit}
+    if not limits:
+        return source, new
+    name = min(limits, key=limits.get)
+    limit = limits[name]
+    if max_new_tokens and max_new_tokens + 1 > limit:
+        raise UserError(
+            f"--max-new-tokens {max_new_tokens}: {name} embeds at most {limit} output positions "
+            f"(its max_position_embeddings, the start token included); use at most {limit - 1}"
+        )
+    if max_source_length and max_source_length > limit:
+        raise UserError(
+            f"--max-source-length {max_source_length}: {name} reads at most {limit} input "
+            f"tokens (its max_position_embeddings); use at most {limit}"
+        )
+    return min(source, limit), min(new, limit - 1)

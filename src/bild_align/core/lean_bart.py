@@ -114,8 +114,9 @@ class LeanBartDecoder:
         self.logits_bias = model.final_logits_bias[0]
         self.heads = config.decoder_attention_heads
         self.head_dim = config.d_model // self.heads
-        if capacity > self.positions.shape[0]:
-            capacity = self.positions.shape[0]  # the model embeds no position beyond its table
+        # the model embeds no position beyond its table: a call may ask for more room than it
+        # will use (drafts past the end are never written), so the limit is enforced per step
+        capacity = min(capacity, self.positions.shape[0])
         input_ids = input_ids.to(device)
         mask = None if attention_mask is None else attention_mask.to(device)
         encoded = model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
@@ -151,6 +152,12 @@ class LeanBartDecoder:
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
         single = isinstance(starts, int)
+        first_free = (starts if single else int(starts.max())) + width
+        if first_free > self.positions.shape[0]:
+            raise ValueError(
+                f"this model embeds at most {self.positions.shape[0]} decoder positions "
+                f"(max_position_embeddings); {first_free} needed: lower max_new_tokens"
+            )
         extent = step_extent(starts, width, self.capacity)
         queries = query_positions(starts, width, self.device)
         # one query per row at one position sees every key up to it: no mask is needed

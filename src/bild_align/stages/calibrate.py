@@ -33,7 +33,7 @@ from bild_align.io_utils import (
     write_json_atomic,
     write_text_atomic,
 )
-from bild_align.models import load_seq2seq, use_plain_generation
+from bild_align.models import fit_lengths, load_seq2seq, use_plain_generation
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
 
@@ -283,11 +283,15 @@ def run_calibration(config: CalibrateConfig) -> Path:
         target_column=config.target_column,
         prefix=config.prefix,
     )
-    config.max_new_tokens = config.max_new_tokens or task.max_target_length
-    config.max_source_length = config.max_source_length or task.max_source_length
     rows = load_rows(task, config.split, config.max_samples)
     device = state.device if state.num_processes > 1 else config.device
     model, tokenizer, revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
+    config.max_source_length, config.max_new_tokens = fit_lengths(
+        {config.large: model},
+        config.max_source_length,
+        config.max_new_tokens,
+        defaults=(task.max_source_length, task.max_target_length),
+    )
     generation = use_plain_generation(model)
     fingerprint = _fingerprint(config, task, revision, rows_digest(rows))
     if not config.overwrite:

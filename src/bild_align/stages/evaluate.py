@@ -44,6 +44,7 @@ from bild_align.io_utils import (
 from bild_align.metrics import bleu, score
 from bild_align.models import (
     check_loaded_pair,
+    fit_lengths,
     load_seq2seq,
     resolve_device,
     use_plain_generation,
@@ -171,8 +172,6 @@ def run_eval(config: EvalConfig) -> dict:
         target_column=config.target_column,
         prefix=config.prefix,
     )
-    max_new_tokens = config.max_new_tokens or task.max_target_length
-    max_source_length = config.max_source_length or task.max_source_length
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
     large, tokenizer, large_revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
@@ -180,6 +179,12 @@ def run_eval(config: EvalConfig) -> dict:
         config.small, dtype=config.dtype, device=device
     )
     vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
+    max_source_length, max_new_tokens = fit_lengths(
+        {config.large: large, config.small: small},
+        config.max_source_length,
+        config.max_new_tokens,
+        defaults=(task.max_source_length, task.max_target_length),
+    )
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
     methods = _methods(config, small, large, max_new_tokens, vocab_size)
