@@ -1,4 +1,4 @@
-"""The lean BART / mBART / Marian step against transformers' forward, and their batches."""
+"""The lean BART-family step (BART, mBART, Marian, Pegasus) against transformers' forward."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from bild_align.testing.toy_models import BART_FAMILIES, deepen_bart, random_bar
 
 MAX_NEW = 16
 # (family, scale_embedding): Marian checkpoints scale their embeddings, BART's usually not
-VARIANTS = [("bart", False), ("bart", True), ("mbart", False), ("marian", True)]
+VARIANTS = [("bart", False), ("bart", True), ("mbart", False), ("marian", True), ("pegasus", True)]
 
 
 def _row(ids, mask, index):
@@ -19,7 +19,7 @@ def _row(ids, mask, index):
 
 
 def _pair(family, seed, eps=0.05):
-    small = random_bart(family, scale_embedding=family == "marian", seed=seed)
+    small = random_bart(family, scale_embedding=family in ("marian", "pegasus"), seed=seed)
     return small, deepen_bart(small, extra_layers=2, eps=eps, seed=seed + 1)
 
 

@@ -12,7 +12,7 @@ what to feed and where to crop. Cropping touches the self-attention cache only; 
 cross-attention keys/values depend on the input alone and stay valid for the whole generation.
 
 Given a `capacity` (the most decoder tokens the call can hold), a model that `lean.supports`
-(T5 family; BART, mBART, Marian; Llama, Mistral, Qwen2/3) runs on its lean decoder step: the
+(T5 family; BART, mBART, Marian, Pegasus; Llama, Mistral, Qwen2/3) runs on its lean step: the
 same arithmetic over a static cache, where a crop is a position move. Every other model, or
 `capacity=None`, runs transformers' own forward with a `DynamicCache`.
 """

@@ -20,7 +20,7 @@ the small one drafts, the large one checks the drafts in one pass and corrects o
   first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
   small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
   exactly the large model's greedy output.
-- Batches: pairs with a lean step (T5, BART and Marian families; Llama, Mistral, Qwen2/3)
+- Batches: pairs with a lean step (T5 and BART families, Marian, Pegasus; Llama, Mistral, Qwen2/3)
   decode all rows together (`batched.BatchLoop`), each row making exactly the decisions it
   makes alone; other models and `reference_compat` decode the rows one after the other.
   Sampled, row i draws from its own generator seeded with `seed + i` (`Sampler.for_row`): it
@@ -213,7 +213,7 @@ def bild_generate(
         vocab_size: the token ids the models share (default: all of their output embeddings,
             which must then have the same size); pass len(tokenizer) for a pair whose
             embeddings are padded to different sizes.
-        engine: "auto" runs the T5 family, BART / mBART / Marian, Llama, Mistral and Qwen2/3
+        engine: "auto" runs the T5 family, BART / mBART / Marian / Pegasus, Llama, Mistral, Qwen2/3
             on the lean decoder steps (`lean`) and every other model on transformers'
             forward; "transformers" always uses the latter.
         shared_checks: in a batch decoded together, check every row that holds drafts

@@ -3,7 +3,7 @@
     decoder = lean_decoder(model, input_ids, attention_mask, capacity)   # None: not covered
     logits = decoder.step(new_ids, starts, rows, keep=...)
 
-T5 / mT5 / T5 v1.1 run on `lean_t5.LeanT5Decoder`; BART, mBART and Marian on
+T5 / mT5 / T5 v1.1 run on `lean_t5.LeanT5Decoder`; BART, mBART, Marian and Pegasus on
 `lean_bart.LeanBartDecoder`; Llama, Mistral, Qwen2 and Qwen3 on
 `lean_causal.LeanCausalDecoder`. Every other model keeps transformers' forward.
 """

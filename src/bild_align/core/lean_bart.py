@@ -1,21 +1,23 @@
-"""A lean BART / mBART / Marian decoder step over a static KV cache with one write position
-per row.
+"""A lean BART / mBART / Marian / Pegasus decoder step over a static KV cache with one write
+position per row.
 
     decoder = LeanBartDecoder(model, input_ids, attention_mask, capacity=1 + max_new_tokens + 12)
     logits = decoder.step(new_ids, starts)        # (rows, k, vocab), as `LeanT5Decoder.step`
     logits = decoder.step(new_ids, starts, rows)  # only the given rows of the batch
 
 The same contract as `lean_t5.LeanT5Decoder`, for the encoder-decoder families that BiLD pairs
-often come from (bart-large-cnn with a distilbart, opus-mt Marian translators, mBART-50). The
-three decoders differ only in where their layer norms sit and how positions are embedded:
+often come from (bart-large-cnn with a distilbart, opus-mt Marian translators, mBART-50,
+pegasus-xsum with a distilled Pegasus). The four decoders differ only in where their layer
+norms sit and how positions are embedded:
 
 - BART: learned positions read at position + 2, a layer norm on the embeddings, each
   sub-layer's norm after its residual sum ("post-norm");
 - mBART: BART's positions and embedding norm, norms before each sub-layer ("pre-norm") and
   one more at the end;
-- Marian: fixed sinusoidal positions, no embedding norm, post-norm.
+- Marian: fixed sinusoidal positions, no embedding norm, post-norm;
+- Pegasus: Marian's positions, mBART's pre-norm with a final norm.
 
-All three scale the token embeddings by `embed_scale` (sqrt(d_model) when the config says
+All four scale the token embeddings by `embed_scale` (sqrt(d_model) when the config says
 `scale_embedding`) and add `final_logits_bias` to the logits. Weights are read in place.
 """
 
@@ -38,11 +40,11 @@ from bild_align.core.lean_ops import (
 )
 
 # model type -> (norms before each sub-layer, offset of the learned position table)
-FAMILIES = {"bart": (False, 2), "mbart": (True, 2), "marian": (False, 0)}
+FAMILIES = {"bart": (False, 2), "mbart": (True, 2), "marian": (False, 0), "pegasus": (True, 0)}
 
 
 def supports(model: PreTrainedModel) -> bool:
-    """True for BART, mBART and Marian generation models with plain weights
+    """True for BART, mBART, Marian and Pegasus generation models with plain weights
     (`lean_ops.plain_weights`); others keep transformers' forward."""
     config = model.config
     inner = getattr(model, "model", None)
@@ -83,7 +85,8 @@ def _layer_norm(hidden: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
 
 
 def _embed_scale(decoder) -> float:
-    """BART and mBART scale inside their embedding module, Marian in its decoder."""
+    """BART and mBART scale inside their embedding module, Marian and Pegasus in their
+    decoder."""
     scale = getattr(decoder.embed_tokens, "embed_scale", None)
     if scale is None:
         scale = getattr(decoder, "embed_scale", 1.0)

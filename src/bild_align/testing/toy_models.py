@@ -232,7 +232,7 @@ def deepen_llama(small, *, extra_layers: int, eps: float = 0.05, seed: int = 0):
     return large.eval()
 
 
-BART_FAMILIES = ("bart", "mbart", "marian")
+BART_FAMILIES = ("bart", "mbart", "marian", "pegasus")
 
 
 def random_bart(
@@ -248,7 +248,7 @@ def random_bart(
     scale_embedding: bool = False,
     seed: int = 0,
 ):
-    """A randomly initialised BART, mBART or Marian model in eval mode (untied head, random
+    """A randomly initialised BART, mBART, Marian or Pegasus model in eval mode (untied head, random
     `final_logits_bias` and position table, weights larger than the default init so that
     attention is not uniform); ids: pad and decoder start 0, EOS 1."""
     from transformers import (
@@ -258,12 +258,15 @@ def random_bart(
         MarianMTModel,
         MBartConfig,
         MBartForConditionalGeneration,
+        PegasusConfig,
+        PegasusForConditionalGeneration,
     )
 
     config_class, model_class = {
         "bart": (BartConfig, BartForConditionalGeneration),
         "mbart": (MBartConfig, MBartForConditionalGeneration),
         "marian": (MarianConfig, MarianMTModel),
+        "pegasus": (PegasusConfig, PegasusForConditionalGeneration),
     }[family]
     config = config_class(
         vocab_size=vocab_size,
@@ -297,7 +300,7 @@ def random_bart(
     model.lm_head.weight = nn.Parameter(head)
     with torch.no_grad():
         model.final_logits_bias.copy_(bias)
-        if family != "marian":  # Marian's table is fixed sinusoids
+        if family not in ("marian", "pegasus"):  # their tables are fixed sinusoids
             positions.copy_(table)
     return model.eval()
 
