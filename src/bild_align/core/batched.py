@@ -194,7 +194,9 @@ class BatchLoop:
             self._verdict(self.rows[index], *self._rollback(self.rows[index], row_nll, row_choices))
             start += count
 
-    def _rollback(self, row: RowResult, nll: list[float], choices: list[int]):
+    def _rollback(
+        self, row: RowResult, nll: list[float], choices: list[int]
+    ) -> tuple[int | None, int]:
         """BiLD's rule for one row: (the first replaced draft or None, the large model's token)."""
         drafted = row.tokens[len(row.tokens) - row.pending :]
         index = rollback_index(drafted, nll, choices[:-1], self.rollback_threshold)
@@ -210,7 +212,7 @@ class BatchLoop:
         else:
             choices = sampler.choose(sampler.distribution(logits)).tolist()
             log_probs = sampler.log_distribution(logits[:-1])
-            drafted_ids = torch.tensor(drafted, device=logits.device)[:, None]
+            drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)[:, None]
             nll = (-log_probs.gather(-1, drafted_ids)[:, 0]).tolist()
             verdict = self._rollback(row, nll, choices)
         row.draft_distributions.clear()
