@@ -32,7 +32,7 @@ import torch
 
 from bild_align.core.lean import LeanDecoder
 from bild_align.core.policies import falls_back, rollback_index
-from bild_align.core.sampling import Sampler, speculative_verdict
+from bild_align.core.sampling import Sampler, large_check, speculative_verdict
 from bild_align.core.stats import BiLDStats
 
 DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
@@ -210,11 +210,8 @@ class BatchLoop:
             target = sampler.distribution(logits)
             verdict = speculative_verdict(sampler, target, drafted, row.draft_distributions)
         else:
-            choices = sampler.choose(sampler.distribution(logits)).tolist()
-            log_probs = sampler.log_distribution(logits[:-1])
-            drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)[:, None]
-            nll = (-log_probs.gather(-1, drafted_ids)[:, 0]).tolist()
-            verdict = self._rollback(row, nll, choices)
+            drafted_ids = torch.tensor(drafted, dtype=torch.long)
+            verdict = self._rollback(row, *large_check(sampler, logits, drafted_ids))
         row.draft_distributions.clear()
         self._verdict(row, *verdict)
 

@@ -51,7 +51,7 @@ from bild_align.core.policies import (
     falls_back,
     rollback_index,
 )
-from bild_align.core.sampling import Sampler, speculative_verdict
+from bild_align.core.sampling import Sampler, large_check, speculative_verdict
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 ENGINES = ("auto", "transformers")
@@ -87,6 +87,12 @@ def _special_tokens(model: PreTrainedModel) -> tuple[int | None, frozenset[int],
 
 def _is_encoder_decoder(model: PreTrainedModel) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def _forced_first(model: PreTrainedModel) -> int | None:
+    """The first output token an encoder-decoder model's generation config forces (BART's
+    `forced_bos_token_id`); decoder-only outputs follow a prompt and are never forced."""
+    return _special_tokens(model)[2] if _is_encoder_decoder(model) else None
 
 
 def check_pair(
@@ -397,9 +403,6 @@ def _with_prompts(input_ids, new_tokens: list[torch.Tensor]) -> list[torch.Tenso
 def _decode_together(
     small, large, input_ids, attention_mask, max_new_tokens, sampler, policy, shared_checks=False
 ):
-    _, eos_ids, forced_first = _special_tokens(large)
-    if not _is_encoder_decoder(large):
-        forced_first = None
     prefixes = _prefixes(large, input_ids, attention_mask)
     longest = max(len(prefix) for prefix in prefixes)
     capacity = longest + max_new_tokens + policy.get("max_small_steps", 1) + 1  # + a filler
@@ -411,8 +414,8 @@ def _decode_together(
         decoders[0],
         decoders[1],
         prefixes=prefixes,
-        forced_first=forced_first,
-        eos_ids=eos_ids,
+        forced_first=_forced_first(large),
+        eos_ids=eos_token_ids(large),
         max_new_tokens=max_new_tokens,
         fallback_threshold=policy.get("fallback_threshold", 0.0),
         rollback_threshold=policy.get("rollback_threshold", 0.0),
@@ -505,8 +508,8 @@ class _DecodeLoop:
         self.reference_compat = reference_compat
         self.speculative = speculative
         self.vocab_size = vocab_size  # None: every row of the output embeddings
-        _, self.eos_ids, forced_first = _special_tokens(large)
-        self.forced_first = forced_first if self.large.is_encoder_decoder else None
+        self.eos_ids = eos_token_ids(large)
+        self.forced_first = _forced_first(large)
         (prefix,) = _prefixes(large, input_ids, attention_mask)
         self.prefix_length = len(prefix)
         self.ids = torch.empty(
@@ -580,14 +583,8 @@ class _DecodeLoop:
 
     def _large_choices(self, logits: torch.Tensor) -> tuple[list[float], list[int]]:
         """Cross-entropy of each pending token, and the large model's choice at each position."""
-        choices = self.sampler.choose(self.sampler.distribution(logits))
-        if not self.pending:
-            return [], [int(choices.item())]
         drafted = self.ids[0, len(self.tokens) - self.pending : len(self.tokens)]
-        log_probs = self.sampler.log_distribution(logits[:-1])
-        nll = -log_probs.gather(-1, drafted.to(logits.device)[:, None])[:, 0]
-        both = torch.cat((nll, choices.float())).tolist()
-        return both[: self.pending], [int(token) for token in both[self.pending :]]
+        return large_check(self.sampler, logits, drafted)
 
     # -- phases --
 

@@ -28,6 +28,8 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from bild_align.core.lean_ops import (
+    causal_mask,
+    encode,
     kept_positions,
     merge_heads,
     plain_weights,
@@ -106,7 +108,7 @@ class LeanBartDecoder:
     ) -> None:
         config, decoder = model.config, model.model.decoder
         self.pre_norm, offset = FAMILIES[config.model_type]
-        self.device = device = model.device
+        self.device = model.device
         self.layers = [_Layer(layer) for layer in decoder.layers]
         self.embed = decoder.embed_tokens.weight
         self.embed_scale = _embed_scale(decoder)
@@ -119,12 +121,15 @@ class LeanBartDecoder:
         self.head_dim = config.d_model // self.heads
         # the model embeds no position beyond its table: a call may ask for more room than it
         # will use (drafts past the end are never written), so the limit is enforced per step
-        capacity = min(capacity, self.positions.shape[0])
-        input_ids = input_ids.to(device)
-        mask = None if attention_mask is None else attention_mask.to(device)
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
-        hidden = encoded.last_hidden_state
-        rows, source_length = input_ids.shape
+        self.refusal = "the static cache holds {capacity} tokens; {extent} needed"
+        if capacity >= self.positions.shape[0]:
+            capacity = self.positions.shape[0]
+            self.refusal = (
+                "this model embeds at most {capacity} decoder positions "
+                "(max_position_embeddings); {extent} needed: lower max_new_tokens"
+            )
+        hidden, mask = encode(model, input_ids, attention_mask)
+        rows = input_ids.shape[0]
         self.batch_size, self.capacity = rows, capacity
         self.cross_keys = [
             split_heads(F.linear(hidden, *layer.cross_k), self.heads) for layer in self.layers
@@ -155,19 +160,10 @@ class LeanBartDecoder:
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
         single = isinstance(starts, int)
-        first_free = (starts if single else int(starts.max())) + width
-        if first_free > self.positions.shape[0]:
-            raise ValueError(
-                f"this model embeds at most {self.positions.shape[0]} decoder positions "
-                f"(max_position_embeddings); {first_free} needed: lower max_new_tokens"
-            )
-        extent = step_extent(starts, width, self.capacity)
+        extent = step_extent(starts, width, self.capacity, self.refusal)
         queries = query_positions(starts, width, self.device)
         # one query per row at one position sees every key up to it: no mask is needed
-        causal = None
-        if not (single and width == 1):
-            keys = torch.arange(extent, device=self.device)
-            causal = (queries[:, :, None] >= keys)[:, None]
+        causal = None if single and width == 1 else causal_mask(queries, extent)
         slots = write_slots(starts, width, rows, count, self.device)
         whole = rows is None
         cross_mask = self.cross_mask

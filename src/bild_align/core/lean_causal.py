@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from bild_align.core.lean_ops import (
+    causal_mask,
     kept_positions,
     plain_weights,
     query_positions,
@@ -126,15 +127,8 @@ class LeanCausalDecoder:
 
     def _masks(self, queries: torch.Tensor, extent: int) -> dict[int | None, torch.Tensor]:
         """Which keys each query sees, (rows or 1, 1, width, extent), per window in use."""
-        keys = torch.arange(extent, device=self.device)
-        distance = queries[:, :, None] - keys  # (rows or 1, width, extent)
-        masks = {}
-        for window in {layer.window for layer in self.layers}:
-            seen = distance >= 0
-            if window is not None:
-                seen &= distance < window
-            masks[window] = seen[:, None]
-        return masks
+        windows = {layer.window for layer in self.layers}
+        return {window: causal_mask(queries, extent, window) for window in windows}
 
     def step(
         self,

@@ -8,9 +8,11 @@
     write(keys[layer], new_keys, starts, slots)       # the static cache, one position per row
     past = read(keys[layer], rows, first, extent)
     extent = step_extent(starts, width, capacity)     # positions a step reaches (or an error)
+    seen = causal_mask(queries, extent, window)       # which cached keys each query attends to
+    hidden, mask = encode(model, input_ids, attention_mask)  # encoder-decoder: the encoder once
     heads_first = split_heads(projected, heads)       # (rows, k, h*d) -> (rows, h, k, d)
 
-Each is written once here so that the two steps cannot drift apart.
+Each is written once here so that the steps cannot drift apart.
 """
 
 from __future__ import annotations
@@ -93,13 +95,39 @@ def read(cache: torch.Tensor, rows: torch.Tensor | None, first: int, extent: int
     return cache[:, :, first:extent] if rows is None else cache[rows, :, first:extent]
 
 
-def step_extent(starts: torch.Tensor | int, width: int, capacity: int) -> int:
+def step_extent(
+    starts: torch.Tensor | int,
+    width: int,
+    capacity: int,
+    refusal: str = "the static cache holds {capacity} tokens; {extent} needed",
+) -> int:
     """How many cache positions a step of `width` tokens from `starts` reaches; a step past
-    the cache's `capacity` is refused."""
+    the cache's `capacity` is refused with `refusal` (formatted with capacity and extent)."""
     extent = (starts if isinstance(starts, int) else int(starts.max())) + width
     if extent > capacity:
-        raise ValueError(f"the static cache holds {capacity} tokens; {extent} needed")
+        raise ValueError(refusal.format(capacity=capacity, extent=extent))
     return extent
+
+
+def causal_mask(queries: torch.Tensor, extent: int, window: int | None = None) -> torch.Tensor:
+    """Which of the first `extent` cached keys each query position (rows or 1, width) sees:
+    those at or before it (and, with a sliding `window`, fewer than `window` back), as a
+    boolean (rows or 1, 1, width, extent) attention mask."""
+    distance = queries[:, :, None] - torch.arange(extent, device=queries.device)
+    seen = distance >= 0
+    if window is not None:
+        seen &= distance < window
+    return seen[:, None]
+
+
+def encode(
+    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An encoder-decoder model's encoder output for one call, and the mask on its device."""
+    input_ids = input_ids.to(model.device)
+    mask = None if attention_mask is None else attention_mask.to(model.device)
+    encoded = model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
+    return encoded.last_hidden_state, mask
 
 
 def split_heads(projected: torch.Tensor, heads: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from bild_align.core.lean_ops import (
+    encode,
     kept_positions,
     merge_heads,
     plain_weights,
@@ -120,10 +121,7 @@ class LeanT5Decoder:
         self.heads, self.head_dim = config.num_heads, config.d_kv
         self.dtype = self.embed.dtype
         self.mask_value = torch.finfo(self.dtype).min
-        input_ids = input_ids.to(device)
-        mask = None if attention_mask is None else attention_mask.to(device)
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
-        hidden = encoded.last_hidden_state
+        hidden, mask = encode(model, input_ids, attention_mask)
         rows, source_length = input_ids.shape
         self.batch_size, self.capacity = rows, capacity
         self.cross_keys = [

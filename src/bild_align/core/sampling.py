@@ -4,6 +4,7 @@
     probabilities = sampler.distribution(logits)      # (..., vocab), float32, sums to 1
     token = sampler.choose(probabilities)              # argmax when greedy, else a draw
     row_sampler = sampler.for_row(3)                   # row 3 of a batch: its own draws
+    nll, choices = large_check(sampler, logits, drafted)  # BiLD's check of drafted tokens
     index, token = speculative_verdict(row_sampler, target, drafted, draft_distributions)
 
 The distribution a sampler draws from is the *target* distribution of every mode: BiLD's
@@ -82,6 +83,21 @@ class Sampler:
 
     def uniform(self) -> float:
         return float(torch.rand((), generator=self.generator, device=self.device))
+
+
+def large_check(
+    sampler: Sampler, logits: torch.Tensor, drafted: torch.Tensor
+) -> tuple[list[float], list[int]]:
+    """The large model's view of `drafted` tokens from its `logits` at each draft's position
+    and one more: the cross-entropy of each drafted token, and its own choice at every
+    position (a draw when sampling)."""
+    choices = sampler.choose(sampler.distribution(logits))
+    if not len(drafted):
+        return [], [int(choices.item())]
+    log_probs = sampler.log_distribution(logits[:-1])
+    nll = -log_probs.gather(-1, drafted.to(logits.device)[:, None])[:, 0]
+    both = torch.cat((nll, choices.float())).tolist()  # one transfer to the host
+    return both[: len(drafted)], [int(token) for token in both[len(drafted) :]]
 
 
 def speculative_verdict(
