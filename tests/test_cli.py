@@ -1,6 +1,7 @@
 """The `bild-align` command: help, user mistakes (exit 2), and a tiny benchmark run."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -128,3 +129,16 @@ def test_bench_tiny_writes_results(tmp_path):
         assert rows["spec. sample"]["tokens_per_s"] > 0  # sampled batches run too
     assert results["levels"][0]["agreement"] == 1.0
     assert "speedup" in result.stdout
+    assert re.search(r"\b(\d+)/\1 \[", result.stderr)  # the progress bar reached its total
+
+
+@pytest.mark.slow
+def test_bench_progress_reaches_its_total_without_sampling_rows(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bild_align.cli", "bench", "--preset", "tiny", "--examples", "2",
+         "--max-new-tokens", "4", "--eps", "0", "--batch-sizes", "1,2", "--device", "cpu",
+         "--output", str(tmp_path / "bench.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\b(\d+)/\1 \[", result.stderr), result.stderr[-500:]

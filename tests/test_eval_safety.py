@@ -149,3 +149,23 @@ def test_bench_checks_its_output_before_building_models(tmp_path, capsys):
     assert main(["bench", "--preset", "tiny", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is a directory" in err and "Traceback" not in err
+
+
+def test_an_interrupted_bench_keeps_its_finished_levels(tmp_path, capsys, monkeypatch):
+    from bild_align.stages import benchmark
+
+    measured = []
+
+    def measure_level(config, eps, device, dtype, progress):
+        if measured:  # Ctrl-C during the second agreement level
+            raise KeyboardInterrupt
+        measured.append(eps)
+        return {"eps": eps, "agreement": 1.0, "methods": [], "batches": []}
+
+    monkeypatch.setattr(benchmark, "_measure_level", measure_level)
+    output = tmp_path / "bench.json"
+    args = ["bench", "--preset", "tiny", "--eps", "0,0.05", "--device", "cpu"]
+    assert main([*args, "--output", str(output)]) == 130
+    assert "1 of 2 agreement levels are kept" in capsys.readouterr().err
+    saved = json.loads(output.read_text())
+    assert [level["eps"] for level in saved["levels"]] == [0.0]

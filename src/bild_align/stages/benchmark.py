@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -316,15 +317,8 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
 
 
 # the methods with a batch row (sampled: each row with its own seed, `Sampler.for_row`)
-BATCHED = (
-    "large",
-    "bild exact",
-    "speculative",
-    "bild",
-    "large sample",
-    "spec. sample",
-    "bild sample",
-)
+BATCHED_SAMPLED = ("large sample", "spec. sample", "bild sample")  # with --sampling
+BATCHED = ("large", "bild exact", "speculative", "bild", *BATCHED_SAMPLED)
 SHARED = ("bild exact", "bild")  # ... and again with shared checks (rows kept in step)
 
 
@@ -421,29 +415,37 @@ def run_benchmark(config: BenchConfig) -> dict:
     if config.output:
         check_output_file(config.output)
     dtype = getattr(torch, config.dtype)
-    levels = []
+    per_input = 9 if config.sampling else 6
+    unsampled = 0 if config.sampling else len(BATCHED_SAMPLED)
+    batch_rows = len(BATCHED) - unsampled + len(SHARED)
+    batches = sum(max(1, config.examples // b) for b in config.batch_sizes if b > 1)
+    results = {
+        "config": {**asdict(config), "preset_shape": PRESETS[config.preset]},
+        "environment": environment(device),
+        "levels": [],
+    }
     with (
         torch.inference_mode(),
         tqdm(
-            total=len(config.eps)
-            * (
-                config.examples * (9 if config.sampling else 6)
-                + (len(BATCHED) + len(SHARED))
-                * sum(max(1, config.examples // b) for b in config.batch_sizes if b > 1)
-            ),
+            total=len(config.eps) * (config.examples * per_input + batch_rows * batches),
             desc="bench",
             unit="run",
         ) as progress,
     ):
         for eps in config.eps:
-            levels.append(_measure_level(config, eps, device, dtype, progress))
-    results = {
-        "config": {**asdict(config), "preset_shape": PRESETS[config.preset]},
-        "environment": environment(device),
-        "levels": levels,
-    }
-    if config.output:
-        write_json_atomic(config.output, results)
+            try:
+                level = _measure_level(config, eps, device, dtype, progress)
+            except KeyboardInterrupt:
+                kept = len(results["levels"])
+                where = f" in {config.output}" if config.output and kept else ""
+                print(
+                    f"\ninterrupted: {kept} of {len(config.eps)} agreement levels are kept{where}",
+                    file=sys.stderr,
+                )
+                raise
+            results["levels"].append(level)
+            if config.output:  # each finished level is kept, whatever happens next
+                write_json_atomic(config.output, results)
     return results
 
 
