@@ -65,7 +65,7 @@ def test_dataset_card_and_loading(byte_model_dir, tmp_path):
     card = Path(output, "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])["bild_align"]
     assert meta["large_model"] == str(byte_model_dir)
-    assert meta["large_model_revision"] == "local"
+    assert meta["large_model_revision"].startswith("local:")
     assert meta["split"] == "validation" and meta["rows"] == 9
     assert meta["generation"]["max_new_tokens"] == 24
     assert meta["bild_align_version"]

@@ -59,7 +59,7 @@ def test_output_that_is_a_file_is_refused(byte_model_dir, tmp_path, capsys):
 def test_a_second_run_on_the_same_output_is_refused(byte_model_dir, tmp_path, capsys):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
     output = tmp_path / "out"
-    lock = RunLock(output).acquire()  # another calibrate run, alive
+    lock = RunLock(output / ".lock").acquire()  # another calibrate run, alive
     try:
         assert _run(byte_model_dir, pairs, output) == 2
         assert "another `bild-align calibrate` is writing" in capsys.readouterr().err
@@ -132,7 +132,7 @@ def test_bad_local_data_gets_one_line(byte_model_dir, tmp_path, capsys):
         assert message in err and "Traceback" not in err and err.count("bild-align: error:") == 1, (
             err
         )
-    assert _run(byte_model_dir, numbers, tmp_path / "out-numbers") == 0
-    rows = _target_rows(tmp_path / "out-numbers")
-    assert [row["source"] for row in rows] == ["12", "7"]
-    assert [row["reference"] for row in rows] == ["twelve", ""]
+    # numbers are not text: refused (before, they were decoded as the text "12")
+    assert _run(byte_model_dir, numbers, tmp_path / "out-numbers") == 2
+    assert "column 'de' holds int64 values, not text" in capsys.readouterr().err
+    assert not (tmp_path / "out-numbers").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import sys
 from argparse import ArgumentParser, Namespace
 from collections.abc import Callable, Sequence
@@ -42,6 +43,11 @@ from bild_align.recipes import (
 )
 
 COMMAND_LINE = "the command line"
+# errors of the machine, not of the program (a folder without write permission, a full disk):
+# one line, not a traceback, wherever in a run they arise
+_ENVIRONMENT_ERRORS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG, errno.EDQUOT}
+)
 
 
 def _subcommand(subparsers, name: str, help: str, description: str, handler) -> ArgumentParser:
@@ -51,10 +57,11 @@ def _subcommand(subparsers, name: str, help: str, description: str, handler) -> 
 
 
 def _with_demo_defaults(values: dict[str, Any], *roles: str) -> dict[str, Any]:
-    """`values` with the roles not given (small, large, task) set to the demo pair's."""
-    from bild_align.defaults import demo_defaults
+    """`values` with the roles not given (small, large, task) filled: the demo pair's models,
+    the task of the demo pair or of a published checkpoint (bild_align.defaults)."""
+    from bild_align.defaults import fill_defaults
 
-    return {**values, **demo_defaults(**{role: values.get(role) for role in roles})}
+    return fill_defaults(values, *roles)
 
 
 def _add_calibrate(subparsers) -> None:
@@ -274,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bild-align: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRORS:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"bild-align: error: {error.strerror}{where}", file=sys.stderr)
+        return 2
     return 0
 
 

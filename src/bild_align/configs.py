@@ -27,6 +27,7 @@ from bild_align.options import (
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
+MIN_DEMO_ROWS = 10
 BASELINES = ("large", "small", "assisted")
 CHAT_OUTPUTS = ("bild", "large", "small", "speculative")
 OBJECTIVES = ("sequence", "token")
@@ -103,7 +104,11 @@ class CalibrateConfig:
         default_text=_DEMO_MODEL.format("large"),
     )
     task: str = _task()
-    output: str = option(help="output directory (required)")
+    output: str | None = option(
+        None,
+        "output directory",
+        default_text="calibration/TASK, the folder the shipped recipes read",
+    )
     split: str = option("train", "benchmark split")
     max_samples: int | None = _max_samples()
     batch_size: int = option(32, "inputs decoded together", parse=positive_int)
@@ -146,7 +151,10 @@ class EvalConfig:
     split: str = option("validation", "benchmark split")
     max_samples: int | None = _max_samples()
     rb: tuple[float, ...] = option(
-        (ROLLBACK_THRESHOLD,), "rollback threshold(s), >= 0; 0 is the exact mode", parse=number_list
+        (ROLLBACK_THRESHOLD,),
+        "rollback threshold(s), >= 0; 0 is the exact mode (not with --reference-compat, "
+        "which leaves the drafted tail unchecked as the original code does)",
+        parse=number_list,
     )
     fb: tuple[float, ...] = option(
         (FALLBACK_THRESHOLD,), "fallback threshold(s), in [0, 1] for sweeps", parse=number_list
@@ -259,7 +267,7 @@ class BenchConfig:
         False, "add sampling rows (large model, speculative sampling and BiLD, temperature 1)"
     )
     batch_sizes: tuple[int, ...] = option(
-        (1, 4, 16),
+        (1, 4, 8),
         "batch sizes; beyond 1, the large model's batched generate, exact BiLD, speculative "
         "decoding and BiLD (with --sampling, their sampled rows too) each decode that many "
         "inputs per call (throughput rows)",
@@ -271,6 +279,12 @@ class BenchConfig:
             raise UserError("--eps needs one or more numbers >= 0")
         if 1 not in self.batch_sizes:
             raise UserError("--batch-sizes must include 1 (the latency rows every level has)")
+        larger = [size for size in self.batch_sizes if size > self.examples]
+        if larger:
+            raise UserError(
+                f"--batch-sizes {','.join(map(str, larger))}: a batch needs that many inputs, "
+                f"but --examples is {self.examples}; raise --examples or lower the batch sizes"
+            )
 
 
 @dataclass
@@ -390,6 +404,17 @@ class DemoConfig:
     on_policy_fraction: float = option(
         0.0, "share of alignment batches on the small model's own outputs"
     )
+    max_steps: int | None = option(
+        None,
+        "alignment training steps (a short demo: e.g. 100)",
+        parse=positive_int,
+        default_text="recipes/demo-align.yaml's 3000",
+    )
+    overwrite: bool = option(
+        False,
+        "start afresh: delete what an earlier demo wrote to OUTPUT_DIR (calibration, aligned "
+        "model, eval results; nothing else) instead of reusing it",
+    )
     align_overrides: dict | None = option(
         None, "recipe keys for the alignment step", command_line=False
     )
@@ -422,6 +447,11 @@ class DemoConfig:
             raise UserError("--on-policy-fraction must lie within [0, 1]")
         if not self.sweep_rb or not self.sweep_fb:
             raise UserError("--sweep-rb and --sweep-fb need one or more numbers")
+        if self.calibration_rows is not None and self.calibration_rows < MIN_DEMO_ROWS:
+            raise UserError(
+                f"--calibration-rows {self.calibration_rows}: the demo needs at least "
+                f"{MIN_DEMO_ROWS} (a fifth of them is held out to evaluate the alignment)"
+            )
 
 
 __all__ = [

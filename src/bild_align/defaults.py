@@ -1,6 +1,12 @@
-"""Out-of-the-box defaults: the shipped demo pair (data/demo) and the offline gettext-de-en task.
+"""Out-of-the-box defaults: the shipped demo pair (data/demo) and the offline gettext-de-en task,
+and the task of the paper's published checkpoints.
 
-small, large, task = demo_defaults(small=None, large=None, task=None)  # fills the gaps
+    fill_defaults({"large": None, "task": None}, "large", "task")
+    # {"large": ".../data/demo/large", "task": "gettext-de-en"}   (and says so on stderr)
+    fill_defaults({"large": "kssteven/mT5-large-iwslt2017-de-en", "task": None}, "large", "task")
+    # {..., "task": "iwslt2017-de-en"}: the task that checkpoint was fine-tuned on
+
+A missing task is never guessed for any other model: that is a UserError naming the tasks.
 """
 
 from __future__ import annotations
@@ -24,14 +30,60 @@ def demo_model(role: str) -> str:
     return str(path)
 
 
-def demo_defaults(**given: str | None) -> dict[str, str]:
-    """Fill the missing `small` / `large` / `task` with the demo pair and task, and say so."""
-    filled = dict(given)
-    used = []
-    for key, value in given.items():
-        if value is None:
-            filled[key] = DEMO_TASK if key == "task" else demo_model(key)
-            used.append(f"--{key} {filled[key]}")
-    if used:
-        print(f"bild-align: using the built-in demo defaults: {' '.join(used)}", file=sys.stderr)
+def is_demo_model(name: str, role: str) -> bool:
+    path = Path(name).expanduser()
+    return path.exists() and path.resolve() == (Path(DEMO_DIR) / role).resolve()
+
+
+def _default_task(models: dict) -> tuple[str, str]:
+    """(the task, why) for a pair given without --task."""
+    from bild_align.tasks import REGISTRY, published_task
+
+    large = models.get("large")
+    if large is None or is_demo_model(large, "large"):
+        return DEMO_TASK, "demo"
+    for name in (large, models.get("small")):
+        task = published_task(name)
+        if task is not None:
+            return task, f"the task {name} was fine-tuned on"
+    raise UserError(
+        f"--task is needed: {large} is neither the demo pair nor one of the paper's published "
+        f"checkpoints; give --task {' | '.join(sorted(REGISTRY))}, or a local "
+        ".jsonl/.csv/.parquet file"
+    )
+
+
+def fill_defaults(values: dict, *roles: str) -> dict:
+    """`values` with the missing `small` / `large` / `task` filled, saying so on stderr: the
+    demo pair's models (the demo small model only beside the demo large one); the task of a
+    published checkpoint, or the demo task for the demo pair (any other model needs --task)."""
+    filled = dict(values)
+    demo, notes = [], []
+    for role in ("small", "large"):
+        if role in roles and filled.get(role) is None:
+            demo.append(role)
+    large = filled.get("large")
+    if "small" in demo and large is not None and not is_demo_model(large, "large"):
+        raise UserError(
+            f"--small is needed with --large {large} (the demo pair's small model only goes "
+            "with the demo's large model)"
+        )
+    for role in demo:
+        filled[role] = demo_model(role)
+    if "task" in roles and filled.get("task") is None:
+        filled["task"], why = _default_task(filled)
+        if why == "demo":
+            demo.append("task")
+        else:
+            notes.append(f"--task {filled['task']} ({why})")
+    if demo:
+        given = " ".join(f"--{role} {filled[role]}" for role in demo)
+        print(f"bild-align: using the built-in demo defaults: {given}", file=sys.stderr)
+    for note in notes:
+        print(f"bild-align: using {note}", file=sys.stderr)
     return filled
+
+
+def demo_defaults(**given: str | None) -> dict[str, str]:
+    """Fill the missing `small` / `large` / `task` (see `fill_defaults`)."""
+    return fill_defaults(given, *given)

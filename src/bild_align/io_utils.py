@@ -26,10 +26,47 @@ def _umask() -> int:
     return current
 
 
+def check_name_lengths(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Refuse a path with a name longer than the file system allows (UserError, not OSError
+    errno 36 from deep inside a run)."""
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if _exists(p)), Path("."))
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise UserError(
+                f"{what}: the name {part[:24]}... is {len(os.fsencode(part))} bytes long; this "
+                f"file system allows at most {limit}"
+            )
+    return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long, a loop of links
+        return False
+
+
+def check_writable_folder(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Refuse a folder that cannot be created or written, before any work (nothing is created
+    here: the nearest existing folder above it must be writable)."""
+    path = check_name_lengths(path, what)
+    existing = next(p for p in (path, *path.parents, Path(".")) if _exists(p))
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: cannot write in {existing} (permission denied)")
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: {existing} is a file, not a folder")
+    return path
+
+
 def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
     """Make sure `path` can be written (creating its folder), so that a long run cannot fail
     at its very end; raises UserError saying why not."""
-    path = Path(path).expanduser()
+    path = check_name_lengths(path, what)
     if path.is_dir():
         raise UserError(f"{what} {path} is a directory; give a file name, e.g. {path}/results.json")
     try:
@@ -95,15 +132,30 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
         os.fsync(handle.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[Any]:
-    """Every complete JSON line of `path` ([] if it does not exist)."""
+def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:
+    """(every readable JSON line of `path`, the numbers of the lines that are not): [] and []
+    if it does not exist. A line torn by a crash or damaged later is skipped, not the lines
+    after it."""
     path = Path(path)
     if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line torn by a crash: it and anything after it are redone
-    return records
+        return [], []
+    records, unreadable = [], []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                unreadable.append(number)
+    return records, unreadable
+
+
+def read_json_file(path: str | os.PathLike, fix: str) -> Any:
+    """A JSON file's content; a damaged file is a UserError naming it and `fix`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise UserError(f"{path} is damaged (not valid JSON: {reason}); {fix}") from None

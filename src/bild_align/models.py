@@ -13,9 +13,12 @@ model directory whose tokenizer files are missing, which would silently produce 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -103,10 +106,27 @@ def local_path_or_hub_id(name: str, what: str = "model") -> str:
     return name
 
 
+# files of a model folder that are not the model: records and settings that tools add later
+_NOT_THE_MODEL = frozenset({"README.md", "bild_policy.json", "bild_align_train.json"})
+
+
+def local_fingerprint(folder: str | os.PathLike) -> str:
+    """A digest of a model folder's files (names, sizes, modification times; cheap): another
+    save into the same folder, e.g. `train --resume` into the same output_dir, changes it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name not in _NOT_THE_MODEL:
+            stat = path.stat()
+            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
 def model_revision(model, name: str) -> str:
-    """The Hub commit the weights came from, or "local" for a directory."""
+    """The Hub commit the weights came from, or "local:" and a digest of a folder's files."""
     if Path(name).exists():
-        return "local"
+        return f"local:{local_fingerprint(name)}"
     return getattr(model.config, "_commit_hash", None) or "unknown"
 
 
@@ -223,6 +243,28 @@ def use_plain_generation(model) -> dict:
         "logits_processors": "none",
         "ignored_checkpoint_settings": ignored,
     }
+
+
+class _AssistedInternals(logging.Filter):
+    """Drops the deprecation warning that transformers' own assisted generation causes: its
+    AssistedCandidateGenerator passes a generation_config together with min_new_tokens and
+    max_new_tokens to the assistant's `generate` (transformers 5.24). Our calls pass one or
+    the other, and the filter is installed only around an assisted call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passing `generation_config` together with")
+
+
+@contextlib.contextmanager
+def assisted_generation_warnings_hidden() -> Iterator[None]:
+    """Around transformers' assisted generation: hide the warning its internals cause."""
+    logger = logging.getLogger("transformers.generation.utils")
+    quiet = _AssistedInternals()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def check_same_tokenizer(small_tokenizer, large_tokenizer) -> None:

@@ -22,8 +22,17 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 
 def fastest_within(
-    points: Sequence[tuple[float, float]], best_quality: float, max_drop: float
+    points: Sequence[tuple[float, float]],
+    best_quality: float,
+    max_drop: float,
+    min_speedup: float = 1.0,
 ) -> int | None:
-    """Index of the fastest point whose quality is at most `max_drop` below `best_quality`."""
-    allowed = [i for i, (quality, _) in enumerate(points) if quality >= best_quality - max_drop]
+    """Index of the fastest point whose quality is at most `max_drop` below `best_quality`
+    and whose speedup beats `min_speedup` (the reference itself: a slower setting is never the
+    answer); None when there is none."""
+    allowed = [
+        i
+        for i, (quality, speedup) in enumerate(points)
+        if quality >= best_quality - max_drop and speedup > min_speedup
+    ]
     return max(allowed, key=lambda i: points[i][1]) if allowed else None

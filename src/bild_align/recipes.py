@@ -341,31 +341,70 @@ def load_recipe(
     return build(recipe_class, values, source)
 
 
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def _kind(annotation: Any) -> type | None:
+    """bool or list for a field typed so (optional or not), else None."""
+    options = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation)
+        in (
+            typing.Union,
+            types.UnionType,
+        )
+        else (annotation,)
+    )
+    for choice in options:
+        if choice is bool:
+            return bool
+        if typing.get_origin(choice) in (list, tuple):
+            return list
+    return None
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_class: type) -> None:
     """One `--key-name VALUE` option per recipe field; given options override the recipe."""
+    hints = typing.get_type_hints(recipe_class)
     for f in dataclasses.fields(recipe_class):
         flag = "--" + f.name.replace("_", "-")
+        kind = _kind(hints[f.name])
+        metavar = {bool: "true|false", list: "X[,X...]"}.get(kind, "VALUE")
         parser.add_argument(
             flag,
             dest=f"recipe__{f.name}",
             default=argparse.SUPPRESS,
-            metavar="VALUE",
+            metavar=metavar,
             help=help_of(f),
         )
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe keys given on the command line, parsed as YAML scalars (1e-4, true, [1,2])."""
+def _parse_override(text: str, kind: type | None) -> Any:
+    """A command-line value: YAML scalars (1e-4, [1,2]), comma lists (1,2,3,5) for list
+    keys, and true/false, yes/no, on/off, 1/0 for switches."""
     import yaml
 
-    values = {}
-    for name, text in vars(args).items():
-        if name.startswith("recipe__"):
-            try:
-                values[name.removeprefix("recipe__")] = yaml.safe_load(text)
-            except yaml.YAMLError:
-                values[name.removeprefix("recipe__")] = text
-    return values
+    if kind is bool and text.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return text.strip().lower() in _TRUE_WORDS
+    if kind is list and "," in text and not text.strip().startswith("["):
+        return [_parse_override(part, None) for part in text.split(",") if part.strip()]
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def overrides_from_args(args: argparse.Namespace, recipe_class: type = TrainRecipe) -> dict:
+    """The recipe keys given on the command line, parsed by `_parse_override`."""
+    hints = typing.get_type_hints(recipe_class)
+    return {
+        name.removeprefix("recipe__"): _parse_override(
+            text, _kind(hints.get(name.removeprefix("recipe__")))
+        )
+        for name, text in vars(args).items()
+        if name.startswith("recipe__")
+    }
 
 
 # keys only a training recipe has: a recipe with one of them is a training recipe

@@ -18,6 +18,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bild_align.errors import UserError, first_line
+
+
+def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A shard's rows; a damaged shard is a UserError naming it and the fix."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(
+            f"the shard {path} is damaged ({type(error).__name__}: {first_line(error)}); "
+            "delete it and run the same command again (its rows are decoded again)"
+        ) from None
+
 
 class ShardStore:
     def __init__(self, directory: Path) -> None:
@@ -31,7 +44,7 @@ class ShardStore:
     def done_ids(self) -> set[str]:
         done: set[str] = set()
         for path in self.shard_paths():
-            done.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+            done.update(_read(path, columns=["id"]).column("id").to_pylist())
         return done
 
     def write(self, rows: list[dict], tag: str) -> Path | None:
@@ -50,7 +63,7 @@ class ShardStore:
     def read_all(self) -> list[dict]:
         rows: list[dict] = []
         for path in self.shard_paths():
-            rows.extend(pq.read_table(path).to_pylist())
+            rows.extend(_read(path).to_pylist())
         return rows
 
     def clear(self) -> None:

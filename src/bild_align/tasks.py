@@ -102,6 +102,29 @@ def _gettext_rows(split: str) -> list[dict]:
     return load_split(split)
 
 
+# The paper's published checkpoints (Kim et al. 2023) and the task each was fine-tuned on, so that
+# `calibrate --large kssteven/mT5-large-iwslt2017-de-en` needs no --task.
+PUBLISHED_CHECKPOINTS: dict[str, str] = {
+    f"kssteven/{model}": task
+    for prefix, benchmark, task in (
+        ("mT5", "iwslt2017-de-en", "iwslt2017-de-en"),
+        ("mT5", "wmt2014-de-en", "wmt14-de-en"),
+        ("T5", "xsum", "xsum"),
+        ("T5", "cnndm", "cnn_dailymail"),
+    )
+    for model in (
+        f"{prefix}-large-{benchmark}",
+        f"{prefix}-small-{benchmark}",
+        f"{prefix}-small-{benchmark}-bild-aligned",
+    )
+}
+
+
+def published_task(model: str | None) -> str | None:
+    """The task a published BiLD checkpoint was fine-tuned on (None for any other model)."""
+    return PUBLISHED_CHECKPOINTS.get((model or "").rstrip("/"))
+
+
 REGISTRY["gettext-de-en"] = Task(
     name="gettext-de-en",
     metric="bleu",
@@ -173,15 +196,32 @@ def _load_split(task: Task, split: str):
         return datasets.Dataset.from_list(task.builder(split))
     if task.local_path is not None:
         suffix = Path(task.local_path).suffix.lower()
+        text_file = LOCAL_FORMATS[suffix] != "parquet"
+        if text_file:  # before pyarrow, which may keep undecodable bytes until a row is read
+            _check_text(task.local_path, json_lines=False)
+            if not _has_data_lines(task.local_path, header=suffix == ".csv"):
+                raise TaskError(f"no rows in {task.local_path}")
         try:
             return datasets.load_dataset(
                 LOCAL_FORMATS[suffix], data_files={split: task.local_path}, split=split
             )
         except Exception as error:  # noqa: BLE001 - a malformed file is a user mistake
-            if LOCAL_FORMATS[suffix] != "parquet":  # name the line, where one is at fault
+            if text_file:  # name the line, where one is at fault
                 _check_text(task.local_path, json_lines=suffix == ".jsonl")
             raise TaskError(f"could not read {task.local_path}: {_root_cause(error)}") from None
     return _load_hub_split(task, split)
+
+
+def _has_data_lines(path: str, header: bool) -> bool:
+    """Whether a text file holds a row: a non-blank line (beyond a CSV's header line)."""
+    needed = 2 if header else 1
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                needed -= 1
+                if not needed:
+                    return True
+    return False
 
 
 def _check_text(path: str, json_lines: bool) -> None:
@@ -214,7 +254,7 @@ def _root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line(error)}"
 
 
-def _column_getter(task: Task, columns: list[str]) -> tuple[Callable, Callable]:
+def _column_getter(task: Task, columns: list[str], features=None) -> tuple[Callable, Callable]:
     if task.translation_pair is not None and "translation" in columns:
         source_language, target_language = task.translation_pair
         return (
@@ -232,9 +272,29 @@ def _column_getter(task: Task, columns: list[str]) -> tuple[Callable, Callable]:
             f"{task.source}: no target column {task.target_column!r}; the columns are "
             f"{columns} (set --target-column)"
         )
+    _check_text_column(task, features, task.source_column, "--source-column")
+    if has_target:
+        _check_text_column(task, features, task.target_column, "--target-column")
     return (
         lambda row: row[task.source_column],
         (lambda row: row[task.target_column]) if has_target else (lambda row: ""),
+    )
+
+
+def _check_text_column(task: Task, features, column: str, option: str) -> None:
+    """Refuse a column of numbers, lists or records: str() of them would be decoded as if it
+    were text ("3", "['Hallo', 'Welt']"), and integers crash the tokenizer."""
+    import datasets
+
+    feature = None if features is None else features.get(column)
+    if feature is None or (
+        isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "null")
+    ):
+        return
+    kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
+    raise TaskError(
+        f"{task.source}: column {column!r} holds {kind} values, not text; choose a text column "
+        f"({option}) or store these values as strings in the file"
     )
 
 
@@ -242,10 +302,12 @@ def load_rows(task: Task, split: str, max_samples: int | None = None):
     """The split as a `datasets.Dataset` with columns id, source (prefixed) and reference."""
     dataset = _load_split(task, split)
     if len(dataset) == 0:
+        if task.local_path is not None:
+            raise TaskError(f"no rows in {task.local_path}")
         raise TaskError(f"{task.source}: split {split!r} is empty")
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    get_source, get_reference = _column_getter(task, list(dataset.column_names))
+    get_source, get_reference = _column_getter(task, list(dataset.column_names), dataset.features)
     id_column = task.id_column if task.id_column in dataset.column_names else None
 
     def convert(row, index):

@@ -40,7 +40,7 @@ from bild_align.core.decoding import (
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
 from bild_align.harness import Method, fastest, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import check_output_file, write_json_atomic
-from bild_align.models import check_dtype, resolve_device
+from bild_align.models import assisted_generation_warnings_hidden, check_dtype, resolve_device
 from bild_align.testing.toy_models import (
     agreement,
     deepen,
@@ -137,14 +137,15 @@ def _generate_method(
             for key, value in assist.items():
                 setattr(assistant.generation_config, key, value)
         try:
-            sequences = model.generate(
-                input_ids,
-                attention_mask=attention_mask,
-                do_sample=do_sample,
-                temperature=temperature,
-                max_new_tokens=max_new_tokens,
-                assistant_model=assistant,
-            )
+            with assisted_generation_warnings_hidden():
+                sequences = model.generate(
+                    input_ids,
+                    attention_mask=attention_mask,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    max_new_tokens=max_new_tokens,
+                    assistant_model=assistant,
+                )
         finally:
             if assistant is not None:
                 assistant.generation_config = saved

@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 import bild_align
 from bild_align.configs import CalibrateConfig
-from bild_align.errors import UserError, first_line
+from bild_align.errors import OtherRunError, UserError, first_line
 from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
 from bild_align.io_utils import (
+    check_writable_folder,
     differing_keys,
+    read_json_file,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
 )
 from bild_align.models import fit_lengths, load_seq2seq, use_plain_generation
+from bild_align.runs import RunLock
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
 
@@ -76,10 +80,16 @@ def _is_calibration_run(output: Path) -> bool:
     return (output / RUN_FILE).is_file()
 
 
+def default_output(task: Task) -> Path:
+    """calibration/TASK: the folder the shipped recipes read (recipes/iwslt.yaml, ...)."""
+    return Path("calibration") / task.name
+
+
 def check_output_folder(output: Path, overwrite: bool) -> None:
     """Before any work: `output` must be a folder that is new, empty, or a calibration run
-    (which resumes, or with --overwrite starts afresh). A folder of the user's own files is
-    never used, with or without --overwrite."""
+    (which resumes, or with --overwrite starts afresh), and writable. A folder of the user's
+    own files is never used, with or without --overwrite."""
+    check_writable_folder(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file; give a folder for the dataset")
     foreign = output.is_dir() and any(entry.name != LOCK_FILE for entry in output.iterdir())
@@ -96,12 +106,13 @@ def _check_same_run(output: Path, fingerprint: dict) -> None:
     Read-only, so that every process of a distributed run checks (and fails) alike."""
     run_file = output / RUN_FILE
     if run_file.exists():
-        previous = json.loads(run_file.read_text()).get("fingerprint", {})
+        previous = _read_run(output).get("fingerprint", {})
         changed = differing_keys(previous, fingerprint)
         if changed:
-            raise UserError(
+            raise OtherRunError(
                 f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
-                " choose another --output, or pass --overwrite to start afresh"
+                " choose another --output, or pass --overwrite to start afresh",
+                changed,
             )
 
 
@@ -110,19 +121,46 @@ def _remove_run(output: Path) -> None:
     run_file = output / RUN_FILE
     if not run_file.is_file():
         return
-    split = json.loads(run_file.read_text()).get("fingerprint", {}).get("split")
+    try:
+        split = _read_run(output).get("fingerprint", {}).get("split")
+    except UserError:  # a damaged record: its data file is the one this tool names so
+        split = None
     for shard in (output / SHARDS).glob("*shard-*"):
         shard.unlink()
     with contextlib.suppress(OSError):
         (output / SHARDS).rmdir()
-    if split:
-        (output / "data" / f"{split}-00000-of-00001.parquet").unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            (output / "data").rmdir()  # only if nothing else is there
+    for data in (output / "data").glob(f"{split or '*'}-00000-of-00001.parquet"):
+        data.unlink()
+    with contextlib.suppress(OSError):
+        (output / "data").rmdir()  # only if nothing else is there
     card = output / "README.md"
     if card.is_file() and "bild_align:" in card.read_text(encoding="utf-8", errors="ignore"):
         card.unlink()
     run_file.unlink()
+
+
+def _read_run(output: Path) -> dict:
+    run = read_json_file(
+        output / RUN_FILE,
+        "pass --overwrite to start this calibration afresh (only this tool's files are replaced)",
+    )
+    if not isinstance(run, dict):
+        raise UserError(f"{output / RUN_FILE} is damaged (not a run record); pass --overwrite")
+    return run
+
+
+def data_file(output: Path, split: str) -> Path:
+    return output / "data" / f"{split}-00000-of-00001.parquet"
+
+
+def _data_complete(output: Path, split: str, rows: int) -> bool:
+    """Whether the finished dataset file is there, readable, with every row."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(data_file(output, split)).num_rows == rows
+    except Exception:  # noqa: BLE001 - missing, truncated or not Parquet: all mean "redo"
+        return False
 
 
 def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
@@ -131,42 +169,6 @@ def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
         _remove_run(output)
     if not (output / RUN_FILE).exists():
         write_json_atomic(output / RUN_FILE, {"fingerprint": fingerprint, "complete": False})
-
-
-class RunLock:
-    """An exclusive lock on OUTPUT/.lock, so that two calibrate runs never write one output.
-
-    Released when the process ends, however it ends (the kernel drops it)."""
-
-    def __init__(self, output: Path) -> None:
-        self.path = output / LOCK_FILE
-        self._handle = None
-
-    def acquire(self) -> RunLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise UserError(
-                f"another `bild-align calibrate` is writing {self.path.parent} right now; wait "
-                "for it to finish (or stop it), then run this command again to resume"
-            ) from None
-        self._handle = handle
-        return self
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-    def probe(self) -> None:
-        """Fail now if another run holds the lock (and hold nothing)."""
-        if self.path.exists():
-            self.acquire().release()
 
 
 def dataset_card(meta: dict) -> str:
@@ -209,12 +211,12 @@ def _finalize(output: Path, store: ShardStore, expected: int, meta: dict) -> Pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    data = output / "data" / f"{meta['split']}-00000-of-00001.parquet"
+    data = data_file(output, meta["split"])
     buffer = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows), buffer)
     write_bytes_atomic(data, buffer.getvalue().to_pybytes())
     write_text_atomic(output / "README.md", dataset_card({**meta, "rows": len(rows)}))
-    run = json.loads((output / RUN_FILE).read_text())
+    run = _read_run(output)
     write_json_atomic(output / RUN_FILE, {**run, "complete": True, "rows": len(rows)})
     store.clear()
     return data
@@ -273,31 +275,37 @@ def run_calibration(config: CalibrateConfig) -> Path:
 
     # cpu=True lets several CPU processes (torchrun, or ACCELERATE_USE_CPU) form one group
     state = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
-    output = Path(config.output).expanduser()
-    check_output_folder(output, config.overwrite)
-    RunLock(output).probe()
-    hub = check_hub_access(config.push_to_hub, config.private) if config.push_to_hub else None
     task = get_task(
         config.task,
         source_column=config.source_column,
         target_column=config.target_column,
         prefix=config.prefix,
     )
+    output = Path(config.output).expanduser() if config.output else default_output(task)
+    check_output_folder(output, config.overwrite)
+    RunLock(output / LOCK_FILE).probe()
+    hub = check_hub_access(config.push_to_hub, config.private) if config.push_to_hub else None
     rows = load_rows(task, config.split, config.max_samples)
     device = state.device if state.num_processes > 1 else config.device
     model, tokenizer, revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
-    config.max_source_length, config.max_new_tokens = fit_lengths(
+    max_source_length, max_new_tokens = fit_lengths(
         {config.large: model},
         config.max_source_length,
         config.max_new_tokens,
         defaults=(task.max_source_length, task.max_target_length),
+    )
+    config = replace(
+        config,
+        output=str(output),
+        max_source_length=max_source_length,
+        max_new_tokens=max_new_tokens,
     )
     generation = use_plain_generation(model)
     fingerprint = _fingerprint(config, task, revision, rows_digest(rows))
     if not config.overwrite:
         _check_same_run(output, fingerprint)
     state.wait_for_everyone()
-    lock = RunLock(output)
+    lock = RunLock(output / LOCK_FILE)
     if state.is_main_process:
         lock.acquire()
         _claim_output(output, fingerprint, config.overwrite)
@@ -311,11 +319,18 @@ def run_calibration(config: CalibrateConfig) -> Path:
         "bild_align_version": bild_align.__version__,
     }
     try:
-        run = json.loads((output / RUN_FILE).read_text())
-        if run.get("complete"):
+        run = _read_run(output)
+        complete = run.get("complete") and _data_complete(output, config.split, len(rows))
+        if complete:
             if state.is_main_process:
                 print(f"{output} already holds this complete run ({run.get('rows')} rows)")
         else:
+            if run.get("complete") and state.is_main_process:
+                print(
+                    f"{data_file(output, config.split)} is missing or damaged; decoding its "
+                    f"{len(rows)} rows again",
+                    file=sys.stderr,
+                )
             _decode_missing(config, rows, model, tokenizer, output, state)
             state.wait_for_everyone()
             if state.is_main_process:
@@ -337,7 +352,7 @@ def _decode_missing(config, rows, model, tokenizer, output: Path, state) -> None
     order = [index for index in length_sorted(lengths) if ids[index] not in done]
     mine = order[state.process_index :: state.num_processes]
     if done and state.is_main_process:
-        print(f"resuming: {len(done)} of {len(rows)} rows already done")
+        print(f"resuming: {len(done)} of {len(rows)} rows kept from the interrupted run")
     buffer: list[dict] = []
     with tqdm(
         total=len(order),
@@ -370,6 +385,16 @@ def _decode_missing(config, rows, model, tokenizer, output: Path, state) -> None
                     buffer = []
                 # other processes advance at the same pace: show the whole run's progress
                 progress.update(len(batch) * state.num_processes)
+        except KeyboardInterrupt:
+            store.write(buffer, tag=f"rank{state.process_index}")  # keep finished rows
+            buffer = []
+            if state.is_main_process:
+                print(
+                    f"\ninterrupted: {len(store.done_ids())} of {len(rows)} rows are kept in "
+                    f"{store.directory}; run the same command again to finish",
+                    file=sys.stderr,
+                )
+            raise
         finally:
             store.write(buffer, tag=f"rank{state.process_index}")  # keep finished rows
         progress.n = min(progress.n, progress.total)

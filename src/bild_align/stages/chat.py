@@ -18,6 +18,7 @@ import torch
 
 from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatSettings
 from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
+from bild_align.models import position_limit
 from bild_align.timing import timed
 
 METHODS = CHAT_OUTPUTS
@@ -105,7 +106,7 @@ class Console:
 
     # -- decoding --
 
-    def _runners(self) -> dict[str, Callable]:
+    def _runners(self, max_new: int) -> dict[str, Callable]:
         s = self.settings
         return {
             "bild": lambda ids, mask: bild_generate(
@@ -116,15 +117,15 @@ class Console:
                 rollback_threshold=s.rb,
                 fallback_threshold=s.fb,
                 max_small_steps=s.steps,
-                max_new_tokens=s.max,
+                max_new_tokens=max_new,
                 vocab_size=s.vocab_size,
                 **s.sampling(),
             ),
             "large": lambda ids, mask: autoregressive_generate(
-                self.large, ids, mask, max_new_tokens=s.max, **s.sampling()
+                self.large, ids, mask, max_new_tokens=max_new, **s.sampling()
             ),
             "small": lambda ids, mask: autoregressive_generate(
-                self.small, ids, mask, max_new_tokens=s.max, **s.sampling()
+                self.small, ids, mask, max_new_tokens=max_new, **s.sampling()
             ),
             "speculative": lambda ids, mask: speculative_generate(
                 self.small,
@@ -132,7 +133,7 @@ class Console:
                 ids,
                 mask,
                 gamma=s.gamma,
-                max_new_tokens=s.max,
+                max_new_tokens=max_new,
                 vocab_size=s.vocab_size,
                 **s.sampling(),
             ),
@@ -149,11 +150,29 @@ class Console:
             pieces.append(f"{GREEN}{piece}{RESET}" if small and piece else piece)
         return "".join(pieces)
 
+    def _position_limit(self) -> int | None:
+        """The fewest positions either model can embed (BART-family tables), or None."""
+        limits = [position_limit(model) for model in (self.small, self.large)]
+        limits = [limit for limit in limits if limit]
+        return min(limits) if limits else None
+
     def decode(self, text: str) -> None:
-        batch = self.tokenizer(self.prefix + text, return_tensors="pt")
+        limit = self._position_limit()
+        batch = self.tokenizer(
+            self.prefix + text, return_tensors="pt", truncation=limit is not None, max_length=limit
+        )
+        max_new = self.settings.max
+        if limit is not None:
+            length = len(self.tokenizer(self.prefix + text).input_ids)
+            if length > limit:
+                self.say(f"note: the input is cut to {limit} of its {length} tokens (the models'")
+                self.say("      position table; eval truncates the same way)")
+            if max_new > limit - 1:
+                max_new = limit - 1
+                self.say(f"note: at most {max_new} new tokens fit the models' position table")
         ids = batch.input_ids.to(self.large.device)
         mask = batch.attention_mask.to(self.large.device)
-        runners = self._runners()
+        runners = self._runners(max_new)
         width = max(len(name) for name in self.settings.show)
         for name in self.settings.show:
             seconds, out = timed(lambda r=runners[name]: r(ids, mask), self.large.device)

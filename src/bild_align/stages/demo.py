@@ -96,40 +96,54 @@ def run_demo(config: DemoConfig) -> dict:
     """calibrate -> train -> eval on the shipped pair; returns both eval results."""
     config.validate()
     from bild_align.defaults import DEMO_TASK, demo_model
+    from bild_align.errors import OtherRunError, UserError
     from bild_align.recipes import load_recipe
     from bild_align.stages.calibrate import CalibrateConfig, run_calibration
     from bild_align.stages.evaluate import EvalConfig, run_eval
     from bild_align.stages.train import run_training
 
     large, small = demo_model("large"), demo_model("small")
-    root = Path(config.output_dir)
-    _banner("1/3 calibrate: the large model translates the train split")
-    calibration = run_calibration(
-        CalibrateConfig(
-            large=large,
-            task=DEMO_TASK,
-            split="train",
-            output=str(root / "calibration"),
-            max_samples=config.calibration_rows,
-            batch_size=64,
-            max_new_tokens=config.max_new_tokens,
-        )
-    )
-    _banner("2/3 train: align the small model on the large model's outputs")
+    root = Path(config.output_dir).expanduser()
     aligned_dir = root / config.aligned_folder()
-    recipe = load_recipe(
+    recipe = load_recipe(  # before any work: a bad combination of options fails now
         RECIPES_DIR / "demo-align.yaml",
         {
             "small_model": small,
             "large_model": large,
-            "calibration_dataset": str(calibration),
+            "calibration_dataset": str(root / "calibration"),
             "output_dir": str(aligned_dir),
             **config.alignment(),
+            **_short_run_keys(config),
             **(config.align_overrides or {}),
         },
     )
+    if config.overwrite:
+        _remove_demo_outputs(root)
+    _banner("1/3 calibrate: the large model translates the train split")
+    try:
+        run_calibration(
+            CalibrateConfig(
+                large=large,
+                task=DEMO_TASK,
+                split="train",
+                output=str(root / "calibration"),
+                max_samples=config.calibration_rows,
+                batch_size=64,
+                max_new_tokens=config.max_new_tokens,
+            )
+        )
+    except OtherRunError as error:
+        raise UserError(
+            f"{root} holds a demo run with other settings (its calibration differs in: "
+            f"{', '.join(error.changed)}); pass --overwrite to start afresh, or choose another "
+            "--output-dir"
+        ) from None
+    _banner("2/3 train: align the small model on the large model's outputs")
     if (aligned_dir / "model.safetensors").exists():
-        print(f"{aligned_dir} already holds the aligned model; delete it to train again")
+        print(
+            f"{aligned_dir} already holds the aligned model; pass --overwrite to start the "
+            "demo afresh"
+        )
     else:
         run_training(recipe, resume=True)  # continues an interrupted demo
     _banner("3/3 eval: large, small, assisted generation, BiLD unaligned and aligned, sweep")
@@ -162,6 +176,35 @@ def run_demo(config: DemoConfig) -> dict:
     )
     print(summary_table(unaligned, aligned, config))
     return {"unaligned": unaligned, "aligned": aligned}
+
+
+def _short_run_keys(config: DemoConfig) -> dict:
+    """Recipe keys that fit the alignment step to --calibration-rows and --max-steps."""
+    keys = {}
+    if config.calibration_rows is not None:
+        keys["eval_rows"] = min(200, config.calibration_rows // 5)
+    if config.max_steps is not None:
+        every = min(1000, config.max_steps)
+        keys.update(max_steps=config.max_steps, eval_steps=every, save_steps=every)
+    return keys
+
+
+def _remove_demo_outputs(root: Path) -> None:
+    """--overwrite: delete what a demo wrote into `root` (its calibration run, aligned models
+    and eval results), and nothing else."""
+    import shutil
+
+    from bild_align.stages.calibrate import RUN_FILE as CALIBRATION_RUN
+    from bild_align.stages.train import RUN_FILE as TRAINING_RUN
+
+    if (root / "calibration" / CALIBRATION_RUN).is_file():
+        shutil.rmtree(root / "calibration")
+    for folder in root.glob("aligned*"):
+        if (folder / TRAINING_RUN).is_file():
+            shutil.rmtree(folder)
+    for name in ("eval_unaligned", "eval_aligned"):
+        for suffix in (".json", ".json.partial.jsonl", ".csv", ".png"):
+            (root / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def _banner(text: str) -> None:

@@ -18,11 +18,12 @@ Pareto front and a PNG plot.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ from bild_align.io_utils import (
 )
 from bild_align.metrics import bleu, score
 from bild_align.models import (
+    assisted_generation_warnings_hidden,
     check_loaded_pair,
     fit_lengths,
     load_seq2seq,
@@ -50,6 +52,7 @@ from bild_align.models import (
     use_plain_generation,
 )
 from bild_align.pareto import fastest_within, pareto_front
+from bild_align.runs import RunLock
 from bild_align.tasks import get_task, load_rows
 from bild_align.timing import environment
 
@@ -58,15 +61,18 @@ def _methods(
     config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int
 ) -> list[Method]:
     def hf_generate(model, **extra):
+        quiet = assisted_generation_warnings_hidden if extra else contextlib.nullcontext
+
         def run(input_ids, attention_mask):
-            sequences = model.generate(
-                input_ids,
-                attention_mask=attention_mask,
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=max_new_tokens,
-                **extra,
-            )
+            with quiet():
+                sequences = model.generate(
+                    input_ids,
+                    attention_mask=attention_mask,
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=max_new_tokens,
+                    **extra,
+                )
             return sequences, None
 
         return run
@@ -104,12 +110,21 @@ def _methods(
 
 
 def _summaries(methods: list[Method], references: list[str], metric: str) -> list[dict]:
-    """The harness's rows, with quality: the task's metric, and BLEU against the large model."""
-    has_references = any(references)
+    """The harness's rows, with quality: the task's metric on the rows that have a reference
+    (rows without one are left out of it), and BLEU against the large model."""
+    scored = [index for index, reference in enumerate(references) if reference]
     large_outputs = methods[0].outputs
     rows = summaries(methods)
     for method, row in zip(methods, rows, strict=True):
-        row["quality"] = score(metric, method.outputs, references) if has_references else None
+        row["quality"] = (
+            score(
+                metric,
+                [method.outputs[i] for i in scored],
+                [references[i] for i in scored],
+            )
+            if scored
+            else None
+        )
         row["agreement_with_large"] = bleu(method.outputs, large_outputs)
         row["outputs"] = method.outputs
     return rows
@@ -120,9 +135,64 @@ def _quality_value(row: dict) -> float:
     return (row["quality"] or row["agreement_with_large"])["score"]
 
 
-def _output_paths(config: EvalConfig) -> list[Path]:
-    base = Path(config.output)
-    return [base, *((base.with_suffix(".csv"), base.with_suffix(".png")) if config.sweep else ())]
+CSV_HEADER = ["rb", "fb", "quality", "speedup", "median_latency_s", "large_calls_per_token"]
+CSV_HEADER.append("pareto")
+PNG_MARKER = "bild-align eval sweep"
+
+
+def _output_paths(config: EvalConfig) -> dict[str, Path]:
+    """Every file this run writes, by what it holds."""
+    base = Path(config.output).expanduser()
+    paths = {"results JSON": base, "partial results": partial_path(base)}
+    if config.sweep:
+        paths.update(
+            {"sweep CSV": base.with_suffix(".csv"), "sweep plot": base.with_suffix(".png")}
+        )
+    return paths
+
+
+def _holds_ours(kind: str, path: Path) -> bool:
+    """Whether the existing file `path` holds this tool's output of `kind` (it may be replaced)."""
+    try:
+        data = path.read_bytes()
+        if kind == "results JSON":
+            results = json.loads(data)
+            return isinstance(results, dict) and {"config", "methods"} <= results.keys()
+        if kind == "partial results":
+            first = json.loads(data.split(b"\n", 1)[0])
+            return isinstance(first, dict) and "fingerprint" in first
+        if kind == "sweep CSV":
+            return data.decode("utf-8").split("\n", 1)[0].strip() == ",".join(CSV_HEADER)
+        return data.startswith(b"\x89PNG") and PNG_MARKER.encode() in data[:4096]
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return False
+
+
+def check_outputs(config: EvalConfig, task_file: str | None) -> None:
+    """Before any work: every file the run writes can be written, is not the input data, is
+    not another of its outputs, and holds nothing but this tool's results of the same kind."""
+    paths = _output_paths(config)
+    seen: dict[Path, str] = {}
+    for kind, path in paths.items():
+        if kind != "partial results":
+            check_output_file(path)
+        resolved = path.resolve()
+        if task_file is not None and resolved == Path(task_file).expanduser().resolve():
+            raise UserError(
+                f"--output {config.output}: its {kind} would be written to {path}, the task's "
+                "input data; choose another --output"
+            )
+        if resolved in seen:
+            raise UserError(
+                f"--output {config.output}: the {seen[resolved]} and the {kind} would both be "
+                f"written to {path}; give --output a .json name"
+            )
+        seen[resolved] = kind
+        if path.is_file() and not _holds_ours(kind, path):
+            raise UserError(
+                f"--output {config.output}: {path} exists and holds something other than "
+                f"bild-align's {kind}; choose another --output, or move that file away"
+            )
 
 
 def partial_path(output: str | Path) -> Path:
@@ -131,25 +201,63 @@ def partial_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".partial.jsonl")
 
 
-def _resume(partial: Path, fingerprint: dict, methods: list[Method]) -> int:
-    """Load the examples an interrupted run with the same fingerprint finished; their count."""
-    records = read_jsonl(partial)
+def lock_path(output: str | Path) -> Path:
+    """The lock that keeps two evals from writing one --output at once."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.lock")
+
+
+def _valid_record(record, methods: list[Method]) -> bool:
+    """A finished batch as `_measure` writes it: its ids, and one run per method."""
+    try:
+        runs, ids = record["runs"], record["ids"]
+        return len(runs) == len(methods) and all(
+            isinstance(run["seconds"], int | float)
+            and len(run["outputs"]) == len(ids)
+            and isinstance(run["tokens"], int)
+            and (run["stats"] is None or BiLDStats(**run["stats"]) is not None)
+            for run in runs
+        )
+    except (KeyError, TypeError):
+        return False
+
+
+def _resume(partial: Path, fingerprint: dict, methods: list[Method], batches: list[list]) -> int:
+    """Load the batches an interrupted run with the same fingerprint finished, in order and
+    each matched by its example ids; their example count. Lines that cannot be read are
+    skipped (their examples are redone), never the valid lines after them."""
+    records, unreadable = read_jsonl(partial)
     if not records:
         partial.unlink(missing_ok=True)
         append_jsonl(partial, {"fingerprint": fingerprint})
         return 0
-    if records[0].get("fingerprint") != fingerprint:
+    if not isinstance(records[0], dict) or records[0].get("fingerprint") != fingerprint:
         raise UserError(
             f"{partial} holds the finished examples of an interrupted eval with other settings; "
             "run that command again to finish it, choose another --output, or delete the file"
         )
-    examples = records[1:]
-    for record in examples:
+    by_ids = {}
+    for record in records[1:]:
+        if _valid_record(record, methods):
+            by_ids.setdefault(tuple(record["ids"]), record)
+        else:
+            unreadable.append(None)
+    kept = []
+    for batch in batches:
+        record = by_ids.get(tuple(batch))
+        if record is None:
+            break
+        kept.append(record)
         _add_example(methods, record["runs"])
-    finished = len(methods[0].outputs)
-    # rewrite without any torn line, so that appends continue a clean file
-    write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in records))
-    return finished
+    if unreadable:
+        print(
+            f"note: {len(unreadable)} damaged line(s) in {partial} were skipped; their examples "
+            "are decoded again",
+            file=sys.stderr,
+        )
+    # rewrite with only the batches kept, in order, so that appends continue a clean file
+    write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in [records[0], *kept]))
+    return sum(len(record["ids"]) for record in kept)
 
 
 def _add_example(methods: list[Method], results: list[dict]) -> None:
@@ -162,16 +270,31 @@ def _add_example(methods: list[Method], results: list[dict]) -> None:
         method.add_batch(result["seconds"], outputs, stats, identical, result["tokens"])
 
 
+def _absolute_if_local(name: str) -> str:
+    """A local model folder as an absolute path (results name both models alike)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def run_eval(config: EvalConfig) -> dict:
     config.validate()
-    for path in _output_paths(config):
-        check_output_file(path)
+    config = replace(
+        config, small=_absolute_if_local(config.small), large=_absolute_if_local(config.large)
+    )
     task = get_task(
         config.task,
         source_column=config.source_column,
         target_column=config.target_column,
         prefix=config.prefix,
     )
+    check_outputs(config, task.local_path)
+    with RunLock(lock_path(config.output), "eval", "--output"):
+        results = _run_locked(config, task)
+    lock_path(config.output).unlink(missing_ok=True)
+    return results
+
+
+def _run_locked(config: EvalConfig, task) -> dict:
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
     large, tokenizer, large_revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
@@ -188,6 +311,7 @@ def run_eval(config: EvalConfig) -> dict:
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
     methods = _methods(config, small, large, max_new_tokens, vocab_size)
+    references = list(rows["reference"])
     settings = {
         "small_revision": small_revision,
         "large_revision": large_revision,
@@ -197,6 +321,7 @@ def run_eval(config: EvalConfig) -> dict:
         "max_new_tokens": max_new_tokens,
         "max_source_length": max_source_length,
         "sample_ids": list(rows["id"]),
+        "rows_without_reference": sum(not reference for reference in references),
         "generation": generation,
     }
     fingerprint = {
@@ -204,9 +329,17 @@ def run_eval(config: EvalConfig) -> dict:
         **settings,
     }
     partial = partial_path(config.output)
-    done = _resume(partial, json.loads(json.dumps(fingerprint)), methods)
+    batches = list(chunked(settings["sample_ids"], config.batch_size))
+    done = _resume(partial, json.loads(json.dumps(fingerprint)), methods, batches)
     if done:
         print(f"resuming: {done} of {len(rows)} examples already done ({partial})")
+    missing = settings["rows_without_reference"]
+    if 0 < missing < len(references):
+        print(
+            f"note: {missing} of {len(references)} rows have no reference; the "
+            f"{task.metric} score leaves them out",
+            file=sys.stderr,
+        )
 
     if config.batch_size > 1 and "assisted" in config.baselines:
         print(
@@ -222,7 +355,7 @@ def run_eval(config: EvalConfig) -> dict:
         for batch in chunked(sources, config.batch_size)
     ]
     try:
-        _measure(methods, encoded, done, tokenizer, device, partial, eos_token_ids(large))
+        _measure(methods, encoded, batches, done, tokenizer, device, partial, eos_token_ids(large))
     except KeyboardInterrupt:
         kept = len(methods[0].outputs)
         print(
@@ -235,7 +368,7 @@ def run_eval(config: EvalConfig) -> dict:
     results = {
         "config": {**asdict(config), **settings, "resumed_after": done or None},
         "environment": environment(device),
-        "methods": _summaries(methods, list(rows["reference"]), task.metric),
+        "methods": _summaries(methods, references, task.metric),
     }
     if config.sweep:
         results["sweep"] = _sweep_report(results, config)
@@ -245,7 +378,14 @@ def run_eval(config: EvalConfig) -> dict:
 
 
 def _measure(
-    methods: list[Method], encoded: list, done: int, tokenizer, device, partial: Path, eos_ids
+    methods: list[Method],
+    encoded: list,
+    batches: list[list[str]],
+    done: int,
+    tokenizer,
+    device,
+    partial: Path,
+    eos_ids,
 ) -> None:
     """Time every method on every batch (of one or more examples) not yet done, interleaved;
     append each finished batch to `partial` as soon as all its methods are done."""
@@ -258,7 +398,7 @@ def _measure(
         with tqdm(
             total=total, initial=finished * len(methods), desc="eval", unit="run"
         ) as progress:
-            for batch in encoded[finished:]:
+            for batch, ids in zip(encoded[finished:], batches[finished:], strict=True):
                 batch = batch.to(device)
                 results = run_example(
                     methods,
@@ -279,7 +419,7 @@ def _measure(
                     for result in results
                 ]
                 _add_example(methods, record)
-                append_jsonl(partial, {"runs": record})
+                append_jsonl(partial, {"ids": ids, "runs": record})
 
 
 def _sweep_report(results: dict, config: EvalConfig) -> dict:
@@ -293,17 +433,7 @@ def _sweep_report(results: dict, config: EvalConfig) -> dict:
     csv_path, png_path = base.with_suffix(".csv"), base.with_suffix(".png")
     handle = io.StringIO()
     writer = csv.writer(handle)
-    writer.writerow(
-        [
-            "rb",
-            "fb",
-            "quality",
-            "speedup",
-            "median_latency_s",
-            "large_calls_per_token",
-            "pareto",
-        ]
-    )
+    writer.writerow(CSV_HEADER)
     for row, (quality, speedup), on_front in zip(bild_rows, points, front, strict=True):
         writer.writerow(
             [
@@ -360,7 +490,7 @@ def _plot(methods, bild_rows, points, front, path: Path) -> None:
     axes.grid(alpha=0.3)
     figure.tight_layout()
     image = io.BytesIO()
-    figure.savefig(image, dpi=120, format="png")
+    figure.savefig(image, dpi=120, format="png", metadata={"Software": PNG_MARKER})
     write_bytes_atomic(path, image.getvalue())
 
 
@@ -395,13 +525,24 @@ def format_results(results: dict) -> str:
         f"quality: {signature['metric']} ({signature['signature']})"
         + ("" if results["methods"][0]["quality"] else " against the large outputs")
     )
+    if config.get("reference_compat") and 0.0 in config["rb"]:
+        lines.append(
+            "note: with --reference-compat, rb=0 is not exact: the original decoder does not "
+            "check the drafted tail (outputs may differ from the large model's)"
+        )
+    missing = config.get("rows_without_reference") or 0
+    if results["methods"][0]["quality"] and missing:
+        lines.append(
+            f"note: {missing} of {len(config['sample_ids'])} rows have no reference and are "
+            f"left out of {metric}"
+        )
     sweep = results.get("sweep")
     if sweep:
         best = sweep["best"]
         lines.append(
             "fastest within {:.1f} of the large model: {}".format(
                 sweep["max_drop"],
-                "none"
+                "none faster than the large model"
                 if best is None
                 else f"rb={best['rb']:g} fb={best['fb']:g} ({best['quality']:.2f}, "
                 f"{best['speedup']:.2f}x)",

@@ -27,7 +27,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bild_align.errors import UserError, first_line
-from bild_align.io_utils import differing_keys, write_json_atomic
+from bild_align.io_utils import (
+    check_writable_folder,
+    differing_keys,
+    read_json_file,
+    write_json_atomic,
+)
 from bild_align.metrics import bleu, chrf, score
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
 from bild_align.recipes import PATH_KEYS, TrainRecipe
@@ -163,7 +168,15 @@ def _trainer_class():
             self.held_out: list[tuple[dict, TopK]] = []
             if recipe.uses_teacher:
                 self.loss_is_scaled_for_ga = False  # our losses are per-batch means
+            # every setting in the one config passed: generation settings given beside a
+            # generation_config are deprecated in transformers 5
             self.on_policy_generation = plain_generation_config(self.model)
+            self.on_policy_generation.update(
+                max_new_tokens=recipe.max_target_length,
+                do_sample=recipe.on_policy_sampling,
+                top_k=0,
+                temperature=1.0,
+            )
 
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is None:
@@ -252,10 +265,6 @@ def _trainer_class():
                     input_ids=inputs["input_ids"],
                     attention_mask=inputs["attention_mask"],
                     generation_config=self.on_policy_generation,
-                    max_new_tokens=self.recipe.max_target_length,
-                    do_sample=self.recipe.on_policy_sampling,
-                    top_k=0,
-                    temperature=1.0,
                 )
             small.train()
             labels = generated[:, 1:].clone()  # without the decoder start token
@@ -321,10 +330,15 @@ def check_output_dir(recipe: TrainRecipe, resume: bool) -> None:
     output = Path(recipe.output_dir).expanduser()
     if output.exists() and not output.is_dir():
         raise UserError(f"output_dir {output} is a file; give a folder for the aligned model")
+    check_writable_folder(output, "output_dir")
     run_file = output / RUN_FILE
     fingerprint = json.loads(json.dumps(_fingerprint(recipe)))
     if run_file.is_file():
-        previous = json.loads(run_file.read_text()).get("fingerprint", {})
+        record = read_json_file(
+            run_file,
+            "delete it if this folder holds your training run, or choose another output_dir",
+        )
+        previous = record.get("fingerprint", {}) if isinstance(record, dict) else {}
         changed = differing_keys(previous, fingerprint)
         if changed:
             raise UserError(
@@ -360,9 +374,25 @@ def complete_checkpoints(output_dir: str) -> list[Path]:
         has_state = (folder / "trainer_state.json").is_file() and (
             folder / "optimizer.pt"
         ).is_file()
-        if step.isdigit() and has_state and any(path.is_file() for path in weights):
+        if step.isdigit() and has_state and any(_readable_weights(path) for path in weights):
             found.append((int(step), folder))
     return [folder for _, folder in sorted(found)]
+
+
+def _readable_weights(path: Path) -> bool:
+    """Whether a checkpoint's weights file is there and whole (a safetensors header that
+    covers the file: a truncated file fails this check)."""
+    if not path.is_file():
+        return False
+    if path.suffix != ".safetensors":
+        return True
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            return True
+    except Exception:  # noqa: BLE001 - SafetensorError and OSError alike mean "damaged"
+        return False
 
 
 def _resume_point(output_dir: str) -> str | None:
@@ -378,7 +408,8 @@ def _resume_point(output_dir: str) -> str | None:
         for name in partial:
             Path(output_dir, name).rename(aside / f"{name}-{time.time_ns()}")
         print(
-            f"--resume: skipping incomplete checkpoint(s) {', '.join(partial)} (moved to {aside})"
+            f"--resume: skipping incomplete checkpoint(s) {', '.join(partial)} (moved to "
+            f"{aside}: a file is missing or its weights are truncated)"
         )
     if not checkpoints:
         print(f"--resume: no complete checkpoint in {output_dir} yet, starting from the beginning")
