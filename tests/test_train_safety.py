@@ -185,3 +185,26 @@ def test_a_failed_start_leaves_the_output_dir_usable(setup, tmp_path, capsys):
     assert main(argv) == 2
     capsys.readouterr()
     assert main(_argv(setup, output)) == 0  # the corrected command is not "another run"
+
+
+def test_resume_skips_a_checkpoint_with_truncated_weights(setup, tmp_path, capsys):
+    output = tmp_path / "run"
+    assert main(_argv(setup, output)) == 0
+    last = complete_checkpoints(output)[-1]
+    weights = last / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a disk that filled up, a copy cut short
+    assert main(_argv(setup, output, "--resume", "--max-steps", "6")) == 0
+    captured = capsys.readouterr()
+    assert f"skipping incomplete checkpoint(s) {last.name}" in captured.out
+    assert "Traceback" not in captured.err
+    state = json.loads((output / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+def test_a_damaged_run_record_is_named(setup, tmp_path, capsys):
+    output = tmp_path / "run"
+    assert main(_argv(setup, output)) == 0
+    (output / "bild_align_train.json").write_text('{"finger')
+    assert main(_argv(setup, output, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "bild_align_train.json is damaged" in err and "Traceback" not in err

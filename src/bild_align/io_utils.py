@@ -64,27 +64,23 @@ def check_writable_folder(path: str | os.PathLike, what: str = "--output") -> Pa
 
 
 def check_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
-    """Make sure `path` can be written (creating its folder), so that a long run cannot fail
-    at its very end; raises UserError saying why not."""
+    """Make sure `path` can be written, so that a long run cannot fail at its very end; raises
+    UserError saying why not. Nothing is created: a run that fails to start leaves no trace."""
     path = check_name_lengths(path, what)
     if path.is_dir():
         raise UserError(f"{what} {path} is a directory; give a file name, e.g. {path}/results.json")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"{what} {path}: {path.parent} is a file, not a folder") from None
-    except OSError as error:
-        raise UserError(f"{what} {path}: cannot create {path.parent} ({error.strerror})") from None
-    try:
-        descriptor, probe = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
-        )
-    except OSError as error:
-        raise UserError(
-            f"{what} {path}: cannot write in {path.parent} ({error.strerror})"
-        ) from None
-    os.close(descriptor)
-    os.unlink(probe)
+    check_writable_folder(path.parent, what)
+    if path.parent.is_dir():
+        try:
+            descriptor, probe = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+            )
+        except OSError as error:
+            raise UserError(
+                f"{what} {path}: cannot write in {path.parent} ({error.strerror})"
+            ) from None
+        os.close(descriptor)
+        os.unlink(probe)
     return path
 
 
@@ -126,6 +122,7 @@ def differing_keys(previous: dict, current: dict) -> list[str]:
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     """Append one JSON line and flush it to disk: a crash loses at most the line being written,
     and `read_jsonl` skips such a torn last line."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()

@@ -288,10 +288,17 @@ def run_eval(config: EvalConfig) -> dict:
         prefix=config.prefix,
     )
     check_outputs(config, task.local_path)
-    with RunLock(lock_path(config.output), "eval", "--output"):
-        results = _run_locked(config, task)
-    lock_path(config.output).unlink(missing_ok=True)
-    return results
+    folder = Path(config.output).expanduser().parent
+    new_folder = not folder.exists()
+    lock = RunLock(lock_path(config.output), "eval", "--output").acquire()
+    try:
+        return _run_locked(config, task)
+    finally:
+        lock.path.unlink(missing_ok=True)  # while still held: no other run can hold it now
+        lock.release()
+        if new_folder:  # a failed start leaves no empty results folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _run_locked(config: EvalConfig, task) -> dict:
