@@ -537,3 +537,25 @@ def test_the_readme_offline_snippet_loads_the_demo_pair_as_float32(monkeypatch, 
     expected = large.generate(**batch, do_sample=False, max_new_tokens=128)
     assert out.sequences.tolist() == expected.tolist()
     assert capsys.readouterr().out.strip()
+
+
+def test_a_bad_switch_word_names_the_words_that_work(capsys):
+    assert main(["train", "--recipe", "recipes/demo-align.yaml", "--bf16", "maybe"]) == 2
+    _one_error_line(capsys, "key 'bf16' must be true or false, got 'maybe'")
+
+
+def test_bench_never_replaces_a_file_that_is_not_bench_results(tmp_path, capsys):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    assert main(["bench", "--preset", "tiny", "--output", str(notes)]) == 2
+    _one_error_line(capsys, "holds something other than bild-align bench results")
+    assert notes.read_text() == '{"mine": true}'
+
+
+def test_calibrate_does_not_resume_with_other_weights_in_the_large_folder(pairs, tmp_path, capsys):
+    large = save_with_byte_tokenizer(byte_level_model(num_layers=1, seed=3), tmp_path / "large")
+    output = tmp_path / "cal"
+    assert _calibrate(large, pairs, output) == 0
+    byte_level_model(num_layers=1, seed=12).save_pretrained(large)  # retrained in place
+    assert _calibrate(large, pairs, output) == 2
+    _one_error_line(capsys, "differs in: large_model_revision")

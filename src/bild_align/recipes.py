@@ -229,6 +229,13 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
 
 
 def _type_name(annotation: Any) -> str:
+    """The type in a user's words: true or false, a list of numbers, ..."""
+    words = {
+        bool: "true or false",
+        list[float]: "a list of numbers (e.g. 1,2,3 on the command line)",
+    }
+    if annotation in words:
+        return words[annotation]
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 

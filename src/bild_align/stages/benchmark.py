@@ -21,10 +21,12 @@ exact BiLD and BiLD run twice there, each row on its own schedule and with share
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -38,6 +40,7 @@ from bild_align.core.decoding import (
     speculative_generate,
 )
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
+from bild_align.errors import UserError
 from bild_align.harness import Method, fastest, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import check_output_file, write_json_atomic
 from bild_align.models import assisted_generation_warnings_hidden, check_dtype, resolve_device
@@ -405,6 +408,22 @@ def _overhead_share(method: Method, input_ids, small, large, device) -> float:
     return max(0.0, wall - clock.seconds) / wall
 
 
+def _check_replaceable(output: Path) -> None:
+    """An existing --output must hold bench results (the user's own files are never replaced)."""
+    if not output.is_file():
+        return
+    try:
+        results = json.loads(output.read_bytes())
+        ours = isinstance(results, dict) and {"config", "levels"} <= results.keys()
+    except ValueError:
+        ours = False
+    if not ours:
+        raise UserError(
+            f"--output {output} exists and holds something other than bild-align bench "
+            "results; choose another --output, or move that file away"
+        )
+
+
 def run_benchmark(config: BenchConfig) -> dict:
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
@@ -415,6 +434,7 @@ def run_benchmark(config: BenchConfig) -> dict:
     check_dtype(model_type, config.dtype)
     if config.output:
         check_output_file(config.output)
+        _check_replaceable(Path(config.output).expanduser())
     dtype = getattr(torch, config.dtype)
     per_input = 9 if config.sampling else 6
     unsampled = 0 if config.sampling else len(BATCHED_SAMPLED)
