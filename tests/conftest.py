@@ -1,13 +1,33 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from bild_align.testing.helpers import (
     byte_level_model,
+    checkout_state,
     save_byte_level_model,
     save_with_byte_tokenizer,
 )
 
 torch.set_num_threads(2)
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session):
+    session.config.checkout_state = checkout_state(CHECKOUT)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The check that the checkout is still clean runs after every other test."""
+    items.sort(key=lambda item: "test_checkout_clean.py" in item.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_folder(tmp_path, monkeypatch):
+    """Each test runs in its own folder: default outputs (results/eval.json, outputs/...)
+    land there, never in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)

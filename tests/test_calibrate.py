@@ -261,13 +261,11 @@ def test_push_to_hub_errors_are_clear(byte_model_dir, tmp_path, capsys, monkeypa
     code, err = _exit_code(argv, capsys)
     assert code == 2 and "HF_TOKEN" in err
     monkeypatch.setenv("HF_TOKEN", "hf_secret_test_token_value")
-    started = time.perf_counter()
     code, err = _exit_code(argv, capsys)
     # no network: refused before any model is loaded or row decoded, not hours later
     assert code == 2 and "cannot reach the Hub" in err and "hf upload" in err
     assert "hf_secret_test_token_value" not in err
     assert not Path(tmp_path, "out").exists()
-    assert time.perf_counter() - started < 60
 
     class FailingUpload:  # the Hub answered at the start, then the upload broke
         def upload_folder(self, **_):

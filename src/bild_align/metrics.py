@@ -43,6 +43,16 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     return {"metric": "chrf", "score": result.score, "signature": str(metric.get_signature())}
 
 
+def _installed_version(distribution: str) -> str | None:
+    """The installed version of a package as pip knows it (never made up)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
 def rouge(hypotheses: Sequence[str], references: Sequence[str], kind: str = "rougeL") -> dict:
     import rouge_score
     from rouge_score import rouge_scorer
@@ -55,7 +65,7 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str], kind: str = "rou
         scorer.score(reference, hypothesis)[kind].fmeasure
         for hypothesis, reference in zip(hypotheses, references, strict=True)
     ]
-    version = getattr(rouge_score, "__version__", "0.1.2")
+    version = _installed_version("rouge-score") or getattr(rouge_score, "__version__", "unknown")
     return {
         "metric": kind,
         "score": 100.0 * sum(scores) / len(scores) if scores else 0.0,

@@ -8,9 +8,26 @@ German-looking / English-looking pairs, and how to start two CPU processes.
     ids, mask = padded_batch(seed=0, rows=5, vocab_size=128, longest=9)  # right-padded
 """
 
+import subprocess
 import sys
 
 import torch
+
+
+def checkout_state(root) -> set[str] | None:
+    """`git status --ignored` of the checkout at `root`, without the caches Python and pytest
+    keep; None where it is not a git checkout."""
+    try:
+        lines = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line for line in lines if "__pycache__" not in line and ".pytest_cache" not in line}
 
 
 def padded_batch(seed, *, rows=5, vocab_size=128, longest=9, left=False):
