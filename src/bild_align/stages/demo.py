@@ -82,16 +82,6 @@ def build_models() -> None:
         )
 
 
-if __name__ == "__main__":
-    command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if command == "tokenizer":
-        print(train_tokenizer(DEMO_DIR / "tokenizer"))
-    elif command == "models":
-        build_models()
-    else:
-        sys.exit("usage: python -m bild_align.stages.demo {tokenizer|models}")
-
-
 def run_demo(config: DemoConfig) -> dict:
     """calibrate -> train -> eval on the shipped pair; returns both eval results."""
     config.validate()
@@ -258,3 +248,13 @@ def summary_table(unaligned: dict, aligned: dict, config: DemoConfig) -> str:
     lines.append(f"BLEU: {unaligned['methods'][0]['quality']['signature']}")
     lines.append(f"sweep plot: {aligned['sweep']['plot']}  (CSV: {aligned['sweep']['csv']})")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "tokenizer":
+        print(train_tokenizer(DEMO_DIR / "tokenizer"))
+    elif command == "models":
+        build_models()
+    else:
+        sys.exit("usage: python -m bild_align.stages.demo {tokenizer|models}")
