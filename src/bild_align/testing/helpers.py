@@ -27,7 +27,23 @@ def checkout_state(root) -> set[str] | None:
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return {line for line in lines if "__pycache__" not in line and ".pytest_cache" not in line}
+    state = {line for line in lines if "__pycache__" not in line and ".pytest_cache" not in line}
+    return state | _empty_folders(root)
+
+
+_NOT_WALKED = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
+
+
+def _empty_folders(root) -> set[str]:
+    """Empty folders under `root` (git status does not show them)."""
+    import os
+
+    found = set()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in _NOT_WALKED]
+        if not subfolders and not files:
+            found.add(f"empty folder {os.path.relpath(folder, root)}")
+    return found
 
 
 def padded_batch(seed, *, rows=5, vocab_size=128, longest=9, left=False):
