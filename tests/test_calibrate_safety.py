@@ -59,7 +59,7 @@ def test_output_that_is_a_file_is_refused(byte_model_dir, tmp_path, capsys):
 def test_a_second_run_on_the_same_output_is_refused(byte_model_dir, tmp_path, capsys):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
     output = tmp_path / "out"
-    lock = RunLock(output / ".lock").acquire()  # another calibrate run, alive
+    lock = RunLock(output / ".lock", "calibrate", str(output)).acquire()  # another run, alive
     try:
         assert _run(byte_model_dir, pairs, output) == 2
         assert "another `bild-align calibrate` is writing" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def _paper_commands() -> list[list[str]]:
     block = section.split("```bash", 1)[1].split("```", 1)[0]
     text = re.sub(r"\\\n\s*", " ", block)
     commands = [line.strip() for line in text.splitlines() if line.startswith("bild-align ")]
-    return [shlex.split(command)[1:] for command in commands]
+    return [shlex.split(command, comments=True)[1:] for command in commands]
 
 
 def test_the_readme_paper_commands_parse_and_stop_only_at_the_hub(tmp_path, monkeypatch, capsys):
@@ -209,7 +209,7 @@ def test_an_interrupted_eval_does_not_resume_with_other_weights_in_the_folder(
 
 def test_a_second_eval_on_the_same_output_is_refused(byte_pair_dirs, pairs, tmp_path, capsys):
     output = tmp_path / "r.json"
-    with RunLock(lock_path(output), "eval", "--output"):
+    with RunLock(lock_path(output), "eval", f"--output {output}"):
         assert main(_eval_argv(byte_pair_dirs, pairs, "--output", str(output))) == 2
         _one_error_line(capsys, "another `bild-align eval` is writing --output")
     assert main(_eval_argv(byte_pair_dirs, pairs, "--output", str(output))) == 0

@@ -21,7 +21,6 @@ import errno
 import sys
 from argparse import ArgumentParser, Namespace
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from bild_align.configs import (
     BenchConfig,
@@ -31,6 +30,7 @@ from bild_align.configs import (
     DemoConfig,
     EvalConfig,
 )
+from bild_align.defaults import fill_defaults
 from bild_align.errors import UserError
 from bild_align.options import add_options, given_options
 from bild_align.recipes import (
@@ -56,14 +56,6 @@ def _subcommand(subparsers, name: str, help: str, description: str, handler) -> 
     return parser
 
 
-def _with_demo_defaults(values: dict[str, Any], *roles: str) -> dict[str, Any]:
-    """`values` with the roles not given (small, large, task) filled: the demo pair's models,
-    the task of the demo pair or of a published checkpoint (bild_align.defaults)."""
-    from bild_align.defaults import fill_defaults
-
-    return fill_defaults(values, *roles)
-
-
 def _add_calibrate(subparsers) -> None:
     parser = _subcommand(
         subparsers,
@@ -83,7 +75,7 @@ def _add_calibrate(subparsers) -> None:
 def _run_calibrate(args: Namespace) -> None:
     from bild_align.stages.calibrate import run_calibration
 
-    values = _with_demo_defaults(given_options(args), "large", "task")
+    values = fill_defaults(given_options(args), "large", "task")
     output = run_calibration(build(CalibrateConfig, values, COMMAND_LINE))
     print(f"calibration dataset: {output}")
 
@@ -146,7 +138,7 @@ def _run_eval(args: Namespace) -> None:
 
     given = given_options(args)
     values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}
-    values = _with_demo_defaults({**values, **given}, "small", "large", "task")
+    values = fill_defaults({**values, **given}, "small", "large", "task")
     config = build(EvalConfig, values, COMMAND_LINE)
     results = run_eval(config)
     print(format_results(results))
@@ -182,7 +174,7 @@ def _run_chat(args: Namespace) -> None:
     )
     settings.validate()  # before minutes of model loading
     values = {k: v for k, v in given.items() if k not in setting_names}
-    config = build(ChatConfig, _with_demo_defaults(values, "small", "large"), COMMAND_LINE)
+    config = build(ChatConfig, fill_defaults(values, "small", "large"), COMMAND_LINE)
     large, tokenizer, _ = load_seq2seq_or_causal(
         config.large, dtype=config.dtype, device=config.device
     )

@@ -82,8 +82,3 @@ def fill_defaults(values: dict, *roles: str) -> dict:
     for note in notes:
         print(f"bild-align: using {note}", file=sys.stderr)
     return filled
-
-
-def demo_defaults(**given: str | None) -> dict[str, str]:
-    """Fill the missing `small` / `large` / `task` (see `fill_defaults`)."""
-    return fill_defaults(given, *given)

@@ -25,9 +25,8 @@ def check_name_lengths(path: str | os.PathLike, what: str = "--output") -> Path:
     """Refuse a path with a name longer than the file system allows (UserError, not OSError
     errno 36 from deep inside a run)."""
     path = Path(path).expanduser()
-    existing = next((p for p in (path, *path.parents) if _exists(p)), Path("."))
     try:
-        limit = os.pathconf(existing, "PC_NAME_MAX")
+        limit = os.pathconf(_nearest_existing(path), "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
     for part in path.parts:
@@ -39,18 +38,23 @@ def check_name_lengths(path: str | os.PathLike, what: str = "--output") -> Path:
     return path
 
 
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:  # a name too long, a loop of links
-        return False
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists."""
+
+    def exists(candidate: Path) -> bool:
+        try:
+            return candidate.exists()
+        except OSError:  # a name too long, a loop of links
+            return False
+
+    return next((p for p in (path, *path.parents) if exists(p)), Path("."))
 
 
 def check_writable_folder(path: str | os.PathLike, what: str = "--output") -> Path:
     """Refuse a folder that cannot be created or written, before any work (nothing is created
     here: the nearest existing folder above it must be writable)."""
     path = check_name_lengths(path, what)
-    existing = next(p for p in (path, *path.parents, Path(".")) if _exists(p))
+    existing = _nearest_existing(path)
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}: cannot write in {existing} (permission denied)")
     if not existing.is_dir():
@@ -140,6 +144,16 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:
             except (UnicodeDecodeError, json.JSONDecodeError):
                 unreadable.append(number)
     return records, unreadable
+
+
+def holds_json_keys(path: str | os.PathLike, keys: set[str]) -> bool:
+    """Whether the file at `path` is a JSON object with (at least) these keys: a results file
+    this tool wrote, which a rerun may replace."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return False
+    return isinstance(data, dict) and keys <= data.keys()
 
 
 def read_json_file(path: str | os.PathLike, fix: str) -> Any:

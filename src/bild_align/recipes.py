@@ -354,16 +354,8 @@ _FALSE_WORDS = ("false", "no", "off", "0")
 
 def _kind(annotation: Any) -> type | None:
     """bool or list for a field typed so (optional or not), else None."""
-    options = (
-        typing.get_args(annotation)
-        if typing.get_origin(annotation)
-        in (
-            typing.Union,
-            types.UnionType,
-        )
-        else (annotation,)
-    )
-    for choice in options:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for choice in typing.get_args(annotation) if union else (annotation,):
         if choice is bool:
             return bool
         if typing.get_origin(choice) in (list, tuple):

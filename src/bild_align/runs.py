@@ -1,6 +1,6 @@
 """Runs that must not write one output twice at once.
 
-    with RunLock(Path("out/.lock"), "calibrate", "--output"):   # a second run fails at once
+    with RunLock(Path("out/.lock"), "calibrate", "--output out"):   # a second one fails at once
         ...
 
 The lock is an exclusive `flock` on a small file; the kernel drops it when the process ends,
@@ -15,12 +15,13 @@ from bild_align.errors import UserError
 
 
 class RunLock:
-    """An exclusive lock on `path` for a `bild-align COMMAND` writing to `what`."""
+    """An exclusive lock on `path`, held by a `bild-align COMMAND` writing `output` (the words
+    the refusal names it with, e.g. "--output results/eval.json")."""
 
-    def __init__(self, path: Path, command: str = "calibrate", what: str = "--output") -> None:
+    def __init__(self, path: Path, command: str, output: str) -> None:
         self.path = Path(path)
         self.command = command
-        self.what = what
+        self.output = output
         self._handle = None
 
     def acquire(self) -> RunLock:
@@ -32,11 +33,9 @@ class RunLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            target = self.path.parent if self.path.name == ".lock" else self.path
             raise UserError(
-                f"another `bild-align {self.command}` is writing {self.what} "
-                f"{_output_of(target)} right now; wait for it to finish (or stop it), then run "
-                "this command again to resume"
+                f"another `bild-align {self.command}` is writing {self.output} right now; wait "
+                "for it to finish (or stop it), then run this command again to resume"
             ) from None
         self._handle = handle
         return self
@@ -56,10 +55,3 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def _output_of(lock: Path) -> Path:
-    """The output a lock file guards: a folder's `.lock`, or `.NAME.lock` beside NAME."""
-    if lock.name.startswith(".") and lock.name.endswith(".lock"):
-        return lock.with_name(lock.name[1 : -len(".lock")])
-    return lock

@@ -198,8 +198,8 @@ def _load_split(task: Task, split: str):
         suffix = Path(task.local_path).suffix.lower()
         text_file = LOCAL_FORMATS[suffix] != "parquet"
         if text_file:  # before pyarrow, which may keep undecodable bytes until a row is read
-            _check_text(task.local_path, json_lines=False)
-            if not _has_data_lines(task.local_path, header=suffix == ".csv"):
+            header_lines = 1 if suffix == ".csv" else 0
+            if _check_text(task.local_path, json_lines=False) <= header_lines:
                 raise TaskError(f"no rows in {task.local_path}")
         try:
             return datasets.load_dataset(
@@ -212,24 +212,15 @@ def _load_split(task: Task, split: str):
     return _load_hub_split(task, split)
 
 
-def _has_data_lines(path: str, header: bool) -> bool:
-    """Whether a text file holds a row: a non-blank line (beyond a CSV's header line)."""
-    needed = 2 if header else 1
-    with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                needed -= 1
-                if not needed:
-                    return True
-    return False
-
-
-def _check_text(path: str, json_lines: bool) -> None:
-    """UTF-8 throughout, and for JSON lines one object per line: errors name the line."""
+def _check_text(path: str, json_lines: bool) -> int:
+    """UTF-8 throughout, and for JSON lines one object per line: errors name the line. Returns
+    the number of non-blank lines."""
     import json
 
+    lines = 0
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
+            lines += bool(line.strip())
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -245,6 +236,7 @@ def _check_text(path: str, json_lines: bool) -> None:
                         f"{path}: line {number} is not valid JSON ({error.msg}); a .jsonl file "
                         "holds one JSON object per line"
                     ) from None
+    return lines
 
 
 def _root_cause(error: BaseException) -> str:
@@ -254,7 +246,7 @@ def _root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line(error)}"
 
 
-def _column_getter(task: Task, columns: list[str], features=None) -> tuple[Callable, Callable]:
+def _column_getter(task: Task, columns: list[str], features) -> tuple[Callable, Callable]:
     if task.translation_pair is not None and "translation" in columns:
         source_language, target_language = task.translation_pair
         return (

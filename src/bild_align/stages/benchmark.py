@@ -21,7 +21,6 @@ exact BiLD and BiLD run twice there, each row on its own schedule and with share
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import sys
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from bild_align.core.decoding import (
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
 from bild_align.errors import UserError
 from bild_align.harness import Method, fastest, new_tokens, run_example, summaries, warm_up
-from bild_align.io_utils import check_output_file, write_json_atomic
+from bild_align.io_utils import check_output_file, holds_json_keys, write_json_atomic
 from bild_align.models import assisted_generation_warnings_hidden, check_dtype, resolve_device
 from bild_align.testing.toy_models import (
     agreement,
@@ -410,14 +409,7 @@ def _overhead_share(method: Method, input_ids, small, large, device) -> float:
 
 def _check_replaceable(output: Path) -> None:
     """An existing --output must hold bench results (the user's own files are never replaced)."""
-    if not output.is_file():
-        return
-    try:
-        results = json.loads(output.read_bytes())
-        ours = isinstance(results, dict) and {"config", "levels"} <= results.keys()
-    except ValueError:
-        ours = False
-    if not ours:
+    if output.is_file() and not holds_json_keys(output, {"config", "levels"}):
         raise UserError(
             f"--output {output} exists and holds something other than bild-align bench "
             "results; choose another --output, or move that file away"

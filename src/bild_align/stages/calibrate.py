@@ -171,6 +171,10 @@ def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
         write_json_atomic(output / RUN_FILE, {"fingerprint": fingerprint, "complete": False})
 
 
+def _lock(output: Path) -> RunLock:
+    return RunLock(output / LOCK_FILE, "calibrate", str(output))
+
+
 def dataset_card(meta: dict) -> str:
     """README.md for the calibration dataset: YAML metadata, then a short description."""
     import yaml
@@ -283,7 +287,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
     )
     output = Path(config.output).expanduser() if config.output else default_output(task)
     check_output_folder(output, config.overwrite)
-    RunLock(output / LOCK_FILE).probe()
+    _lock(output).probe()
     hub = check_hub_access(config.push_to_hub, config.private) if config.push_to_hub else None
     rows = load_rows(task, config.split, config.max_samples)
     device = state.device if state.num_processes > 1 else config.device
@@ -305,7 +309,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
     if not config.overwrite:
         _check_same_run(output, fingerprint)
     state.wait_for_everyone()
-    lock = RunLock(output / LOCK_FILE)
+    lock = _lock(output)
     if state.is_main_process:
         lock.acquire()
         _claim_output(output, fingerprint, config.overwrite)
@@ -331,7 +335,17 @@ def run_calibration(config: CalibrateConfig) -> Path:
                     f"{len(rows)} rows again",
                     file=sys.stderr,
                 )
-            _decode_missing(config, rows, model, tokenizer, output, state)
+            try:
+                _decode_missing(config, rows, model, tokenizer, output, state)
+            except KeyboardInterrupt:  # its finished rows are in the shards by now
+                if state.is_main_process:
+                    kept = len(ShardStore(output / SHARDS).done_ids())
+                    print(
+                        f"\ninterrupted: {kept} of {len(rows)} rows are kept in {output / SHARDS};"
+                        " run the same command again to finish",
+                        file=sys.stderr,
+                    )
+                raise
             state.wait_for_everyone()
             if state.is_main_process:
                 _finalize(output, ShardStore(output / SHARDS), len(rows), meta)
@@ -385,16 +399,6 @@ def _decode_missing(config, rows, model, tokenizer, output: Path, state) -> None
                     buffer = []
                 # other processes advance at the same pace: show the whole run's progress
                 progress.update(len(batch) * state.num_processes)
-        except KeyboardInterrupt:
-            store.write(buffer, tag=f"rank{state.process_index}")  # keep finished rows
-            buffer = []
-            if state.is_main_process:
-                print(
-                    f"\ninterrupted: {len(store.done_ids())} of {len(rows)} rows are kept in "
-                    f"{store.directory}; run the same command again to finish",
-                    file=sys.stderr,
-                )
-            raise
         finally:
             store.write(buffer, tag=f"rank{state.process_index}")  # keep finished rows
         progress.n = min(progress.n, progress.total)

@@ -158,13 +158,14 @@ class Console:
 
     def decode(self, text: str) -> None:
         limit = self._position_limit()
-        batch = self.tokenizer(
-            self.prefix + text, return_tensors="pt", truncation=limit is not None, max_length=limit
-        )
+        batch = self.tokenizer(self.prefix + text, return_tensors="pt")
         max_new = self.settings.max
         if limit is not None:
-            length = len(self.tokenizer(self.prefix + text).input_ids)
-            if length > limit:
+            length = batch.input_ids.shape[1]
+            if length > limit:  # cut as eval cuts (the tokenizer keeps its closing token)
+                batch = self.tokenizer(
+                    self.prefix + text, return_tensors="pt", truncation=True, max_length=limit
+                )
                 self.say(f"note: the input is cut to {limit} of its {length} tokens (the models'")
                 self.say("      position table; eval truncates the same way)")
             if max_new > limit - 1:

@@ -185,6 +185,7 @@ def _remove_demo_outputs(root: Path) -> None:
     import shutil
 
     from bild_align.stages.calibrate import RUN_FILE as CALIBRATION_RUN
+    from bild_align.stages.evaluate import partial_path
     from bild_align.stages.train import RUN_FILE as TRAINING_RUN
 
     if (root / "calibration" / CALIBRATION_RUN).is_file():
@@ -193,8 +194,9 @@ def _remove_demo_outputs(root: Path) -> None:
         if (folder / TRAINING_RUN).is_file():
             shutil.rmtree(folder)
     for name in ("eval_unaligned", "eval_aligned"):
-        for suffix in (".json", ".json.partial.jsonl", ".csv", ".png"):
-            (root / f"{name}{suffix}").unlink(missing_ok=True)
+        results = root / f"{name}.json"
+        for path in (results, partial_path(results), *map(results.with_suffix, (".csv", ".png"))):
+            path.unlink(missing_ok=True)
 
 
 def _banner(text: str) -> None:

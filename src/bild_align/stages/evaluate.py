@@ -37,6 +37,7 @@ from bild_align.harness import Method, new_tokens, run_example, summaries, warm_
 from bild_align.io_utils import (
     append_jsonl,
     check_output_file,
+    holds_json_keys,
     read_jsonl,
     write_bytes_atomic,
     write_json_atomic,
@@ -135,8 +136,15 @@ def _quality_value(row: dict) -> float:
     return (row["quality"] or row["agreement_with_large"])["score"]
 
 
-CSV_HEADER = ["rb", "fb", "quality", "speedup", "median_latency_s", "large_calls_per_token"]
-CSV_HEADER.append("pareto")
+CSV_HEADER = (
+    "rb",
+    "fb",
+    "quality",
+    "speedup",
+    "median_latency_s",
+    "large_calls_per_token",
+    "pareto",
+)
 PNG_MARKER = "bild-align eval sweep"
 
 
@@ -153,11 +161,10 @@ def _output_paths(config: EvalConfig) -> dict[str, Path]:
 
 def _holds_ours(kind: str, path: Path) -> bool:
     """Whether the existing file `path` holds this tool's output of `kind` (it may be replaced)."""
+    if kind == "results JSON":
+        return holds_json_keys(path, {"config", "methods"})
     try:
         data = path.read_bytes()
-        if kind == "results JSON":
-            results = json.loads(data)
-            return isinstance(results, dict) and {"config", "methods"} <= results.keys()
         if kind == "partial results":
             first = json.loads(data.split(b"\n", 1)[0])
             return isinstance(first, dict) and "fingerprint" in first
@@ -236,12 +243,11 @@ def _resume(partial: Path, fingerprint: dict, methods: list[Method], batches: li
             f"{partial} holds the finished examples of an interrupted eval with other settings; "
             "run that command again to finish it, choose another --output, or delete the file"
         )
+    valid = [record for record in records[1:] if _valid_record(record, methods)]
+    damaged = len(unreadable) + len(records) - 1 - len(valid)
     by_ids = {}
-    for record in records[1:]:
-        if _valid_record(record, methods):
-            by_ids.setdefault(tuple(record["ids"]), record)
-        else:
-            unreadable.append(None)
+    for record in valid:
+        by_ids.setdefault(tuple(record["ids"]), record)
     kept = []
     for batch in batches:
         record = by_ids.get(tuple(batch))
@@ -249,9 +255,9 @@ def _resume(partial: Path, fingerprint: dict, methods: list[Method], batches: li
             break
         kept.append(record)
         _add_example(methods, record["runs"])
-    if unreadable:
+    if damaged:
         print(
-            f"note: {len(unreadable)} damaged line(s) in {partial} were skipped; their examples "
+            f"note: {damaged} damaged line(s) in {partial} were skipped; their examples "
             "are decoded again",
             file=sys.stderr,
         )
@@ -290,7 +296,7 @@ def run_eval(config: EvalConfig) -> dict:
     check_outputs(config, task.local_path)
     folder = Path(config.output).expanduser().parent
     new_folder = not folder.exists()
-    lock = RunLock(lock_path(config.output), "eval", "--output").acquire()
+    lock = RunLock(lock_path(config.output), "eval", f"--output {config.output}").acquire()
     try:
         return _run_locked(config, task)
     finally:
@@ -436,8 +442,8 @@ def _sweep_report(results: dict, config: EvalConfig) -> dict:
     front = pareto_front(points)
     large_quality = _quality_value(methods[0])
     best = fastest_within(points, large_quality, config.max_drop)
-    base = Path(config.output)
-    csv_path, png_path = base.with_suffix(".csv"), base.with_suffix(".png")
+    paths = _output_paths(config)
+    csv_path, png_path = paths["sweep CSV"], paths["sweep plot"]
     handle = io.StringIO()
     writer = csv.writer(handle)
     writer.writerow(CSV_HEADER)
