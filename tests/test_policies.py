@@ -30,9 +30,9 @@ def run(small_script, large_script=confident, **settings):
 
 
 def assert_consistent(stats, out):
-    assert stats.generated == len(out.from_small) == out.sequences.shape[1] - 1
+    assert stats.generated == len(out.from_small[0]) == out.sequences.shape[1] - 1
     assert stats.generated == stats.small_accepted + stats.large_tokens
-    assert stats.small_accepted == sum(out.from_small)
+    assert stats.small_accepted == sum(out.from_small[0])
 
 
 def test_fallback_policy_boundary():
@@ -63,7 +63,7 @@ def test_fallback_hands_over_and_small_token_is_discarded():
     script = with_overrides({3: (9, 0.2)})
     out, small, large = run(script, fallback_threshold=0.6, max_new_tokens=6, rollback_threshold=2)
     assert out.sequences[0].tolist() == large_greedy(confident, 6)
-    assert out.from_small == [True, True, False, True, True, True]
+    assert out.from_small[0] == [True, True, False, True, True, True]
     # small drafts t1, t2 and falls back; large sees [start, t1, t2] and appends t3; small
     # drafts t4..t6 up to the limit; large checks that tail [t3..t6].
     assert large.calls == [3, 4]
@@ -156,7 +156,7 @@ def test_small_eos_accepted_when_large_agrees():
     out, _, large = run(both, both, rollback_threshold=2.0, max_new_tokens=10)
     assert out.sequences[0].tolist() == large_greedy(both, 10)
     assert out.sequences[0].tolist()[-1] == EOS
-    assert out.from_small[-1] is True
+    assert out.from_small[0][-1] is True
     # one check of the whole drafted output, EOS included; nothing after it.
     assert large.calls == [6]
 

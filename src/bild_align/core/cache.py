@@ -1,9 +1,10 @@
-"""One model's decoding state: its encoder output (computed once) and its KV cache.
+"""transformers' own forward, with a croppable KV cache, behind the lean steps' contract.
 
-    state = DecoderState(model, input_ids, attention_mask)   # runs the encoder once
+    state = DecoderState(model, input_ids, attention_mask)   # one row; runs the encoder once
     logits = state.feed(token_ids[:, state.length:])         # (k, vocab) for the k new tokens
     state.crop(n)                                            # keep the first n cached tokens
-    state = DecoderState(model, input_ids, None, capacity=129)  # the lean step where covered
+    decoder = TransformersDecoder(model, input_ids, attention_mask)  # a batch, one state a row
+    logits = decoder.step(new_ids, starts, rows, keep)       # as `lean_t5.LeanT5Decoder.step`
 
 Encoder-decoder models (T5, BART, ...) cache the decoder tokens; decoder-only models (GPT-2,
 Llama, ...) cache the prompt and the tokens after it, so for them the prompt is simply the
@@ -11,10 +12,9 @@ first tokens fed. The state knows nothing about which tokens are "right": the de
 what to feed and where to crop. Cropping touches the self-attention cache only; the
 cross-attention keys/values depend on the input alone and stay valid for the whole generation.
 
-Given a `capacity` (the most decoder tokens the call can hold), a model that `lean.supports`
-(T5 family; BART, mBART, Marian, Pegasus; Llama, Mistral, Qwen2/3) runs on its lean step: the
-same arithmetic over a static cache, where a crop is a position move. Every other model, or
-`capacity=None`, runs transformers' own forward with a `DynamicCache`.
+The decode loop drives every model through the lean steps' `step` contract; models without a
+lean step (and `engine="transformers"`) get it from `TransformersDecoder`, which runs each row
+on its own `DecoderState`, so a row's arithmetic never depends on the rows beside it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
-
-from bild_align.core.lean import lean_decoder
 
 
 class DecoderState:
@@ -34,16 +32,11 @@ class DecoderState:
         model: PreTrainedModel,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None,
-        capacity: int | None = None,
     ) -> None:
         self.model = model
         self.device = model.device
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        self._lean_length = 0
-        self.lean = (
-            None if capacity is None else lean_decoder(model, input_ids, attention_mask, capacity)
-        )
-        if self.lean is None and self.is_encoder_decoder:
+        if self.is_encoder_decoder:
             self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
             encoder_output = model.get_encoder()(
                 input_ids=input_ids.to(self.device),
@@ -54,24 +47,17 @@ class DecoderState:
                 last_hidden_state=encoder_output.last_hidden_state
             )
             self.cache = EncoderDecoderCache(_new_cache(model.config), _new_cache(model.config))
-        elif self.lean is None:
+        else:
             self.cache = _new_cache(model.config)
 
     @property
     def length(self) -> int:
         """Number of (decoder) tokens whose keys/values are cached."""
-        if self.lean is not None:
-            return self._lean_length
         return self.cache.get_seq_length()
 
     def feed(self, new_ids: torch.LongTensor, keep_last: int | None = None) -> torch.Tensor:
         """Run the decoder on `new_ids` (1, k) after the cached prefix; return logits (k, vocab),
-        or for the last `keep_last` positions only (the lean step skips the output layer for the
-        others)."""
-        if self.lean is not None:
-            logits = self.lean.step(new_ids, self._lean_length, keep=keep_last)[0]
-            self._lean_length += new_ids.shape[1]
-            return logits
+        or for the last `keep_last` positions only."""
         new_ids = new_ids.to(self.device)
         if self.is_encoder_decoder:
             output = self.model(
@@ -90,13 +76,55 @@ class DecoderState:
 
     def crop(self, length: int) -> None:
         """Forget every cached token from position `length` on (no-op if fewer are cached)."""
-        if self.lean is not None:
-            self._lean_length = min(self._lean_length, length)
-            return
         excess = self.length - length
         if excess > 0:
             # transformers 5 counts the tokens to remove, as a negative number.
             self.cache.crop(-excess)
+
+
+class TransformersDecoder:
+    """A batch's rows, each on its own `DecoderState`, behind the lean steps' `step`."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+    ) -> None:
+        self.device = model.device
+        self.batch_size = input_ids.shape[0]
+        self.rows = [
+            DecoderState(
+                model,
+                input_ids[index : index + 1],
+                None if attention_mask is None else attention_mask[index : index + 1],
+            )
+            for index in range(self.batch_size)
+        ]
+
+    def step(
+        self,
+        new_ids: torch.LongTensor,
+        starts: torch.Tensor | int,
+        rows: torch.LongTensor | None = None,
+        keep: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """Crop each listed row's cache to its start and feed it its tokens (up to the last
+        position `keep` marks: what lies after is padding); the logits are shaped as the lean
+        step shapes them: (rows, k or n, vocab) for None or an int `keep`, (marked, vocab) in
+        row order for a boolean mask."""
+        indices = range(self.batch_size) if rows is None else rows.tolist()
+        firsts = [starts] * len(indices) if isinstance(starts, int) else starts.tolist()
+        outputs = []
+        for place, (index, start) in enumerate(zip(indices, firsts, strict=True)):
+            state, ids = self.rows[index], new_ids[place : place + 1]
+            state.crop(start)
+            if isinstance(keep, torch.Tensor):
+                marked = keep[place].nonzero()[:, 0].tolist()
+                outputs.append(state.feed(ids[:, : marked[-1] + 1], keep_last=len(marked)))
+            else:
+                outputs.append(state.feed(ids, keep_last=keep))
+        return torch.cat(outputs) if isinstance(keep, torch.Tensor) else torch.stack(outputs)
 
 
 def _new_cache(config) -> DynamicCache:

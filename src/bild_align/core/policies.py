@@ -1,12 +1,21 @@
-"""BiLD's two decisions, as pure functions of numbers the decode loop hands them.
+"""BiLD's two decisions, as pure functions, and the policies that the decode loop asks.
 
-falls_back(top_probability=0.4, fallback_threshold=0.6)            # True: the large model
-rollback_index([5, 9], [0.1, 3.2], [5, 7], rollback_threshold=2)   # 1: replace token 9
+    falls_back(top_probability=0.4, fallback_threshold=0.6)            # True: the large model
+    rollback_index([5, 9], [0.1, 3.2], [5, 7], rollback_threshold=2)   # 1: replace token 9
+    policy = BiLDPolicy(fallback_threshold=0.3, rollback_threshold=6, max_small_steps=10)
+    ReferencePolicy(...)       # the original implementation's decisions (`reference_compat`)
+    SpeculativePolicy(max_small_steps=4)   # classic speculative decoding, gamma = 4
+
+A policy holds the settings and answers the loop's questions: does the small model hand over,
+which draft does the large model reject, and three questions of schedule on which the original
+implementation differs (class attributes, so that a mode is a type, not a flag).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 # The defaults of every tool and of bild_generate. rb=2 keeps quality close to the large model's
 # on the pairs we measured; the demo's tuned setting (rb=6, fb=0.3) trades more for speed.
@@ -41,3 +50,56 @@ def rollback_index(
             if reference_compat:
                 return None
     return None
+
+
+@dataclass(frozen=True)
+class BiLDPolicy:
+    """Big Little Decoding as this project runs it: the small model drafts from the first token
+    on, every draft is checked (a drafted EOS too), and a correction is the check's one token."""
+
+    fallback_threshold: float = FALLBACK_THRESHOLD
+    rollback_threshold: float = ROLLBACK_THRESHOLD
+    max_small_steps: int = MAX_SMALL_STEPS
+
+    large_first: ClassVar[bool] = False  # the large model produces the first token
+    checks_final_drafts: ClassVar[bool] = True  # drafts that end the output are checked
+    large_after_correction: ClassVar[bool] = False  # ... and the token after a correction
+    lossless_sampling: ClassVar[bool] = False  # sampled checks by speculative sampling
+
+    def falls_back(self, confidence: float) -> bool:
+        return falls_back(confidence, self.fallback_threshold)
+
+    def rejected(
+        self, drafted: Sequence[int], nll: Sequence[float], choices: Sequence[int]
+    ) -> int | None:
+        """The first drafted token the large model replaces, or None."""
+        return rollback_index(drafted, nll, choices, self.rollback_threshold)
+
+
+@dataclass(frozen=True)
+class ReferencePolicy(BiLDPolicy):
+    """The original implementation's decisions, to reproduce the paper's numbers token for
+    token: the large model produces the first token and the token after each correction, a
+    drafted EOS (or the length limit) ends the output unchecked, an EOS produced by a rollback
+    does not end it, and the rollback rule looks at the first token above the threshold only."""
+
+    large_first: ClassVar[bool] = True
+    checks_final_drafts: ClassVar[bool] = False
+    large_after_correction: ClassVar[bool] = True
+
+    def rejected(
+        self, drafted: Sequence[int], nll: Sequence[float], choices: Sequence[int]
+    ) -> int | None:
+        return rollback_index(drafted, nll, choices, self.rollback_threshold, True)
+
+
+@dataclass(frozen=True)
+class SpeculativePolicy(BiLDPolicy):
+    """Classic speculative decoding: `max_small_steps` (gamma) drafts per check, never a
+    fallback; greedy, the exact check; sampled, speculative sampling (lossless)."""
+
+    fallback_threshold: float = 0.0
+    rollback_threshold: float = 0.0
+    max_small_steps: int = 4
+
+    lossless_sampling: ClassVar[bool] = True

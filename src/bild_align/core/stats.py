@@ -77,9 +77,9 @@ class BiLDStats:
 class BiLDOutput:
     """`sequences`: (rows, prefix + generated), prefix the start token or the prompt, shorter
     rows padded with the pad token. `stats`: the totals over the rows; `row_stats`: per row.
-    `from_small`: per new token, drafted by the small model? (a batch: one list per row)."""
+    `from_small[i]`: row i's new tokens, each drafted by the small model or not."""
 
     sequences: torch.LongTensor
     stats: BiLDStats
-    from_small: list = field(default_factory=list)
+    from_small: list[list[bool]] = field(default_factory=list)
     row_stats: list[BiLDStats] = field(default_factory=list)

@@ -188,7 +188,7 @@ class Console:
                     f"tokens {stats.small_accepted}, fallbacks {stats.fallbacks}, "
                     f"rollbacks {stats.rollbacks}"
                 )
-            self.say(f"{name:<{width}}  {self._render(new_tokens, out.from_small)}")
+            self.say(f"{name:<{width}}  {self._render(new_tokens, out.from_small[0])}")
             self.say(f"{'':<{width}}  ({details})")
 
     def run(self, lines: Iterable[str], interactive: bool = False) -> None:

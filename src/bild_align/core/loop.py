@@ -1,0 +1,346 @@
+"""The one decode loop: BiLD, speculative and autoregressive decoding of one row or a batch.
+
+    out = decode(small, large, input_ids, mask, BiLDPolicy(), Sampler(), max_new_tokens=64)
+    out = decode(None, large, input_ids, mask, BiLDPolicy(), Sampler(), max_new_tokens=64)
+    out.sequences, out.stats, out.row_stats[i], out.from_small[i]
+
+Every model is driven through one step contract (`step(new_ids, starts, rows, keep)`): the lean
+steps (`lean`) where a model has one, else transformers' forward (`cache.TransformersDecoder`).
+Each row drafts, falls back, is checked and rolled back on its own; the loop only groups the
+work: each round, one small-model step for every row that is drafting, then one large-model
+pass for every row that waits for a check. With no small model, every row waits each round
+(the large model appends). A rollback is a smaller start for the row's next write. A batch row
+makes exactly the decisions it makes alone (sampled: row i draws from `sampler.for_row(i)`).
+
+With `shared_checks=True`, every row holding drafts joins a check that one row needs: the rows
+stay in step and each large-model pass serves all of them, at the price of checks a row alone
+would not have had (the exact mode stays exact; other settings decide slightly differently).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_align.core import lean
+from bild_align.core.cache import TransformersDecoder
+from bild_align.core.checks import (
+    eos_token_ids,
+    forced_first,
+    is_encoder_decoder,
+    pad_token_id,
+    prefixes,
+)
+from bild_align.core.policies import BiLDPolicy
+from bild_align.core.sampling import Sampler, large_check, speculative_verdict
+from bild_align.core.stats import BiLDOutput, BiLDStats
+
+DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
+FILLER = 0  # the id fed after a shorter row's tokens in a step; masked out, never read
+
+
+@dataclass
+class Row:
+    """One row's decoding: its decoder tokens (prefix first) and what produced them."""
+
+    tokens: list[int]
+    sampler: Sampler
+    prefix_length: int = 1
+    from_small: list[bool] = field(default_factory=list)
+    stats: BiLDStats = field(default_factory=BiLDStats)
+    pending: int = 0  # drafted tokens not yet checked
+    round_steps: int = 0  # small-model steps since the last check
+    small_length: int = 0  # tokens in the small model's cache
+    large_length: int = 0  # tokens in the large model's cache
+    phase: str = DRAFTING
+    # the small model's sampling distributions of the pending tokens (speculative sampling)
+    draft_distributions: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - self.prefix_length
+
+    @property
+    def drafted(self) -> list[int]:
+        return self.tokens[len(self.tokens) - self.pending :]
+
+
+def decode(
+    small: PreTrainedModel | None,
+    large: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None,
+    policy: BiLDPolicy,
+    sampler: Sampler,
+    *,
+    max_new_tokens: int,
+    vocab_size: int | None = None,
+    engine: str = "auto",
+    shared_checks: bool = False,
+) -> BiLDOutput:
+    """Decode validated inputs (see `checks`); `small=None` decodes with the large model alone."""
+    row_prefixes = prefixes(large, input_ids, attention_mask)
+    # a row's step can be padded to another row's width past its own end: room for one round
+    capacity = max(map(len, row_prefixes)) + max_new_tokens + policy.max_small_steps + 1
+    steppers = [
+        None if model is None else _stepper(model, input_ids, attention_mask, capacity, engine)
+        for model in (small, large)
+    ]
+    loop = DecodeLoop(
+        *steppers,
+        prefixes=row_prefixes,
+        samplers=[sampler.for_row(index) for index in range(len(row_prefixes))],
+        policy=policy,
+        forced_first=forced_first(large),
+        eos_ids=eos_token_ids(large),
+        max_new_tokens=max_new_tokens,
+        vocab_size=vocab_size,
+        shared_checks=shared_checks,
+    )
+    return _output(loop.run(), large, input_ids)
+
+
+def _stepper(model, input_ids, attention_mask, capacity: int, engine: str):
+    decoder = None
+    if engine == "auto":
+        decoder = lean.lean_decoder(model, input_ids, attention_mask, capacity)
+    return decoder or TransformersDecoder(model, input_ids, attention_mask)
+
+
+def _output(rows: list[Row], large: PreTrainedModel, input_ids: torch.LongTensor) -> BiLDOutput:
+    """The rows' sequences padded into one tensor like `generate`'s: encoder-decoder rows are
+    the start token and the new tokens; decoder-only rows the prompt as given (padding
+    included), then the new tokens."""
+    device = large.device
+    if is_encoder_decoder(large):
+        pieces = [torch.tensor(row.tokens, dtype=torch.long, device=device) for row in rows]
+    else:
+        pieces = [
+            torch.cat((prompt.to(device), torch.tensor(row.tokens[row.prefix_length :])))
+            for prompt, row in zip(input_ids, rows, strict=True)
+        ]
+    width = max(len(piece) for piece in pieces)
+    sequences = torch.full((len(rows), width), pad_token_id(large), dtype=torch.long)
+    sequences = sequences.to(device)
+    for index, piece in enumerate(pieces):
+        sequences[index, : len(piece)] = piece
+    total = BiLDStats()
+    for row in rows:
+        row.stats.generated = row.generated
+        total += row.stats
+    return BiLDOutput(
+        sequences=sequences,
+        stats=total,
+        from_small=[row.from_small for row in rows],
+        row_stats=[row.stats for row in rows],
+    )
+
+
+class DecodeLoop:
+    """One decoding call (see the module docstring). `small`, `large`: steppers (the lean
+    decoders' contract); `samplers`: one per row."""
+
+    def __init__(
+        self,
+        small,
+        large,
+        *,
+        prefixes: list[list[int]],
+        samplers: list[Sampler],
+        policy: BiLDPolicy,
+        forced_first: int | None,
+        eos_ids: frozenset[int],
+        max_new_tokens: int,
+        vocab_size: int | None = None,
+        shared_checks: bool = False,
+    ) -> None:
+        self.small, self.large, self.policy = small, large, policy
+        self.sampled = samplers[0].do_sample
+        self.forced_first = forced_first
+        self.eos_ids = eos_ids
+        self.max_new_tokens = max_new_tokens
+        self.vocab_size = vocab_size
+        self.shared_checks = shared_checks
+        large_first = small is None or policy.large_first
+        self.rows = [
+            Row(
+                tokens=list(prefix),
+                sampler=sampler,
+                prefix_length=len(prefix),
+                phase=WAITING if large_first else DRAFTING,
+            )
+            for prefix, sampler in zip(prefixes, samplers, strict=True)
+        ]
+        if forced_first is not None and not large_first:
+            for row in self.rows:  # known without a forward pass
+                self._append_large_token(row, forced_first)
+
+    def run(self) -> list[Row]:
+        while True:
+            drafting = [i for i, row in enumerate(self.rows) if row.phase == DRAFTING]
+            if drafting:
+                self._small_step(drafting)
+            waiting = [i for i, row in enumerate(self.rows) if row.phase == WAITING]
+            if waiting and self.shared_checks:  # every row with drafts joins the check
+                waiting = [
+                    i
+                    for i, row in enumerate(self.rows)
+                    if row.phase == WAITING or (row.phase == DRAFTING and row.pending)
+                ]
+            if waiting:
+                self._large_step(waiting)
+            if not drafting and not waiting:
+                return self.rows
+
+    # -- bookkeeping --
+
+    def _ends(self, row: Row) -> bool:
+        return row.tokens[-1] in self.eos_ids or row.generated >= self.max_new_tokens
+
+    def _append_large_token(self, row: Row, token: int, eos_ends: bool = True) -> None:
+        row.tokens.append(token)
+        row.from_small.append(False)
+        row.stats.large_tokens += 1
+        row.round_steps = 0
+        full = row.generated >= self.max_new_tokens
+        if full or (eos_ends and token in self.eos_ids):
+            row.phase = FINISHED
+        else:
+            row.phase = DRAFTING if self.small is not None else WAITING
+
+    def _feed(self, stepper, indices: list[int], fed: list[int], read: list[int]) -> torch.Tensor:
+        """Run `stepper` on each listed row's unfed tokens (from its cached length `fed[i]`);
+        return the logits at each row's last `read[i]` tokens, (sum of read, vocab) in row
+        order (the output layer runs there only)."""
+        device = stepper.device
+        if len(indices) == 1:  # one row: no padding, and the int forms the steps take fastest
+            (index,), (start,), (count,) = indices, fed, read
+            new_ids = torch.tensor([self.rows[index].tokens[start:]], device=device)
+            rows = None if stepper.batch_size == 1 else torch.tensor(indices, device=device)
+            logits = stepper.step(new_ids, start, rows, keep=count)[0]
+            return logits[:, : self.vocab_size]
+        chunks = [
+            self.rows[index].tokens[start:] for index, start in zip(indices, fed, strict=True)
+        ]
+        widths = [len(chunk) for chunk in chunks]
+        width = max(widths)
+        padded = [chunk + [FILLER] * (width - len(chunk)) for chunk in chunks]
+        columns = torch.arange(width, device=device)
+        ends = torch.tensor(widths, device=device)[:, None]
+        keep = (columns >= ends - torch.tensor(read, device=device)[:, None]) & (columns < ends)
+        whole = len(indices) == stepper.batch_size
+        selected = None if whole else torch.tensor(indices, device=device)
+        new_ids = torch.tensor(padded, device=device)
+        logits = stepper.step(new_ids, torch.tensor(fed, device=device), selected, keep=keep)
+        return logits[:, : self.vocab_size]
+
+    # -- the two model steps --
+
+    def _small_step(self, indices: list[int]) -> None:
+        fed = [self.rows[index].small_length for index in indices]
+        last = self._feed(self.small, indices, fed, [1] * len(indices))
+        if not self.sampled:
+            top = torch.softmax(last.float(), dim=-1).max(-1)
+            tops, tokens = torch.stack((top.values, top.indices.float())).tolist()
+            probabilities = None
+        else:  # the rows share their settings, not their draws
+            last = last.to(self.large.device)  # where the samplers' generators live
+            probabilities = self.rows[indices[0]].sampler.distribution(last)
+            tops = probabilities.max(-1).values.tolist()
+            tokens = [
+                self.rows[index].sampler.choose(probabilities[place])
+                for place, index in enumerate(indices)
+            ]
+        for place, index in enumerate(indices):
+            row = self.rows[index]
+            row.small_length = len(row.tokens)
+            row.stats.small_steps += 1
+            row.round_steps += 1
+            if self.policy.lossless_sampling and probabilities is not None:
+                row.draft_distributions.append(probabilities[place])
+            if self.policy.falls_back(tops[place]):
+                row.stats.fallbacks += 1
+                row.phase = WAITING
+                continue
+            row.tokens.append(int(tokens[place]))
+            row.from_small.append(True)
+            row.pending += 1
+            if self._ends(row) and not self.policy.checks_final_drafts:
+                row.stats.small_accepted += row.pending  # the original stops unchecked
+                row.pending = 0
+                row.phase = FINISHED
+            elif self._ends(row) or row.round_steps >= self.policy.max_small_steps:
+                row.phase = WAITING
+
+    def _large_step(self, indices: list[int]) -> None:
+        # each row reads the position before its first draft, and one per draft
+        fed = [self.rows[index].large_length for index in indices]
+        read = [self.rows[index].pending + 1 for index in indices]
+        logits = self._feed(self.large, indices, fed, read).float()
+        ends = torch.tensor(read).cumsum(0).tolist()
+        if self.forced_first is not None:  # a first token the large model must produce
+            for index, end in zip(indices, ends, strict=True):
+                if self.rows[index].generated == 0:
+                    logits[end - 1] = -math.inf
+                    logits[end - 1, self.forced_first] = 0.0
+        if self.sampled:
+            for index, count, end in zip(indices, read, ends, strict=True):
+                self._sampled_verdict(self.rows[index], logits[end - count : end])
+            return
+        # greedy: every row's cross-entropies and choices in one pass, one transfer
+        following = [token for index in indices for token in self.rows[index].drafted + [0]]
+        log_probs = torch.log_softmax(logits, dim=-1)
+        nll = -log_probs.gather(-1, torch.tensor(following, device=logits.device)[:, None])
+        both = torch.stack((nll[:, 0], log_probs.argmax(-1).float())).tolist()
+        for index, count, end in zip(indices, read, ends, strict=True):
+            row_nll = both[0][end - count : end - 1]  # the last read predicts a new token
+            row_choices = [int(token) for token in both[1][end - count : end]]
+            self._verdict(self.rows[index], *self._rollback(self.rows[index], row_nll, row_choices))
+
+    def _rollback(self, row: Row, nll: list[float], choices: list[int]) -> tuple[int | None, int]:
+        """The policy's rule for one row: (the first replaced draft or None, the large
+        model's token)."""
+        index = self.policy.rejected(row.drafted, nll, choices[:-1])
+        return index, choices[-1] if index is None else choices[index]
+
+    def _sampled_verdict(self, row: Row, logits: torch.Tensor) -> None:
+        """One row's check with its own sampler, drawing in the order a row alone draws."""
+        if self.policy.lossless_sampling:
+            target = row.sampler.distribution(logits)
+            verdict = speculative_verdict(row.sampler, target, row.drafted, row.draft_distributions)
+        else:
+            drafted = torch.tensor(row.drafted, dtype=torch.long)
+            verdict = self._rollback(row, *large_check(row.sampler, logits, drafted))
+        row.draft_distributions.clear()
+        self._verdict(row, *verdict)
+
+    def _verdict(self, row: Row, index: int | None, token: int) -> None:
+        """Keep the drafts before `index` (all of them when None), then the large model's
+        `token`: after the kept drafts, or in place of the first rejected one."""
+        row.stats.large_calls += 1
+        row.large_length = len(row.tokens)
+        if index is None:
+            ended_on_draft = row.pending > 0 and self._ends(row)
+            row.stats.small_accepted += row.pending
+            row.pending = 0
+            if ended_on_draft:
+                row.phase = FINISHED
+            else:
+                self._append_large_token(row, token)
+            return
+        row.stats.rollbacks += 1
+        row.stats.small_accepted += index
+        row.stats.rolled_back += row.pending - index
+        keep = len(row.tokens) - row.pending + index
+        row.pending = 0
+        del row.tokens[keep:]
+        del row.from_small[keep - row.prefix_length :]
+        row.large_length = min(row.large_length, keep)
+        row.small_length = min(row.small_length, keep)
+        after = self.policy.large_after_correction
+        self._append_large_token(row, token, eos_ends=not after)
+        if after and row.phase != FINISHED:
+            row.phase = WAITING  # the large model also produces the next token
