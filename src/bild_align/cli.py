@@ -4,6 +4,7 @@
     bild-align calibrate --large L --task T --output DIR     # stage one (calibrate.py)
     bild-align train --recipe recipes/iwslt.yaml              # stage two (train.py)
     bild-align eval --small S --large L --task T --rb 2 --fb 0.6   # stage three (evaluate.py)
+    bild-align tune --small S --large L --task T --max-drop 1 --save   # tune.py
     bild-align chat | demo | bench                            # chat.py, demo.py, benchmark.py
 
 Only parsing lives here: each subcommand's options are generated from its config dataclass
@@ -29,6 +30,7 @@ from bild_align.configs import (
     ChatSettings,
     DemoConfig,
     EvalConfig,
+    TuneConfig,
 )
 from bild_align.defaults import fill_defaults
 from bild_align.errors import UserError
@@ -145,6 +147,34 @@ def _run_eval(args: Namespace) -> None:
     print(f"results written to {config.output}")
 
 
+def _add_tune(subparsers) -> None:
+    parser = _subcommand(
+        subparsers,
+        "tune",
+        "find the fastest BiLD setting within a quality budget (rb, fb, steps, fallback rule)",
+        "Decode a held-out split (default: validation) with the large model, the small model "
+        "and BiLD over a coarse grid of fallback rules and thresholds, refine around the "
+        "fastest settings within the budget, model each setting's batch-1 time from its "
+        "exact decision counts and costs timed on this machine, and judge its quality "
+        "against the large model on the same examples by paired bootstrap. Writes the "
+        "Pareto front, the chosen setting and a plot; --save stores the choice beside the "
+        "small model for eval and chat. Exits 2 (after writing the front) when no setting "
+        "meets the budget.",
+        _run_tune,
+    )
+    add_options(parser, TuneConfig)
+
+
+def _run_tune(args: Namespace) -> None:
+    from bild_align.stages.tune import format_summary, run_tune
+
+    values = fill_defaults(given_options(args), "small", "large", "task")
+    config = build(TuneConfig, values, COMMAND_LINE)
+    results = run_tune(config)
+    print(format_summary(results))
+    print(f"results written to {config.output}")
+
+
 def _add_chat(subparsers) -> None:
     parser = _subcommand(
         subparsers,
@@ -255,6 +285,7 @@ def build_parser() -> ArgumentParser:
     _add_calibrate(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_tune(subparsers)
     _add_chat(subparsers)
     _add_demo(subparsers)
     _add_bench(subparsers)

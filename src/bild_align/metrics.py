@@ -4,6 +4,11 @@
     # {"metric": "bleu", "score": 59.46, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|..."}
     rouge(hypotheses, references, "rougeLsum")
     score("bleu", hypotheses, references)            # dispatch by the task's metric name
+    stats = segment_statistics("bleu", hypotheses, references)   # (rows, k), additive
+    score_from_statistics("bleu", stats.sum(0))      # = score("bleu", ...)["score"]
+
+Segment statistics are what a corpus score is computed from, one row per example, so that a
+bootstrap can resample examples without scoring text again (`significance`).
 
 BLEU is sacrebleu's corpus BLEU (13a tokenisation, case-sensitive) against the raw reference
 strings. ROUGE is rouge-score's F-measure x 100, with the Porter stemmer; ROUGE-Lsum treats
@@ -13,6 +18,8 @@ newlines as sentence boundaries (CNN/DailyMail highlights are one sentence per l
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 METRICS = ("bleu", "rougeL", "rougeLsum")
 
@@ -80,3 +87,42 @@ def score(metric: str, hypotheses: Sequence[str], references: Sequence[str]) -> 
     if metric in ("rougeL", "rougeLsum"):
         return rouge(hypotheses, references, metric)
     raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def _sacrebleu_metric(metric: str):
+    import sacrebleu
+
+    return {"bleu": sacrebleu.metrics.BLEU, "chrf": sacrebleu.metrics.CHRF}[metric]()
+
+
+def segment_statistics(
+    metric: str, hypotheses: Sequence[str], references: Sequence[str]
+) -> np.ndarray:
+    """One row of additive statistics per example: sacrebleu's n-gram counts for BLEU and chrF
+    (the ones its own significance tests resample), (F-measure, 1) for ROUGE."""
+    _check(hypotheses, references)
+    if metric in ("bleu", "chrf"):
+        rows = _sacrebleu_metric(metric)._extract_corpus_statistics(
+            list(hypotheses), [list(references)]
+        )
+        return np.asarray(rows, dtype=np.float64).reshape(len(hypotheses), -1)
+    if metric in ("rougeL", "rougeLsum"):
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer([metric], use_stemmer=True)
+        return np.asarray(
+            [
+                (scorer.score(reference, hypothesis)[metric].fmeasure, 1.0)
+                for hypothesis, reference in zip(hypotheses, references, strict=True)
+            ],
+            dtype=np.float64,
+        ).reshape(len(hypotheses), 2)
+    raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)} or chrf")
+
+
+def score_from_statistics(metric: str, summed: np.ndarray) -> float:
+    """The corpus score from summed segment statistics (`segment_statistics(...).sum(0)`)."""
+    if metric in ("bleu", "chrf"):
+        counts = [int(round(value)) for value in summed]
+        return float(_sacrebleu_metric(metric)._compute_score_from_stats(counts).score)
+    return 100.0 * float(summed[0]) / float(summed[1]) if summed[1] else 0.0

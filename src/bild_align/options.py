@@ -76,6 +76,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _comma_list(parse_one: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
     """A parser of comma-separated values, each read by `parse_one`."""
 
@@ -133,6 +143,7 @@ def _guess_parse(f: dataclasses.Field) -> Callable[[str], Any] | None:
 _METAVARS = {
     int: "N",
     positive_int: "N",
+    nonnegative_int: "N",
     finite_float: "X",
     number_list: "X[,X...]",
     positive_int_list: "N[,N...]",

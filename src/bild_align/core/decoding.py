@@ -80,6 +80,8 @@ def bild_generate(
     fallback_threshold: float = FALLBACK_THRESHOLD,
     rollback_threshold: float = ROLLBACK_THRESHOLD,
     max_small_steps: int = MAX_SMALL_STEPS,
+    fallback_rule: str = "max_prob",
+    policy: BiLDPolicy | None = None,
     max_new_tokens: int = 128,
     reference_compat: bool = False,
     do_sample: bool = False,
@@ -98,11 +100,15 @@ def bild_generate(
             special tokens, in eval mode (dropout would make the output random).
         input_ids, attention_mask: the encoder input, or the prompt: shape (1, length), or
             (batch, length) with padding as `generate` takes it for the model.
-        fallback_threshold: the small model hands control to the large one when its top
-            probability is below this (0: never; above 1: always, i.e. large-only decoding).
+        fallback_threshold: the small model hands control to the large one when its
+            confidence is below this (0: never; above 1: always, i.e. large-only decoding).
         rollback_threshold: the large model replaces a drafted token when its cross-entropy of
             that token exceeds this and its own choice differs (0: the exact mode).
         max_small_steps: most consecutive small-model tokens before the large model checks.
+        fallback_rule: the small model's confidence: "max_prob" (its top probability, the
+            paper's rule) or "entropy" (exp(-entropy of its distribution)).
+        policy: a `BiLDPolicy` holding those four settings (e.g. `load_policy(small_dir)`,
+            what `bild-align tune --save` chose); when given, the four arguments are not read.
         max_new_tokens: most tokens generated.
         reference_compat: reproduce the original implementation's decisions (the large model
             produces the first token and the token after each correction, no check of the
@@ -122,23 +128,32 @@ def bild_generate(
             pass serves all of them (a row then no longer decides exactly as it would alone;
             the exact mode stays exact). Without it each row is checked on its own schedule.
     """
+    settings = {
+        "fallback_threshold": fallback_threshold,
+        "rollback_threshold": rollback_threshold,
+        "max_small_steps": max_small_steps,
+        "fallback_rule": fallback_rule,
+    }
+    if policy is not None:
+        settings = {name: getattr(policy, name) for name in settings}
     check_number(
         "fallback_threshold",
-        fallback_threshold,
+        settings["fallback_threshold"],
         0,
         "the small model hands over "
-        "when its top probability is below it; 0 never falls back, above 1 always does",
+        "when its confidence is below it; 0 never falls back, above 1 always does",
     )
     check_number(
         "rollback_threshold",
-        rollback_threshold,
+        settings["rollback_threshold"],
         0,
         "the large model's cross-entropy "
         "above which a drafted token is replaced; 0 is the exact mode",
     )
-    check_count("max_small_steps", max_small_steps)
-    kind = ReferencePolicy if reference_compat else BiLDPolicy
-    policy = kind(float(fallback_threshold), float(rollback_threshold), max_small_steps)
+    check_count("max_small_steps", settings["max_small_steps"])
+    for name in ("fallback_threshold", "rollback_threshold"):
+        settings[name] = float(settings[name])
+    policy = (ReferencePolicy if reference_compat else BiLDPolicy)(**settings)
     return _decode(
         small,
         large,

@@ -35,7 +35,7 @@ from bild_align.core.checks import (
     prefixes,
 )
 from bild_align.core.policies import BiLDPolicy
-from bild_align.core.sampling import Sampler, large_check, speculative_verdict
+from bild_align.core.sampling import Sampler, confidence, large_check, speculative_verdict
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
@@ -243,13 +243,13 @@ class DecodeLoop:
         fed = [self.rows[index].small_length for index in indices]
         last = self._feed(self.small, indices, fed, [1] * len(indices))
         if not self.sampled:
-            top = torch.softmax(last.float(), dim=-1).max(-1)
-            tops, tokens = torch.stack((top.values, top.indices.float())).tolist()
-            probabilities = None
+            probabilities = torch.softmax(last.float(), dim=-1)
+            confidences = confidence(probabilities, self.policy.fallback_rule)
+            tops, tokens = torch.stack((confidences, probabilities.argmax(-1).float())).tolist()
         else:  # the rows share their settings, not their draws
             last = last.to(self.large.device)  # where the samplers' generators live
             probabilities = self.rows[indices[0]].sampler.distribution(last)
-            tops = probabilities.max(-1).values.tolist()
+            tops = confidence(probabilities, self.policy.fallback_rule).tolist()
             tokens = [
                 self.rows[index].sampler.choose(probabilities[place])
                 for place, index in enumerate(indices)
@@ -259,7 +259,7 @@ class DecodeLoop:
             row.small_length = len(row.tokens)
             row.stats.small_steps += 1
             row.round_steps += 1
-            if self.policy.lossless_sampling and probabilities is not None:
+            if self.policy.lossless_sampling and self.sampled:
                 row.draft_distributions.append(probabilities[place])
             if self.policy.falls_back(tops[place]):
                 row.stats.fallbacks += 1

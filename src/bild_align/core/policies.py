@@ -3,6 +3,7 @@
     falls_back(top_probability=0.4, fallback_threshold=0.6)            # True: the large model
     rollback_index([5, 9], [0.1, 3.2], [5, 7], rollback_threshold=2)   # 1: replace token 9
     policy = BiLDPolicy(fallback_threshold=0.3, rollback_threshold=6, max_small_steps=10)
+    BiLDPolicy(fallback_threshold=0.1, fallback_rule="entropy")   # exp(-entropy) < 0.1
     ReferencePolicy(...)       # the original implementation's decisions (`reference_compat`)
     SpeculativePolicy(max_small_steps=4)   # classic speculative decoding, gamma = 4
 
@@ -22,6 +23,10 @@ from typing import ClassVar
 FALLBACK_THRESHOLD = 0.6
 ROLLBACK_THRESHOLD = 2.0
 MAX_SMALL_STEPS = 10
+# What the fallback compares with its threshold, a confidence in [0, 1] of the small model's
+# distribution: its top probability, or exp(-entropy) (1 when certain, 1/vocab when uniform;
+# never above the top probability, so its thresholds sit lower).
+FALLBACK_RULES = ("max_prob", "entropy")
 
 
 def falls_back(top_probability: float, fallback_threshold: float) -> bool:
@@ -60,11 +65,19 @@ class BiLDPolicy:
     fallback_threshold: float = FALLBACK_THRESHOLD
     rollback_threshold: float = ROLLBACK_THRESHOLD
     max_small_steps: int = MAX_SMALL_STEPS
+    fallback_rule: str = "max_prob"
 
     large_first: ClassVar[bool] = False  # the large model produces the first token
     checks_final_drafts: ClassVar[bool] = True  # drafts that end the output are checked
     large_after_correction: ClassVar[bool] = False  # ... and the token after a correction
     lossless_sampling: ClassVar[bool] = False  # sampled checks by speculative sampling
+
+    def __post_init__(self) -> None:
+        if self.fallback_rule not in FALLBACK_RULES:
+            raise ValueError(
+                f"fallback_rule must be one of {', '.join(FALLBACK_RULES)} "
+                f"(got {self.fallback_rule!r})"
+            )
 
     def falls_back(self, confidence: float) -> bool:
         return falls_back(confidence, self.fallback_threshold)

@@ -4,6 +4,7 @@
     probabilities = sampler.distribution(logits)      # (..., vocab), float32, sums to 1
     token = sampler.choose(probabilities)              # argmax when greedy, else a draw
     row_sampler = sampler.for_row(3)                   # row 3 of a batch: its own draws
+    confidence(probabilities, "entropy")              # what the fallback rule compares
     nll, choices = large_check(sampler, logits, drafted)  # BiLD's check of drafted tokens
     index, token = speculative_verdict(row_sampler, target, drafted, draft_distributions)
 
@@ -83,6 +84,14 @@ class Sampler:
 
     def uniform(self) -> float:
         return float(torch.rand((), generator=self.generator, device=self.device))
+
+
+def confidence(probabilities: torch.Tensor, rule: str) -> torch.Tensor:
+    """The fallback rule's confidence of each row of (rows, vocab) probabilities: the top
+    probability ("max_prob"), or exp(-entropy) ("entropy"; `entr` makes 0 log 0 = 0)."""
+    if rule == "entropy":
+        return torch.exp(-torch.special.entr(probabilities).sum(-1))
+    return probabilities.max(-1).values
 
 
 def large_check(

@@ -39,7 +39,6 @@ from bild_align.io_utils import (
     check_output_file,
     holds_json_keys,
     read_jsonl,
-    write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -53,6 +52,7 @@ from bild_align.models import (
     use_plain_generation,
 )
 from bild_align.pareto import fastest_within, pareto_front
+from bild_align.plots import holds_plot, new_plot, save_plot
 from bild_align.runs import RunLock
 from bild_align.tasks import get_task, load_rows
 from bild_align.timing import environment
@@ -170,7 +170,7 @@ def _holds_ours(kind: str, path: Path) -> bool:
             return isinstance(first, dict) and "fingerprint" in first
         if kind == "sweep CSV":
             return data.decode("utf-8").split("\n", 1)[0].strip() == ",".join(CSV_HEADER)
-        return data.startswith(b"\x89PNG") and PNG_MARKER.encode() in data[:4096]
+        return holds_plot(path, PNG_MARKER)
     except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
         return False
 
@@ -477,10 +477,7 @@ def _sweep_report(results: dict, config: EvalConfig) -> dict:
 
 
 def _plot(methods, bild_rows, points, front, path: Path) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
-
-    figure = Figure(figsize=(7, 5))
-    axes = figure.subplots()
+    figure, axes = new_plot()
     axes.scatter(
         [p[1] for p in points],
         [p[0] for p in points],
@@ -496,15 +493,15 @@ def _plot(methods, bild_rows, points, front, path: Path) -> None:
         axes.scatter(
             [row["speedup"]], [_quality_value(row)], marker=marker, c="k", label=row["method"]
         )
-    axes.set_xlabel("speedup over the large model")
-    axes.set_ylabel("quality")
-    axes.set_title("BiLD thresholds (rb, fb): quality vs speed")
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    image = io.BytesIO()
-    figure.savefig(image, dpi=120, format="png", metadata={"Software": PNG_MARKER})
-    write_bytes_atomic(path, image.getvalue())
+    save_plot(
+        figure,
+        axes,
+        path,
+        marker=PNG_MARKER,
+        x="speedup over the large model",
+        y="quality",
+        title="BiLD thresholds (rb, fb): quality vs speed",
+    )
 
 
 def format_results(results: dict) -> str:

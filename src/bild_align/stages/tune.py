@@ -1,0 +1,494 @@
+"""`bild-align tune`: the fastest BiLD setting whose quality stays within the user's budget.
+
+    bild-align tune --small S --large L --task gettext-de-en --max-drop 1.0 --save
+    results = run_tune(TuneConfig(small="S", large="L", task="gettext-de-en"))
+    results["chosen"]          # rule, rb, fb, steps; its quality, drop bounds and speedups
+
+Steps: (1) decode the split with the large model alone and the small model alone, then (2)
+every setting of a coarse grid over fallback rule x rb x fb x max_small_steps, in batches
+(each row decides exactly as it would alone, so the counts are batch-1's); (3) refine around
+the fastest settings within the budget; (4) time a few inputs one at a time (large, small, two
+settings, interleaved) and fit each decision's cost (`tuning.fit_costs`), so every setting gets
+a modelled speedup from its exact counts; (5) judge quality against the large model on the same
+examples by paired bootstrap (`significance`); (6) time the chosen setting and its front
+neighbours against the large model. Every decoded setting is appended to OUTPUT.partial.jsonl
+as it finishes: Ctrl-C keeps them, and the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bild_align.configs import TuneConfig
+from bild_align.core.decoding import autoregressive_generate, bild_generate
+from bild_align.errors import UserError
+from bild_align.greedy import chunked, length_sorted, token_lengths
+from bild_align.io_utils import (
+    append_jsonl,
+    check_output_file,
+    holds_json_keys,
+    read_jsonl,
+    write_json_atomic,
+)
+from bild_align.metrics import score_from_statistics, segment_statistics
+from bild_align.models import (
+    check_loaded_pair,
+    fit_lengths,
+    load_seq2seq,
+    resolve_device,
+    use_plain_generation,
+)
+from bild_align.pareto import pareto_front
+from bild_align.plots import new_plot, save_plot
+from bild_align.runs import RunLock
+from bild_align.saved_policy import save_policy
+from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
+from bild_align.tasks import get_task, load_rows
+from bild_align.timing import environment, timed
+from bild_align.tuning import (
+    Setting,
+    budget_met,
+    coarse_grid,
+    cost_features,
+    fit_costs,
+    modelled_seconds,
+    neighbours,
+)
+
+PNG_MARKER = "bild-align tune front"
+
+
+def partial_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".partial.jsonl")
+
+
+def run_tune(config: TuneConfig) -> dict:
+    config.validate()
+    output = Path(config.output).expanduser()
+    check_output_file(output)
+    if output.suffix != ".json":
+        raise UserError(f"--output {config.output}: give a .json file name (a .png goes beside)")
+    plot = output.with_suffix(".png")
+    if (
+        output.is_file()
+        and not holds_json_keys(output, {"chosen", "front"})
+        or (plot.is_file() and PNG_MARKER.encode() not in plot.read_bytes()[:4096])
+    ):
+        raise UserError(
+            f"--output {config.output}: {output} or {plot} exists and holds something other "
+            "than bild-align tune results; choose another --output, or move that file away"
+        )
+    if config.split == "test":
+        print(
+            "warning: tuning on the test split: the thresholds are then chosen on the data "
+            "they are reported on; tune on validation and report on test",
+            file=sys.stderr,
+        )
+    task = get_task(
+        config.task,
+        source_column=config.source_column,
+        target_column=config.target_column,
+        prefix=config.prefix,
+    )
+    with RunLock(output.with_name(f".{output.name}.lock"), "tune", f"--output {config.output}"):
+        return _run_locked(config, task, output)
+
+
+class _Session:
+    """One tune run's models, inputs, finished decodings and partial file."""
+
+    def __init__(self, config: TuneConfig, task, output: Path) -> None:
+        self.config = config
+        rows = load_rows(task, config.split, config.max_samples)
+        self.device = resolve_device(config.device)
+        self.large, self.tokenizer, large_revision = load_seq2seq(
+            config.large, dtype=config.dtype, device=self.device
+        )
+        self.small, small_tokenizer, small_revision = load_seq2seq(
+            config.small, dtype=config.dtype, device=self.device
+        )
+        self.vocab_size = check_loaded_pair(self.small, small_tokenizer, self.large, self.tokenizer)
+        self.max_source_length, self.max_new_tokens = fit_lengths(
+            {config.large: self.large, config.small: self.small},
+            config.max_source_length,
+            config.max_new_tokens,
+            defaults=(task.max_source_length, task.max_target_length),
+        )
+        use_plain_generation(self.large)
+        use_plain_generation(self.small)
+        self.sources, self.references = list(rows["source"]), list(rows["reference"])
+        self.metric = task.metric if all(self.references) else "bleu"
+        lengths = token_lengths(self.tokenizer, self.sources, self.max_source_length)
+        self.order = length_sorted(lengths)  # batches of similar length pad little
+        self.pair = {
+            "large": config.large,
+            "large_revision": large_revision,
+            "small": config.small,
+            "small_revision": small_revision,
+            "vocab_size": self.vocab_size,
+        }
+        fingerprint = {
+            **{k: v for k, v in asdict(config).items() if k not in ("output", "save", "refine")},
+            **self.pair,
+            "ids": list(rows["id"]),
+            "max_new_tokens": self.max_new_tokens,
+        }
+        self.partial = partial_path(output)
+        self.done = self._resume(json.loads(json.dumps(fingerprint)))
+
+    def _resume(self, fingerprint: dict) -> dict[str, dict]:
+        records, _ = read_jsonl(self.partial)
+        if not records or not isinstance(records[0], dict) or "fingerprint" not in records[0]:
+            self.partial.unlink(missing_ok=True)
+            append_jsonl(self.partial, {"fingerprint": fingerprint})
+            return {}
+        if records[0]["fingerprint"] != fingerprint:
+            raise UserError(
+                f"{self.partial} holds an interrupted tune with other settings; run that "
+                "command again to finish it, choose another --output, or delete the file"
+            )
+        done = {r["key"]: r for r in records[1:] if isinstance(r, dict) and "key" in r}
+        if done:
+            print(f"resuming: {len(done)} decodings already done ({self.partial})")
+        return done
+
+    def encode(self, indices: list[int]):
+        texts = [self.sources[index] for index in indices]
+        return self.tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_source_length,
+        ).to(self.device)
+
+    def generate(self, setting: Setting | str, input_ids, attention_mask):
+        if setting == "large":
+            return autoregressive_generate(
+                self.large, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
+            )
+        if setting == "small":
+            return autoregressive_generate(
+                self.small, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
+            )
+        return bild_generate(
+            self.small,
+            self.large,
+            input_ids,
+            attention_mask,
+            policy=setting.policy(),
+            max_new_tokens=self.max_new_tokens,
+            vocab_size=self.vocab_size,
+        )
+
+    def decoded(self, setting: Setting | str, progress) -> dict:
+        """Every row's output and the summed counts, decoded in batches (or kept from before)."""
+        key = setting if isinstance(setting, str) else setting.key
+        if key in self.done:
+            progress.update(len(self.sources))
+            return self.done[key]
+        outputs, counts = [""] * len(self.sources), {}
+        with torch.inference_mode():
+            for indices in chunked(self.order, self.config.search_batch_size):
+                batch = self.encode(indices)
+                out = self.generate(setting, batch.input_ids, batch.attention_mask)
+                texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+                for index, text in zip(indices, texts, strict=True):
+                    outputs[index] = text
+                for name, value in asdict(out.stats).items():
+                    counts[name] = counts.get(name, 0) + value
+                progress.update(len(indices))
+        record = {"key": key, "outputs": outputs, "counts": counts}
+        append_jsonl(self.partial, record)
+        self.done[key] = record
+        return record
+
+    def time_rows(self, settings: list) -> list[list[tuple[float, dict]]]:
+        """Each setting timed one input at a time on the same rows, interleaved per row:
+        [setting][row] -> (seconds, counts)."""
+        count = min(self.config.timing_rows, len(self.sources))
+        rows = np.linspace(0, len(self.sources) - 1, count).round().astype(int).tolist()
+        timings = [[] for _ in settings]
+        with torch.inference_mode():
+            first = self.encode([rows[0]])
+            for setting in settings:  # warm-up
+                self.generate(setting, first.input_ids, first.attention_mask)
+            for row in tqdm(rows, desc="timing", unit="input"):
+                batch = self.encode([row])
+                for place, setting in enumerate(settings):
+                    seconds, out = timed(
+                        lambda s=setting, b=batch: self.generate(s, b.input_ids, b.attention_mask),
+                        self.device,
+                    )
+                    timings[place].append((seconds, asdict(out.stats)))
+        return timings
+
+
+def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
+    if setting == "small":  # the small model alone counts its steps as large calls
+        counts = {**counts, "small_steps": counts["large_calls"], "large_calls": 0}
+    return cost_features(
+        counts,
+        uses_small=rows * (setting != "large"),
+        uses_large=rows * (setting != "small"),
+    )
+
+
+def _run_locked(config: TuneConfig, task, output: Path) -> dict:
+    session = _Session(config, task, output)
+    rows = len(session.sources)
+    if session.metric != task.metric:
+        print(
+            f"note: some rows of {config.task} have no reference; quality is BLEU against the "
+            "large model's outputs (agreement), the large model scoring 100",
+            file=sys.stderr,
+        )
+    references = session.references if session.metric == task.metric else None
+    weights = resample_weights(rows, config.bootstrap, config.seed)
+    grid = coarse_grid(config.fallback, config.rb, config.fb, config.max_small_steps)
+    try:
+        with tqdm(total=rows * (2 + len(grid)), desc="tune", unit="row") as progress:
+            large = session.decoded("large", progress)
+            references = references or large["outputs"]
+
+            def stats_of(record):
+                return segment_statistics(session.metric, record["outputs"], references)
+
+            large_stats = stats_of(large)
+            large_scores = resampled_scores(session.metric, large_stats, weights)
+
+            def judge(record) -> dict:
+                stats = stats_of(record)
+                drop = paired_drop(
+                    session.metric, large_stats, stats, weights, config.confidence, large_scores
+                )
+                return {
+                    "quality": _score(session.metric, stats),
+                    "drop": drop["drop"],
+                    "upper_drop": drop["upper"],
+                    "lower_quality": lower_bound(session.metric, stats, weights, config.confidence),
+                }
+
+            judged = {"large": judge(large), "small": judge(session.decoded("small", progress))}
+            for setting in grid:
+                judged[setting] = judge(session.decoded(setting, progress))
+            costs = _fit_cost_model(session, grid)
+            speed = {key: _speedup(session, key, costs, rows) for key in judged}
+            for _ in range(config.refine):
+                fresh = _refinements(judged, speed, config)
+                if not fresh:
+                    break
+                progress.total += rows * len(fresh)
+                for setting in fresh:
+                    judged[setting] = judge(session.decoded(setting, progress))
+                    speed[setting] = _speedup(session, setting, costs, rows)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {len(session.done)} finished decodings are kept in "
+            f"{session.partial}; run the same command again to finish",
+            file=sys.stderr,
+        )
+        raise
+    results = _report(config, session, judged, speed, costs)
+    write_json_atomic(output, results)
+    _plot(results, output.with_suffix(".png"))
+    session.partial.unlink(missing_ok=True)
+    chosen = results["chosen"]
+    if chosen is None:
+        closest = results["closest"]
+        raise UserError(
+            f"no setting meets the budget ({results['budget']['words']}); the closest is "
+            f"{closest['key']} (drop {closest['drop']:+.2f}, upper bound "
+            f"{closest['upper_drop']:.2f}); the front is in {output}"
+        )
+    if config.save:
+        policy = Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy()
+        tuned = {k: results[k] for k in ("task", "split", "examples", "budget", "metric")}
+        tuned.update({k: chosen[k] for k in ("quality", "drop", "upper_drop", "speedup")})
+        tuned["measured_speedup"] = chosen.get("measured_speedup")
+        path = save_policy(config.small, policy, pair=session.pair, tuned=tuned)
+        results["saved"] = str(path)
+        write_json_atomic(output, results)
+    return results
+
+
+def _score(metric: str, stats) -> float:
+    return score_from_statistics(metric, stats.sum(0))
+
+
+def _fit_cost_model(session: _Session, grid: list[Setting]) -> dict:
+    """Time the large model, the small model and two settings (the most and the least
+    drafting of the grid) one input at a time, and fit each decision's cost."""
+    timed_settings = ["large", "small", grid[0], grid[-1]]
+    timings = session.time_rows(timed_settings)
+    features, seconds = [], []
+    for setting, runs in zip(timed_settings, timings, strict=True):
+        for elapsed, counts in runs:
+            features.append(_features(setting, counts, 1))
+            seconds.append(elapsed)
+    return fit_costs(features, seconds)
+
+
+def _speedup(session: _Session, key, costs: dict, rows: int) -> float:
+    large = modelled_seconds(costs, _features("large", session.done["large"]["counts"], rows))
+    record = session.done[key if isinstance(key, str) else key.key]
+    mine = modelled_seconds(costs, _features(key, record["counts"], rows))
+    return large / mine if mine > 0 else 0.0
+
+
+def _refinements(judged: dict, speed: dict, config: TuneConfig) -> list[Setting]:
+    """Unexplored neighbours of each rule's fastest setting within the budget (or, where none
+    is, its best-quality one)."""
+    fresh = []
+    for rule in config.fallback:
+        mine = [s for s in judged if isinstance(s, Setting) and s.rule == rule]
+        ok = [s for s in mine if budget_met(judged[s], config.max_drop, config.min_quality)]
+        if not mine:
+            continue
+        best = (
+            max(ok, key=lambda s: speed[s]) if ok else max(mine, key=lambda s: judged[s]["quality"])
+        )
+        fresh += [s for s in neighbours(best) if s not in judged and s not in fresh]
+    return fresh
+
+
+def _report(config: TuneConfig, session: _Session, judged, speed, costs) -> dict:
+    from bild_align import __version__
+
+    points = []
+    for key, judgement in judged.items():
+        record = session.done[key if isinstance(key, str) else key.key]
+        counts = record["counts"]
+        point = {
+            "key": key if isinstance(key, str) else key.key,
+            **({"method": key} if isinstance(key, str) else {"method": "bild", **key.as_dict()}),
+            **judgement,
+            "speedup": speed[key],
+            "large_calls_per_token": counts["large_calls"] / max(1, counts["generated"]),
+            "within_budget": budget_met(judgement, config.max_drop, config.min_quality),
+        }
+        points.append(point)
+    on_front = pareto_front([(p["quality"], p["speedup"]) for p in points])
+    for point, front in zip(points, on_front, strict=True):
+        point["on_front"] = front
+    bild = [p for p in points if p["method"] == "bild"]
+    allowed = [p for p in bild if p["within_budget"]]
+    chosen = max(allowed, key=lambda p: p["speedup"]) if allowed else None
+    small = next(p for p in points if p["method"] == "small")
+    if chosen is not None:
+        _verify(session, chosen, points)
+    budget = (
+        {"min_quality": config.min_quality, "words": f"quality >= {config.min_quality:g}"}
+        if config.min_quality is not None
+        else {"max_drop": config.max_drop, "words": f"drop <= {config.max_drop:g} points"}
+    )
+    budget["confidence"] = config.confidence
+    advice = None
+    if small["within_budget"] and (chosen is None or small["speedup"] >= chosen["speedup"]):
+        advice = (
+            "the small model alone meets the budget and is faster than every BiLD setting: "
+            "use it alone"
+        )
+    elif chosen is not None and chosen["speedup"] <= 1.0:
+        advice = (
+            "no BiLD setting within the budget is faster than the large model alone on this "
+            "machine: use the large model"
+        )
+    return {
+        "config": asdict(config),
+        "task": config.task,
+        "split": config.split,
+        "metric": session.metric,
+        "examples": len(session.sources),
+        "budget": budget,
+        "pair": session.pair,
+        "cost_model": {"seconds_per_unit": costs, "timing_rows": config.timing_rows},
+        "chosen": chosen,
+        "closest": None if chosen else min(bild, key=lambda p: p["upper_drop"]),
+        "advice": advice,
+        "front": sorted((p for p in points if p["on_front"]), key=lambda p: p["speedup"]),
+        "settings": points,
+        "environment": environment(session.device),
+        "versions": {"bild_align": __version__},
+    }
+
+
+def _verify(session: _Session, chosen: dict, points: list[dict]) -> None:
+    """Time the chosen setting and its neighbours on the front against the large model, one
+    input at a time, interleaved; their measured speedups go beside the modelled ones."""
+    front = sorted(
+        (p for p in points if p["on_front"] and p["method"] == "bild"), key=lambda p: p["speedup"]
+    )
+    place = next((i for i, p in enumerate(front) if p["key"] == chosen["key"]), None)
+    checked = [chosen]
+    if place is not None:
+        checked += [front[i] for i in (place - 1, place + 1) if 0 <= i < len(front)]
+    settings = [Setting(p["rule"], p["rb"], p["fb"], p["steps"]) for p in checked]
+    timings = session.time_rows(["large", *settings])
+    large_seconds = sum(seconds for seconds, _ in timings[0])
+    for point, runs in zip(checked, timings[1:], strict=True):
+        point["measured_speedup"] = large_seconds / sum(seconds for seconds, _ in runs)
+
+
+def _plot(results: dict, path: Path) -> None:
+    figure, axes = new_plot()
+    for rule, colour in (("max_prob", "C0"), ("entropy", "C2")):
+        mine = [p for p in results["settings"] if p.get("rule") == rule]
+        axes.scatter(
+            [p["speedup"] for p in mine], [p["quality"] for p in mine], c=colour, s=12, label=rule
+        )
+    front = results["front"]
+    axes.plot([p["speedup"] for p in front], [p["quality"] for p in front], "r-", label="front")
+    for point in results["settings"]:
+        if point["method"] != "bild":
+            axes.scatter([point["speedup"]], [point["quality"]], marker="s", c="k")
+            axes.annotate(point["method"], (point["speedup"], point["quality"]), fontsize=8)
+    if results["chosen"]:
+        chosen = results["chosen"]
+        axes.scatter(
+            [chosen["speedup"]], [chosen["quality"]], marker="*", s=150, c="C3", label="chosen"
+        )
+    save_plot(
+        figure,
+        axes,
+        path,
+        marker=PNG_MARKER,
+        x="modelled speedup over the large model (batch 1)",
+        y=results["metric"],
+        title=f"bild-align tune: {results['budget']['words']}",
+    )
+
+
+def format_summary(results: dict) -> str:
+    """A few lines for the terminal: the budget, the front, the choice."""
+    lines = [
+        f"tune on {results['task']} {results['split']} ({results['examples']} examples), "
+        f"budget {results['budget']['words']} at {results['budget']['confidence']:.0%}:",
+        f"{'setting':<40} {results['metric']:>8} {'drop':>6} {'bound':>6} {'speedup':>8} "
+        f"{'measured':>8} {'calls/tok':>9}",
+    ]
+    chosen = results["chosen"] or {}
+    for point in results["front"]:
+        measured = point.get("measured_speedup")
+        lines.append(
+            f"{point['key'] + (' *' if point['key'] == chosen.get('key') else ''):<40} "
+            f"{point['quality']:>8.2f} {point['drop']:>+6.2f} {point['upper_drop']:>6.2f} "
+            f"{point['speedup']:>7.2f}x "
+            f"{'' if measured is None else f'{measured:.2f}x':>8} "
+            f"{point['large_calls_per_token']:>9.3f}"
+        )
+    if chosen:
+        lines.append(f"chosen (*): {chosen['key']}")
+    if results.get("advice"):
+        lines.append(f"advice: {results['advice']}")
+    if results.get("saved"):
+        lines.append(f"saved to {results['saved']}")
+    return "\n".join(lines)

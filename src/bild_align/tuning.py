@@ -1,0 +1,112 @@
+"""The arithmetic of `bild-align tune`: settings, their neighbours, a cost model, the budget.
+
+    grid = coarse_grid(("max_prob", "entropy"), rb=(0, 2, 4, 8), fb=(0.1, 0.2), steps=(10,))
+    setting.policy()                       # the BiLDPolicy it stands for; setting.key: its name
+    neighbours(setting)                    # the settings around it, for refinement
+    costs = fit_costs(features, seconds)   # seconds per small step, large call, ... (least squares)
+    modelled_seconds(costs, counts)        # a setting's time from its decision counts
+    budget_met(judgement, max_drop=1.0, min_quality=None)
+
+Why a cost model: wall-clock time of a setting on a shared CPU is noisy, while its decision
+counts (small steps, large calls, tokens checked) are exact and cheap to get by decoding in
+batches (each row decides exactly as alone). Times measured one input at a time on a few rows
+fit the seconds each decision costs; each setting's time is then its counts times those costs,
+and the chosen setting is verified with real timing afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from bild_align.core.policies import BiLDPolicy
+
+# what a decoding's time is made of, one coefficient each (seconds per unit)
+COST_FEATURES = ("small_steps", "large_calls", "checked_tokens", "small_inputs", "large_inputs")
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    rule: str
+    rb: float
+    fb: float
+    steps: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule} rb={self.rb:g} fb={self.fb:g} steps={self.steps}"
+
+    def policy(self) -> BiLDPolicy:
+        return BiLDPolicy(self.fb, self.rb, self.steps, self.rule)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def coarse_grid(
+    rules: Iterable[str], rb: Iterable[float], fb: Iterable[float], steps: Iterable[int]
+) -> list[Setting]:
+    return [
+        Setting(rule, float(r), float(f), int(s))
+        for rule in rules
+        for r in rb
+        for f in fb
+        for s in steps
+    ]
+
+
+def neighbours(setting: Setting) -> list[Setting]:
+    """The settings one move away: rollback threshold scaled by 2/3 or 3/2 (0, the exact mode,
+    moves to 1), fallback threshold halved or raised by half (capped at 1), max_small_steps
+    scaled by 2/3 or 3/2 (at least 2)."""
+    rb_moves = (1.0,) if setting.rb == 0 else (setting.rb * 2 / 3, setting.rb * 1.5)
+    fb_moves = (setting.fb / 2, min(1.0, setting.fb * 1.5))
+    step_moves = (max(2, round(setting.steps * 2 / 3)), round(setting.steps * 1.5))
+    found = {Setting(setting.rule, round(rb, 3), setting.fb, setting.steps) for rb in rb_moves}
+    found |= {Setting(setting.rule, setting.rb, round(fb, 4), setting.steps) for fb in fb_moves}
+    found |= {Setting(setting.rule, setting.rb, setting.fb, steps) for steps in step_moves}
+    found.discard(setting)
+    return sorted(found)
+
+
+def cost_features(counts: Mapping[str, float], uses_small: bool, uses_large: bool) -> list[float]:
+    """One decoding's features for the cost model, from its `BiLDStats` counts (a model
+    decoding alone counts its steps as large calls)."""
+    return [
+        counts["small_steps"],
+        counts["large_calls"],
+        counts["small_accepted"] + counts["rolled_back"],  # drafts the large model re-reads
+        float(uses_small),
+        float(uses_large),
+    ]
+
+
+def fit_costs(features: Sequence[Sequence[float]], seconds: Sequence[float]) -> dict[str, float]:
+    """Least-squares seconds per unit of each feature, none negative (a feature that would
+    get a negative cost is dropped and the rest refitted)."""
+    x, y = np.asarray(features, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
+    active = [column for column in range(x.shape[1]) if x[:, column].any()]
+    while active:
+        solution, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (solution >= 0).all():
+            break
+        active.pop(int(np.argmin(solution)))
+    costs = dict.fromkeys(COST_FEATURES, 0.0)
+    for column, value in zip(active, solution if active else [], strict=True):
+        costs[COST_FEATURES[column]] = float(value)
+    return costs
+
+
+def modelled_seconds(costs: Mapping[str, float], features: Sequence[float]) -> float:
+    return float(
+        sum(costs[name] * value for name, value in zip(COST_FEATURES, features, strict=True))
+    )
+
+
+def budget_met(judgement: Mapping[str, float], max_drop: float, min_quality: float | None) -> bool:
+    """Whether a setting's bootstrap bounds (`upper_drop`, `lower_quality`) meet the budget."""
+    if min_quality is not None:
+        return judgement["lower_quality"] >= min_quality
+    return judgement["upper_drop"] <= max_drop

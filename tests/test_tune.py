@@ -1,0 +1,355 @@
+"""bild-align tune and its parts: fallback rules, the cost model, the paired bootstrap, the
+saved policy, resume after Ctrl-C, and one line with exit 2 for every user mistake."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bild_align import autoregressive_generate, bild_generate
+from bild_align.cli import main
+from bild_align.core.policies import BiLDPolicy
+from bild_align.core.sampling import confidence as rule_confidence
+from bild_align.errors import UserError
+from bild_align.metrics import score, score_from_statistics, segment_statistics
+from bild_align.saved_policy import load_policy, saved_policy_for
+from bild_align.significance import paired_drop, resample_weights
+from bild_align.testing.helpers import write_pairs
+from bild_align.testing.scripted import ScriptedSeq2Seq, next_token
+from bild_align.testing.toy_models import deepen, random_inputs, random_llama, random_t5
+from bild_align.tuning import Setting, budget_met, fit_costs, modelled_seconds, neighbours
+
+# --- fallback rules --------------------------------------------------------------------------
+
+
+def test_entropy_confidence_is_one_when_certain_and_one_over_vocab_when_uniform():
+    probabilities = torch.tensor(
+        [[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]
+    )
+    confidence = rule_confidence(probabilities, "entropy")
+    assert confidence[0].item() == pytest.approx(1.0)
+    assert confidence[1].item() == pytest.approx(0.25)
+    top = rule_confidence(probabilities, "max_prob")
+    assert (confidence <= top + 1e-6).all() and confidence[2] < top[2]
+
+
+def test_an_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="fallback_rule"):
+        BiLDPolicy(fallback_rule="vibes")
+    small = random_t5(vocab_size=40, d_model=16, num_layers=1)
+    with pytest.raises(ValueError, match="fallback_rule"):
+        bild_generate(small, small, torch.tensor([[3, 4, 1]]), fallback_rule="max-prob")
+
+
+def test_entropy_falls_back_where_a_confident_top_hides_a_flat_rest():
+    """A 0.5 top probability over 64 tokens: max_prob at fb=0.2 keeps it; its exp(-entropy)
+    is about 0.06, so the entropy rule hands over."""
+    script = lambda prefix: (next_token(prefix), 0.5)  # noqa: E731
+    large = ScriptedSeq2Seq(lambda prefix: (next_token(prefix), 0.9))
+    ids = torch.tensor([[5, 6, 1]])
+    by_top = bild_generate(
+        ScriptedSeq2Seq(script), large, ids, fallback_threshold=0.2, max_new_tokens=6
+    )
+    by_entropy = bild_generate(
+        ScriptedSeq2Seq(script),
+        large,
+        ids,
+        fallback_threshold=0.2,
+        fallback_rule="entropy",
+        max_new_tokens=6,
+    )
+    assert by_top.stats.fallbacks == 0 and by_top.stats.small_accepted > 0
+    assert by_entropy.stats.fallbacks == by_entropy.stats.small_steps > 0
+    assert by_entropy.stats.small_accepted == 0
+
+
+def _pairs():
+    for seed, (vocab, confidence) in enumerate(((96, 1.0), (128, 8.0), (160, 6.0))):
+        small = random_t5(
+            vocab_size=vocab, d_model=32, num_layers=1, confidence=confidence, seed=seed
+        )
+        yield small, deepen(small, extra_layers=2, eps=0.1, head_noise=0.3, seed=seed + 50)
+    small = random_llama(vocab_size=96, seed=7)
+    from bild_align.testing.toy_models import deepen_llama
+
+    yield small, deepen_llama(small, extra_layers=2, eps=0.1, seed=8)
+
+
+@pytest.mark.parametrize("fb", [0.05, 0.3, 1.5])
+def test_entropy_rule_keeps_the_oracles(fb):
+    """rb=0 is the large model's greedy output under either rule, alone and in a batch; so
+    is fb>1 (always fall back) at any rb."""
+    for small, large in _pairs():
+        vocab = small.config.vocab_size
+        batch = random_inputs(3, vocab_size=vocab, seed=vocab)
+        ids = torch.nn.utils.rnn.pad_sequence(
+            [row[0] for row in batch], batch_first=True, padding_value=0
+        )
+        mask = (ids != 0).long()
+        mask[:, 0] = 1
+        expected = autoregressive_generate(large, ids, mask, max_new_tokens=20)
+        rb = 5.0 if fb > 1 else 0.0
+        out = bild_generate(
+            small,
+            large,
+            ids,
+            mask,
+            fallback_threshold=fb,
+            rollback_threshold=rb,
+            fallback_rule="entropy",
+            max_new_tokens=20,
+        )
+        assert out.sequences.tolist() == expected.sequences.tolist()
+        for row, input_ids in enumerate(batch):
+            alone = bild_generate(
+                small,
+                large,
+                input_ids,
+                fallback_threshold=fb,
+                rollback_threshold=rb,
+                fallback_rule="entropy",
+                max_new_tokens=20,
+            )
+            assert alone.from_small[0] == out.from_small[row]
+
+
+def test_a_policy_object_is_the_same_as_its_arguments():
+    small = random_t5(vocab_size=128, d_model=32, num_layers=1, confidence=8.0, seed=2)
+    large = deepen(small, extra_layers=2, eps=0.05, head_noise=0.3, seed=3)
+    for input_ids in random_inputs(3, vocab_size=128, seed=4):
+        by_args = bild_generate(
+            small,
+            large,
+            input_ids,
+            fallback_threshold=0.2,
+            rollback_threshold=3.0,
+            max_small_steps=6,
+            fallback_rule="entropy",
+            max_new_tokens=20,
+        )
+        by_policy = bild_generate(
+            small, large, input_ids, policy=BiLDPolicy(0.2, 3.0, 6, "entropy"), max_new_tokens=20
+        )
+        assert by_args.sequences.tolist() == by_policy.sequences.tolist()
+        assert by_args.stats == by_policy.stats
+
+
+# --- the pieces of tune -----------------------------------------------------------------------
+
+
+def test_segment_statistics_add_up_to_the_corpus_score():
+    hypotheses = ["the cat sat on the mat", "a dog barks", "hello", "one two three four"]
+    references = ["the cat sat on a mat", "a dog barked", "hello there", "one two three four"]
+    for metric in ("bleu", "rougeL"):
+        stats = segment_statistics(metric, hypotheses, references)
+        assert len(stats) == 4
+        expected = score(metric, hypotheses, references)["score"]
+        assert score_from_statistics(metric, stats.sum(0)) == pytest.approx(expected)
+
+
+def test_paired_bootstrap_bounds_the_drop():
+    references = [f"word{i} and more words here {i}" for i in range(60)]
+    same = segment_statistics("bleu", references, references)
+    worse_outputs = [r if i % 3 else "nothing like it" for i, r in enumerate(references)]
+    worse = segment_statistics("bleu", worse_outputs, references)
+    weights = resample_weights(60, samples=300, seed=1)
+    assert weights.sum(1).tolist() == [60.0] * 300
+    identical = paired_drop("bleu", same, same, weights)
+    assert identical == {"drop": 0.0, "upper": 0.0}
+    dropped = paired_drop("bleu", same, worse, weights)
+    assert dropped["drop"] > 10 and dropped["upper"] >= dropped["drop"]
+
+
+def test_cost_model_recovers_known_costs_and_never_goes_negative():
+    rng = np.random.default_rng(0)
+    features = rng.integers(1, 40, size=(50, 5)).astype(float)
+    truth = np.array([0.001, 0.006, 0.0002, 0.002, 0.003])
+    costs = fit_costs(features, features @ truth)
+    assert list(costs.values()) == pytest.approx(truth.tolist(), rel=1e-6)
+    assert modelled_seconds(costs, features[0]) == pytest.approx(float(features[0] @ truth))
+    # a feature that only adds noise anticorrelated with time is dropped, not given a negative cost
+    noisy = fit_costs(np.c_[features[:, :4], -features[:, 1]], features[:, :4] @ truth[:4])
+    assert min(noisy.values()) >= 0
+
+
+def test_neighbours_move_one_setting_at_a_time():
+    setting = Setting("max_prob", 4.0, 0.2, 10)
+    found = neighbours(setting)
+    assert setting not in found and len(found) == 6
+    for other in found:
+        changed = [
+            a != b
+            for a, b in zip(
+                (setting.rb, setting.fb, setting.steps),
+                (other.rb, other.fb, other.steps),
+                strict=True,
+            )
+        ]
+        assert sum(changed) == 1 and other.rule == "max_prob"
+    assert Setting("entropy", 1.0, 0.2, 10) in neighbours(Setting("entropy", 0.0, 0.2, 10))
+    assert all(s.fb <= 1 for s in neighbours(Setting("max_prob", 2.0, 0.9, 3)))
+    assert budget_met({"upper_drop": 0.9, "lower_quality": 20}, 1.0, None)
+    assert not budget_met({"upper_drop": 0.9, "lower_quality": 20}, 1.0, 25.0)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _steady_clock(monkeypatch):
+    """Tune's timings from the decision counts, so that its choices do not depend on how busy
+    the machine is."""
+    from bild_align.stages import tune
+
+    def timed(call, device):
+        out = call()
+        stats = out.stats
+        return 0.002 + 0.001 * stats.small_steps + 0.01 * stats.large_calls, out
+
+    monkeypatch.setattr(tune, "timed", timed)
+
+
+def _argv(byte_pair_dirs, task, output, *extra):
+    small, large = map(str, byte_pair_dirs)
+    return [
+        "tune", "--small", small, "--large", large, "--task", str(task), "--split", "train",
+        "--max-new-tokens", "12", "--rb", "0,3", "--fb", "0.1,0.4", "--refine", "1",
+        "--timing-rows", "3", "--bootstrap", "200", "--search-batch-size", "4",
+        "--source-column", "de", "--target-column", "en", "--output", str(output), *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def task(tmp_path):
+    return write_pairs(tmp_path / "pairs.jsonl", 12, seed=3)
+
+
+def test_tune_writes_the_front_and_saves_the_choice(byte_pair_dirs, task, tmp_path, capsys):
+    output = tmp_path / "out" / "tune.json"
+    code = main(_argv(byte_pair_dirs, task, output, "--max-drop", "100", "--save"))
+    assert code == 0, capsys.readouterr().err
+    results = json.loads(output.read_text())
+    assert results["examples"] == 12 and results["budget"]["max_drop"] == 100
+    keys = {point["key"] for point in results["settings"]}
+    assert {"large", "small"} <= keys
+    assert len(keys) > 2 + 8  # the coarse grid (2 rules x 2 x 2) and a refinement round
+    assert results["front"] and all(point["on_front"] for point in results["front"])
+    chosen = results["chosen"]
+    assert chosen["within_budget"]
+    assert min(results["cost_model"]["seconds_per_unit"].values()) >= 0
+    assert chosen["speedup"] == max(
+        p["speedup"] for p in results["settings"] if p["method"] == "bild" and p["within_budget"]
+    )
+    assert chosen["measured_speedup"] > 0
+    assert output.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "out" / "tune.json.partial.jsonl").exists()
+    policy = load_policy(byte_pair_dirs[0])
+    assert policy == Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy()
+    saved = json.loads((byte_pair_dirs[0] / "bild_policy.json").read_text())
+    assert saved["pair"]["large"] == str(byte_pair_dirs[1])
+    with pytest.raises(UserError, match="tuned with the large model"):
+        saved_policy_for(byte_pair_dirs[0], "another revision", saved["pair"]["vocab_size"])
+    (byte_pair_dirs[0] / "bild_policy.json").unlink()
+    assert "chosen (*)" in capsys.readouterr().out
+
+
+def test_a_budget_no_setting_meets_writes_the_front_and_exits_2(
+    byte_pair_dirs, task, tmp_path, capsys
+):
+    output = tmp_path / "tune.json"
+    assert main(_argv(byte_pair_dirs, task, output, "--min-quality", "1000", "--refine", "0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bild-align: error: no setting meets the budget (quality >= 1000)")
+    assert "closest is" in err[-1]
+    results = json.loads(output.read_text())
+    assert results["chosen"] is None and results["closest"]["method"] == "bild"
+
+
+def test_ctrl_c_keeps_finished_decodings_and_the_rerun_resumes(
+    byte_pair_dirs, task, tmp_path, monkeypatch, capsys
+):
+    from bild_align.stages import tune
+
+    output = tmp_path / "tune.json"
+    argv = _argv(byte_pair_dirs, task, output, "--max-drop", "100", "--refine", "0")
+    assert main(argv) == 0
+    expected = json.loads(output.read_text())
+    output.unlink()
+    real, calls = tune._Session.decoded, []
+
+    def interrupted(self, setting, progress):
+        calls.append(setting)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, setting, progress)
+
+    monkeypatch.setattr(tune._Session, "decoded", interrupted)
+    assert main(argv) == 130
+    assert "4 finished decodings are kept" in capsys.readouterr().err
+    partial = tmp_path / "tune.json.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 5  # the fingerprint and four decodings
+    monkeypatch.setattr(tune._Session, "decoded", real)
+    assert main(argv) == 0
+    assert "resuming: 4 decodings already done" in capsys.readouterr().out
+    again = json.loads(output.read_text())
+    assert [(p["key"], p["quality"]) for p in again["settings"]] == [
+        (p["key"], p["quality"]) for p in expected["settings"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--max-drop", "-1"], "--max-drop must be >= 0"),
+        (["--max-drop", "nan"], "finite number"),
+        (["--min-quality", "inf"], "finite number"),
+        (["--fallback", "max_prob,learnt"], "unknown fallback rule learnt"),
+        (["--fb", "0.1,1.5"], "--fb values must lie in [0, 1]"),
+        (["--confidence", "1"], "--confidence must lie in [0.5, 1)"),
+        (["--refine", "-1"], "whole number >= 0"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(byte_pair_dirs, task, tmp_path, capsys, extra, words):
+    with (
+        pytest.raises(SystemExit) if words in ("finite number", "whole number >= 0") else _no_exit()
+    ):
+        code = main(_argv(byte_pair_dirs, task, tmp_path / "t.json", *extra))
+        assert code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "t.json").exists()
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_file_that_is_not_tune_results_is_never_replaced(byte_pair_dirs, task, tmp_path, capsys):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    assert main(_argv(byte_pair_dirs, task, notes)) == 2
+    assert "holds something other than bild-align tune results" in capsys.readouterr().err
+    assert notes.read_text() == '{"mine": 1}'
+    assert main(_argv(byte_pair_dirs, task, tmp_path / "t.csv")) == 2
+    assert "give a .json file name" in capsys.readouterr().err
+
+
+def test_saved_policy_of_another_vocabulary_is_refused(tmp_path):
+    from bild_align.saved_policy import save_policy
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    pair = {"large": "L", "large_revision": "r1", "small": "S", "vocab_size": 100}
+    save_policy(folder, BiLDPolicy(0.1, 4.0, 12, "entropy"), pair=pair, tuned={})
+    assert saved_policy_for(folder, "r1", 100)[0] == BiLDPolicy(0.1, 4.0, 12, "entropy")
+    with pytest.raises(UserError, match="100 shared tokens"):
+        saved_policy_for(folder, "r1", 101)
+    (folder / "bild_policy.json").write_text("{broken")
+    with pytest.raises(UserError, match="damaged"):
+        saved_policy_for(folder, "r1", 100)
+    assert saved_policy_for(tmp_path, "r1", 100) is None
