@@ -353,3 +353,77 @@ def test_saved_policy_of_another_vocabulary_is_refused(tmp_path):
     with pytest.raises(UserError, match="damaged"):
         saved_policy_for(folder, "r1", 100)
     assert saved_policy_for(tmp_path, "r1", 100) is None
+
+
+# --- eval and chat read a saved policy --------------------------------------------------------
+
+
+@pytest.fixture
+def policy_pair(byte_pair_dirs, tmp_path):
+    """A copy of the byte pair whose small folder holds a tuned policy for its large model."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from bild_align.models import model_revision
+    from bild_align.saved_policy import save_policy
+
+    small = shutil.copytree(byte_pair_dirs[0], tmp_path / "small")
+    large = byte_pair_dirs[1]
+    pair = {"large": str(large), "large_revision": model_revision(None, str(large))}
+    pair |= {"small": str(small), "vocab_size": len(AutoTokenizer.from_pretrained(large))}
+    tuned = {"task": "pairs", "split": "validation"}
+    save_policy(small, BiLDPolicy(0.25, 3.5, 7, "entropy"), pair=pair, tuned=tuned)
+    return small, large
+
+
+def _eval(small, large, task, output, *extra):
+    return main(
+        ["eval", "--small", str(small), "--large", str(large), "--task", str(task),
+         "--source-column", "de", "--max-new-tokens", "6", "--baselines", "large",
+         "--output", str(output), *extra]
+    )  # fmt: skip
+
+
+def test_eval_uses_the_saved_policy_when_given_no_thresholds(policy_pair, task, tmp_path, capsys):
+    assert _eval(*policy_pair, task, tmp_path / "a.json") == 0
+    assert "using the tuned policy in" in capsys.readouterr().err
+    config = json.loads((tmp_path / "a.json").read_text())["config"]
+    assert (config["rb"], config["fb"], config["max_small_steps"], config["fallback"]) == (
+        [3.5],
+        [0.25],
+        7,
+        "entropy",
+    )
+    assert _eval(*policy_pair, task, tmp_path / "b.json", "--rb", "2") == 0
+    assert "tuned policy" not in capsys.readouterr().err
+    config = json.loads((tmp_path / "b.json").read_text())["config"]
+    assert (config["rb"], config["fallback"]) == ([2.0], "max_prob")
+
+
+def test_a_policy_tuned_for_another_large_model_is_refused(
+    policy_pair, byte_pair_dirs, task, tmp_path, capsys
+):
+    other_large = byte_pair_dirs[0]  # the small model stands in for another large one
+    assert _eval(policy_pair[0], other_large, task, tmp_path / "a.json") == 2
+    err = capsys.readouterr().err
+    assert "was tuned with the large model" in err and str(policy_pair[1]) in err
+    assert err.count("bild-align: error:") == 1
+
+
+def test_chat_uses_the_saved_policy_and_switches_rules(policy_pair, capsys):
+    from bild_align.configs import ChatConfig, ChatSettings
+    from bild_align.stages.chat import run_chat
+
+    small, large = map(str, policy_pair)
+    settings = ChatSettings(max=6)
+    run_chat(ChatConfig(small=small, large=large), settings, given={"max"}, lines=[
+        "/settings", "/fallback max_prob", "/fallback vibes", "das Haus"
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert "using the tuned policy" in captured.err
+    assert "rb=3.5 fb=0.25 steps=7 fallback=entropy" in captured.out
+    assert "fallback=max_prob" in captured.out and "use /fallback max_prob or" in captured.out
+    settings = ChatSettings(max=6, rb=1.0)
+    run_chat(ChatConfig(small=small, large=large), settings, given={"rb"}, lines=["/settings"])
+    assert "tuned policy" not in capsys.readouterr().err and settings.fallback == "max_prob"

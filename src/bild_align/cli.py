@@ -16,7 +16,6 @@ one line on stderr and exits with code 2; success exits 0.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import sys
@@ -141,6 +140,8 @@ def _run_eval(args: Namespace) -> None:
     given = given_options(args)
     values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}
     values = fill_defaults({**values, **given}, "small", "large", "task")
+    thresholds = {"rb", "fb", "max_small_steps", "fallback", "sweep", "reference_compat"}
+    values.setdefault("saved_policy", not thresholds & set(values))
     config = build(EvalConfig, values, COMMAND_LINE)
     results = run_eval(config)
     print(format_results(results))
@@ -194,36 +195,16 @@ def _add_chat(subparsers) -> None:
 
 
 def _run_chat(args: Namespace) -> None:
-    from bild_align.models import check_loaded_pair, load_seq2seq_or_causal
-    from bild_align.stages.chat import Console
+    from bild_align.stages.chat import run_chat
 
     given = given_options(args)
     setting_names = {f.name for f in dataclasses.fields(ChatSettings)}
     settings = build(
         ChatSettings, {k: v for k, v in given.items() if k in setting_names}, COMMAND_LINE
     )
-    settings.validate()  # before minutes of model loading
     values = {k: v for k, v in given.items() if k not in setting_names}
     config = build(ChatConfig, fill_defaults(values, "small", "large"), COMMAND_LINE)
-    large, tokenizer, _ = load_seq2seq_or_causal(
-        config.large, dtype=config.dtype, device=config.device
-    )
-    small, small_tokenizer, _ = load_seq2seq_or_causal(
-        config.small, dtype=config.dtype, device=large.device
-    )
-    settings.vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
-    interactive = sys.stdin.isatty()
-    colour = config.color == "always" or (config.color == "auto" and sys.stdout.isatty())
-    console = Console(
-        small, large, tokenizer, sys.stdout, colour=colour, prefix=config.prefix, settings=settings
-    )
-    with contextlib.suppress(EOFError):  # Ctrl-D at the prompt ends the session
-        console.run(_prompted_lines() if interactive else sys.stdin, interactive=interactive)
-
-
-def _prompted_lines():
-    while True:
-        yield input("> ")
+    run_chat(config, settings, given=set(given) & setting_names)
 
 
 def _add_demo(subparsers) -> None:

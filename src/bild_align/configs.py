@@ -172,6 +172,19 @@ class EvalConfig:
     max_small_steps: int = option(
         MAX_SMALL_STEPS, "most consecutive small-model tokens", parse=positive_int
     )
+    fallback: str = option(
+        "max_prob",
+        "fallback rule: max_prob (the small model's top probability, the paper's) or entropy "
+        "(exp(-entropy) of its distribution)",
+        choices=FALLBACK_RULES,
+    )
+    saved_policy: bool = option(
+        False,
+        "use the policy `bild-align tune --save` stored beside the small model for this large "
+        "model instead of rb, fb, max_small_steps and fallback (the command line sets it when "
+        "none of them is given)",
+        command_line=False,
+    )
     max_new_tokens: int | None = _max_new_tokens()
     max_source_length: int | None = _max_source_length()
     baselines: tuple[str, ...] = option(
@@ -437,6 +450,12 @@ class ChatSettings:
         flag="max_small_steps",
         parse=positive_int,
     )
+    fallback: str = option(
+        "max_prob",
+        "BiLD's fallback rule: max_prob (the small model's top probability) or entropy "
+        "(exp(-entropy) of its distribution)",
+        choices=FALLBACK_RULES,
+    )
     gamma: int = option(4, "speculative decoding's draft length", parse=positive_int)
     max: int = option(64, "output length limit", flag="max_new_tokens", parse=positive_int)
     show: tuple[str, ...] = option(
@@ -480,7 +499,8 @@ class ChatSettings:
             else "greedy"
         )
         return (
-            f"rb={self.rb} fb={self.fb} steps={self.steps} gamma={self.gamma} "
+            f"rb={self.rb} fb={self.fb} steps={self.steps} fallback={self.fallback} "
+            f"gamma={self.gamma} "
             f"max={self.max} show={','.join(self.show)} {mode}"
         )
 

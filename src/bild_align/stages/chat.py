@@ -2,23 +2,30 @@
 and speculative decoding, with tokens/s, time and decoder statistics.
 
     bild-align chat --small S --large L           # then type text, or /help for commands
+    run_chat(ChatConfig(small="S", large="L"), ChatSettings(), given=set())   # the command
     Console(small, large, tokenizer, output=sys.stdout).run(sys.stdin)
 
 Tokens drafted by the small model and kept are shown in green, tokens produced or corrected by
-the large model in the default colour (when colour is on).
+the large model in the default colour (when colour is on). Given no BiLD setting (rb, fb,
+steps, fallback), chat uses the policy `bild-align tune --save` stored beside the small model
+for this large model, and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import sys
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
 import torch
 
-from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatSettings
+from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatConfig, ChatSettings
 from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
-from bild_align.models import position_limit
+from bild_align.core.policies import FALLBACK_RULES
+from bild_align.models import check_loaded_pair, load_seq2seq_or_causal, position_limit
+from bild_align.saved_policy import policy_path, saved_policy_for
 from bild_align.timing import timed
 
 METHODS = CHAT_OUTPUTS
@@ -27,10 +34,13 @@ GREEN, RESET = "\033[32m", "\033[0m"
 HELP = """commands (values apply to the next inputs):
   /rb X        rollback threshold (0 = exact)      /fb X      fallback threshold
   /steps N     BiLD's max consecutive small tokens /gamma N   speculative draft length
+  /fallback R  BiLD's fallback rule: {rules}
   /max N       max new tokens                      /show A,B  outputs to show: {methods}
   /sample on|off   sampling instead of greedy      /temperature X  /top-k N  /top-p X  /seed N
   /settings    show the settings                   /help      this text      /quit  leave
-anything else is an input to decode""".format(methods=",".join(METHODS))
+anything else is an input to decode""".format(
+    methods=",".join(METHODS), rules=" or ".join(FALLBACK_RULES)
+)
 
 
 class Console:
@@ -86,6 +96,12 @@ class Console:
             else:
                 settings.sample = values == ["on"]
                 self.say(settings.describe())
+        elif name == "fallback":
+            if len(values) != 1 or values[0] not in FALLBACK_RULES:
+                self.say(f"use /fallback {' or /fallback '.join(FALLBACK_RULES)}")
+            else:
+                settings.fallback = values[0]
+                self.say(settings.describe())
         elif name in CHAT_LIMITS:
             self._set_number(name, values)
         else:
@@ -117,6 +133,7 @@ class Console:
                 rollback_threshold=s.rb,
                 fallback_threshold=s.fb,
                 max_small_steps=s.steps,
+                fallback_rule=s.fallback,
                 max_new_tokens=max_new,
                 vocab_size=s.vocab_size,
                 **s.sampling(),
@@ -211,3 +228,48 @@ class Console:
                     self.decode(line)
             except ValueError as error:  # e.g. settings the decoder refuses
                 self.say(f"error: {error}")
+
+
+# the settings a saved policy stands in for when none of them is given
+POLICY_SETTINGS = ("rb", "fb", "steps", "fallback")
+
+
+def run_chat(
+    config: ChatConfig, settings: ChatSettings, given: set[str], lines: Iterable[str] | None = None
+) -> None:
+    """Load the pair and run the console on `lines` (default: the terminal, or standard input
+    when it is not one). `given`: the settings the user typed."""
+    settings.validate()  # before minutes of model loading
+    large, tokenizer, large_revision = load_seq2seq_or_causal(
+        config.large, dtype=config.dtype, device=config.device
+    )
+    small, small_tokenizer, _ = load_seq2seq_or_causal(
+        config.small, dtype=config.dtype, device=large.device
+    )
+    settings.vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
+    if not given & set(POLICY_SETTINGS):
+        saved = saved_policy_for(config.small, large_revision, settings.vocab_size)
+        if saved is not None:
+            policy = saved[0]
+            settings.rb, settings.fb = policy.rollback_threshold, policy.fallback_threshold
+            settings.steps, settings.fallback = policy.max_small_steps, policy.fallback_rule
+            print(
+                f"bild-align: using the tuned policy in {policy_path(config.small)}: "
+                f"rb={settings.rb:g} fb={settings.fb:g} steps={settings.steps} "
+                f"fallback={settings.fallback}",
+                file=sys.stderr,
+            )
+    interactive = lines is None and sys.stdin.isatty()
+    colour = config.color == "always" or (config.color == "auto" and sys.stdout.isatty())
+    console = Console(
+        small, large, tokenizer, sys.stdout, colour=colour, prefix=config.prefix, settings=settings
+    )
+    if lines is None:
+        lines = _prompted_lines() if interactive else sys.stdin
+    with contextlib.suppress(EOFError):  # Ctrl-D at the prompt ends the session
+        console.run(lines, interactive=interactive)
+
+
+def _prompted_lines():
+    while True:
+        yield input("> ")

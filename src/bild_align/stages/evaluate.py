@@ -54,6 +54,7 @@ from bild_align.models import (
 from bild_align.pareto import fastest_within, pareto_front
 from bild_align.plots import holds_plot, new_plot, save_plot
 from bild_align.runs import RunLock
+from bild_align.saved_policy import policy_path, saved_policy_for
 from bild_align.tasks import get_task, load_rows
 from bild_align.timing import environment
 
@@ -88,6 +89,7 @@ def _methods(
                 fallback_threshold=fb,
                 rollback_threshold=rb,
                 max_small_steps=config.max_small_steps,
+                fallback_rule=config.fallback,
                 max_new_tokens=max_new_tokens,
                 reference_compat=config.reference_compat,
                 vocab_size=vocab_size,
@@ -307,6 +309,28 @@ def run_eval(config: EvalConfig) -> dict:
                 folder.rmdir()
 
 
+def _with_saved_policy(config: EvalConfig, large_revision: str, vocab_size: int) -> EvalConfig:
+    """The config with the small model's saved policy for this pair, if it has one."""
+    saved = saved_policy_for(config.small, large_revision, vocab_size)
+    if saved is None:
+        return config
+    policy, record = saved
+    print(
+        f"bild-align: using the tuned policy in {policy_path(config.small)} (tuned on "
+        f"{record['tuned'].get('task')} {record['tuned'].get('split')}): "
+        f"rb={policy.rollback_threshold:g} fb={policy.fallback_threshold:g} "
+        f"max_small_steps={policy.max_small_steps} fallback={policy.fallback_rule}",
+        file=sys.stderr,
+    )
+    return replace(
+        config,
+        rb=(policy.rollback_threshold,),
+        fb=(policy.fallback_threshold,),
+        max_small_steps=policy.max_small_steps,
+        fallback=policy.fallback_rule,
+    )
+
+
 def _run_locked(config: EvalConfig, task) -> dict:
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
@@ -315,6 +339,8 @@ def _run_locked(config: EvalConfig, task) -> dict:
         config.small, dtype=config.dtype, device=device
     )
     vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
+    if config.saved_policy and not config.sweep:
+        config = _with_saved_policy(config, large_revision, vocab_size)
     max_source_length, max_new_tokens = fit_lengths(
         {config.large: large, config.small: small},
         config.max_source_length,
