@@ -24,6 +24,7 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys):
         sweep_rb=(0.0, 2.0),
         sweep_fb=(0.5,),
         max_new_tokens=24,
+        tune_samples=6,
         align_overrides={
             "max_steps": 4,
             "eval_rows": 8,
@@ -37,6 +38,10 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys):
     out = capsys.readouterr().out
     for label in ("large model alone", "assisted generation", "BiLD unaligned", "BiLD aligned"):
         assert label in out
+    assert "BiLD aligned, tuned" in out and "batch 8" in out
+    tune = json.loads((tmp_path / "tune.json").read_text())
+    assert tune["examples"] == 6 and results["tuned_batch8"]["config"]["batch_size"] == 8
+    assert (tmp_path / "aligned" / "bild_fallback_head.safetensors").is_file()
     assert "sweep plot:" in out and Path(results["aligned"]["sweep"]["plot"]).exists()
     calibration = json.loads((tmp_path / "calibration" / "run.json").read_text())
     assert calibration["complete"] and calibration["rows"] == 48

@@ -83,3 +83,22 @@ def test_measures_follow_their_definitions():
         measure_sums(student[1:], teacher[1:], mask[1:]),
     ]
     assert alignment_measures(halves) == pytest.approx(full)
+
+
+def test_confidence_calibration_pushes_the_top_probability_toward_agreement():
+    """One gradient step raises the top probability where the top token is the target and
+    lowers it where it is not; masked positions get no gradient."""
+    from bild_align.distill import confidence_calibration
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 12, requires_grad=True)
+    top = logits.detach().argmax(-1)[0]
+    targets = torch.stack([top[0], (top[1] + 1) % 12, top[2], (top[3] + 1) % 12])[None]
+    mask = torch.tensor([[True, True, True, False]])
+    loss = confidence_calibration(logits, targets, mask)
+    loss.backward()
+    stepped = torch.softmax(logits.detach() - 1.0 * logits.grad, -1).max(-1).values[0]
+    before = torch.softmax(logits.detach(), -1).max(-1).values[0]
+    assert stepped[0] > before[0] and stepped[2] > before[2]  # agrees: more confident
+    assert stepped[1] < before[1]  # disagrees: less confident
+    assert torch.equal(logits.grad[0, 3], torch.zeros(12))  # masked

@@ -346,6 +346,26 @@ def test_the_paper_objective_is_measured_too(alignment_setup, tmp_path):
     assert len(_eval_history(output)) == 2
 
 
+def test_calibrated_objective_lowers_confidence_where_the_small_model_disagrees(
+    alignment_setup, tmp_path
+):
+    """The same steps with and without the calibration term: with it, the held-out
+    confidence where the small model disagrees with the large one ends lower."""
+    ends = {}
+    for objective in ("sequence", "calibrated"):
+        output = tmp_path / objective
+        argv = _train_argv(
+            alignment_setup, output, "--max-steps", "30", "--eval-steps", "30",
+            "--save-steps", "30", "--objective", objective, "--calibration-weight", "5",
+        )  # fmt: skip
+        assert main(argv) == 0
+        ends[objective] = _eval_history(output)[-1]
+    assert (
+        ends["calibrated"]["eval_confidence_disagree"]
+        < ends["sequence"]["eval_confidence_disagree"]
+    )
+
+
 def test_token_objective_needs_the_large_model(alignment_setup, tmp_path, capsys):
     path = tmp_path / "r.yaml"
     path.write_text(

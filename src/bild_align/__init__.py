@@ -1,7 +1,8 @@
 """bild-align: Big Little Decoder inference, and alignment of the small model to the large one.
 
-from bild_align import bild_generate
+from bild_align import bild_generate, load_policy
 out = bild_generate(small, large, input_ids, fallback_threshold=0.6, rollback_threshold=2.0)
+out = bild_generate(small, large, input_ids, policy=load_policy(small_dir))  # `tune --save`d
 
 The public names load on first use (PEP 562), so that `import bild_align.cli` and every
 `bild-align ... --help` start without importing torch or transformers.
@@ -15,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "BiLDPolicy": "bild_align.core.policies",
+    "load_policy": "bild_align.saved_policy",
+    "load_fallback_head": "bild_align.fallback_heads",
     "BiLDOutput": "bild_align.core.stats",
     "BiLDStats": "bild_align.core.stats",
     "autoregressive_generate": "bild_align.core.decoding",
@@ -23,6 +27,9 @@ _PUBLIC = {
 }
 __all__ = [
     "BiLDOutput",
+    "BiLDPolicy",
+    "load_fallback_head",
+    "load_policy",
     "BiLDStats",
     "autoregressive_generate",
     "bild_generate",
@@ -36,7 +43,10 @@ if TYPE_CHECKING:
         bild_generate,
         speculative_generate,
     )
+    from bild_align.core.policies import BiLDPolicy
     from bild_align.core.stats import BiLDOutput, BiLDStats
+    from bild_align.fallback_heads import load_fallback_head
+    from bild_align.saved_policy import load_policy
 
 
 def __getattr__(name: str) -> Any:

@@ -98,15 +98,26 @@ def _add_train(subparsers) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in output_dir"
     )
+    parser.add_argument(
+        "--fallback-head-only",
+        action="store_true",
+        help="train no model: fit the learned fallback head of the model already in output_dir "
+        "on the recipe's calibration rows, and save it beside the model",
+    )
     add_recipe_arguments(
         parser.add_argument_group("recipe keys (override the recipe)"), TrainRecipe
     )
 
 
 def _run_train(args: Namespace) -> None:
-    from bild_align.stages.train import run_training
+    from bild_align.stages.train import run_fallback_head, run_training
 
     recipe = load_recipe(args.recipe, overrides_from_args(args))
+    if args.fallback_head_only:
+        if args.resume:
+            raise UserError("--fallback-head-only trains no model: leave out --resume")
+        run_fallback_head(recipe)
+        return
     run_training(recipe, resume=args.resume)
 
 

@@ -37,7 +37,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 MIN_DEMO_ROWS = 10
 BASELINES = ("large", "small", "assisted")
 CHAT_OUTPUTS = ("bild", "large", "small", "speculative")
-OBJECTIVES = ("sequence", "token")
+OBJECTIVES = ("sequence", "calibrated", "token")
 DIVERGENCES = ("forward_kl", "reverse_kl", "tvd", "jsd")
 
 _DEMO_MODEL = "the built-in demo pair's {} model"
@@ -523,6 +523,12 @@ class DemoConfig:
         (0.2, 0.3, 0.4, 0.5), "fallback thresholds of the sweep", parse=number_list
     )
     max_new_tokens: int = option(64, "output length limit", parse=positive_int)
+    tune_samples: int | None = option(
+        None,
+        "validation rows `tune` uses for the aligned pair (0: skip tuning)",
+        parse=nonnegative_int,
+        default_text="all 744",
+    )
     objective: str = option(
         "sequence", "alignment objective (train's objective key)", choices=OBJECTIVES
     )

@@ -2,6 +2,7 @@
 functions of logits (batch, positions, vocab) and a mask of the target positions.
 
     loss = token_divergence(student_logits, teacher_logits, mask, "forward_kl", temperature=1.0)
+    loss = confidence_calibration(student_logits, targets, mask)   # BiLD's fallback signal
     sums = measure_sums(student_logits, teacher, mask)     # teacher: TopK or logits
     alignment_measures([sums, ...])["expected_acceptance"]  # mean of sum_v min(p_s, p_l)
 
@@ -27,6 +28,26 @@ from bild_align.configs import DIVERGENCES
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def confidence_calibration(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy between the small model's top probability and whether its top
+    token is the target (the large model's choice), the two classes weighted alike: it raises
+    the confidence where the small model agrees and lowers it where it does not, the split
+    BiLD's fallback threshold makes. Without the balance the agreeing positions, usually most,
+    would only sharpen the model everywhere. Agreement is a fact of the step, not
+    differentiated; the confidence is."""
+    probabilities = F.softmax(logits.float(), dim=-1)
+    top = probabilities.max(-1)
+    agrees = (top.indices == targets) & mask
+    disagrees = ~(top.indices == targets) & mask
+    confidence = top.values.clamp(1e-6, 1 - 1e-6)
+    terms = [_masked_mean(-torch.log(confidence), agrees)]
+    terms.append(_masked_mean(-torch.log1p(-confidence), disagrees))
+    present = [term for term, where in zip(terms, (agrees, disagrees), strict=True) if where.any()]
+    return sum(present) / max(1, len(present))
 
 
 def token_divergence(

@@ -107,7 +107,16 @@ def local_path_or_hub_id(name: str, what: str = "model") -> str:
 
 
 # files of a model folder that are not the model: records and settings that tools add later
-_NOT_THE_MODEL = frozenset({"README.md", "bild_policy.json", "bild_align_train.json"})
+# files bild-align writes beside a model that are not the model (its revision ignores them)
+_NOT_THE_MODEL = frozenset(
+    {
+        "README.md",
+        "bild_policy.json",
+        "bild_align_train.json",
+        "bild_fallback_head.safetensors",
+        "bild_fallback_head.safetensors.tmp",
+    }
+)
 
 
 def local_fingerprint(folder: str | os.PathLike) -> str:

@@ -70,8 +70,14 @@ class TrainRecipe:
     # what the small model learns (DistillSpec / GKD style objectives need large_model)
     objective: str = option(
         "sequence",
-        "sequence: cross-entropy on the large model's outputs (the paper's); token: match the "
-        "large model's distributions on the same targets (a frozen teacher in each step)",
+        "sequence: cross-entropy on the large model's outputs (the paper's); calibrated: "
+        "sequence plus calibration_weight x a confidence-calibration term (the top "
+        "probability made to predict agreement with the large model: BiLD's fallback "
+        "signal); token: match the large model's distributions on the same targets (a "
+        "frozen teacher in each step)",
+    )
+    calibration_weight: float = option(
+        1.0, "calibrated objective: the weight of the confidence-calibration term"
     )
     divergence: str = option(
         "forward_kl", "token objective: forward_kl, reverse_kl, tvd or jsd (generalised JSD)"
@@ -111,6 +117,14 @@ class TrainRecipe:
     sweep_fb: list[float] = option(
         [0.3, 0.5, 0.7, 0.9], "fallback grid for `eval --recipe --sweep`"
     )
+    fallback_head: bool = option(
+        False,
+        "after training, fit the learned fallback head (`--fallback learned`) on calibration "
+        "rows and save it beside the model",
+    )
+    fallback_head_rows: int = option(
+        4000, "calibration rows the fallback head is fitted on (the first N after shuffling)"
+    )
     save_dtype: str | None = option(
         None,
         "dtype of the saved model: float32, bfloat16 or float16 (default: the small model "
@@ -120,7 +134,7 @@ class TrainRecipe:
     @property
     def uses_teacher(self) -> bool:
         """Whether training runs the large model beside the small one (else: the paper's)."""
-        return self.objective != "sequence" or self.on_policy_fraction > 0
+        return self.objective == "token" or self.on_policy_fraction > 0
 
     def problems(self) -> list[str]:
         """Every value outside its range, as `key ...` phrases (empty when all is well)."""
@@ -181,6 +195,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "report_to": (lambda v: v in ("none", "wandb"), "none or wandb"),
     "jsd_beta": (lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
     "distill_temperature": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "calibration_weight": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     "on_policy_fraction": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
     "measure_topk": (_at_least(0), ">= 0 (0: no alignment measures)"),
     "save_dtype": (

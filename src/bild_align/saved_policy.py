@@ -14,7 +14,6 @@ naming the pair it was made for.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from bild_align.core.policies import BiLDPolicy
@@ -22,6 +21,7 @@ from bild_align.errors import UserError
 from bild_align.io_utils import write_json_atomic
 
 POLICY_FILE = "bild_policy.json"
+SETTINGS = ("fallback_threshold", "rollback_threshold", "max_small_steps", "fallback_rule")
 
 
 def policy_path(small_dir: str | Path) -> Path:
@@ -36,8 +36,9 @@ def save_policy(small_dir: str | Path, policy: BiLDPolicy, *, pair: dict, tuned:
             f"--save writes {POLICY_FILE} into the small model's folder, and {small_dir} is not "
             "a local folder; download the model (e.g. `hf download`) and tune that folder"
         )
+    settings = {name: getattr(policy, name) for name in SETTINGS}
     return write_json_atomic(
-        folder / POLICY_FILE, {"policy": asdict(policy), "pair": pair, "tuned": tuned}
+        folder / POLICY_FILE, {"policy": settings, "pair": pair, "tuned": tuned}
     )
 
 
@@ -48,7 +49,8 @@ def read_saved(small_dir: str | Path) -> dict | None:
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        BiLDPolicy(**record["policy"])
+        if set(record["policy"]) != set(SETTINGS):
+            raise ValueError(f"its policy needs exactly {', '.join(SETTINGS)}")
         record["pair"]["large"], record["pair"]["vocab_size"]  # noqa: B018 (must exist)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(
@@ -62,7 +64,21 @@ def load_policy(small_dir: str | Path) -> BiLDPolicy:
     record = read_saved(small_dir)
     if record is None:
         raise FileNotFoundError(f"no {POLICY_FILE} in {small_dir}; run `bild-align tune --save`")
-    return BiLDPolicy(**record["policy"])
+    return _policy(small_dir, record)
+
+
+def _policy(small_dir, record: dict) -> BiLDPolicy:
+    """The saved settings as a policy; a learned rule with the head saved beside it."""
+    from bild_align.fallback_heads import load_fallback_head
+
+    settings = record["policy"]
+    head = None
+    if settings["fallback_rule"] == "learned":
+        head = load_fallback_head(small_dir, record["pair"].get("small_revision"))
+    try:
+        return BiLDPolicy(**settings, fallback_head=head)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{policy_path(small_dir)} is damaged ({error})") from None
 
 
 def saved_policy_for(
@@ -81,4 +97,4 @@ def saved_policy_for(
             "this one; give --rb and --fb, tune this pair (`bild-align tune --save`), or "
             "delete that file"
         )
-    return BiLDPolicy(**record["policy"]), record
+    return _policy(small_dir, record), record

@@ -38,8 +38,9 @@ class Setting:
     def key(self) -> str:
         return f"{self.rule} rb={self.rb:g} fb={self.fb:g} steps={self.steps}"
 
-    def policy(self) -> BiLDPolicy:
-        return BiLDPolicy(self.fb, self.rb, self.steps, self.rule)
+    def policy(self, fallback_head=None) -> BiLDPolicy:
+        head = fallback_head if self.rule == "learned" else None
+        return BiLDPolicy(self.fb, self.rb, self.steps, self.rule, head)
 
     def as_dict(self) -> dict:
         return asdict(self)

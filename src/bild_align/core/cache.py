@@ -92,6 +92,9 @@ class TransformersDecoder:
         attention_mask: torch.Tensor | None,
     ) -> None:
         self.device = model.device
+        self.output_layer = model.get_output_embeddings()
+        self.capture_hidden = False  # set by a learned fallback: keep what the output layer reads
+        self.last_hidden: torch.Tensor | None = None
         self.batch_size = input_ids.shape[0]
         self.rows = [
             DecoderState(
@@ -115,16 +118,30 @@ class TransformersDecoder:
         row order for a boolean mask."""
         indices = range(self.batch_size) if rows is None else rows.tolist()
         firsts = [starts] * len(indices) if isinstance(starts, int) else starts.tolist()
-        outputs = []
-        for place, (index, start) in enumerate(zip(indices, firsts, strict=True)):
-            state, ids = self.rows[index], new_ids[place : place + 1]
-            state.crop(start)
-            if isinstance(keep, torch.Tensor):
-                marked = keep[place].nonzero()[:, 0].tolist()
-                outputs.append(state.feed(ids[:, : marked[-1] + 1], keep_last=len(marked)))
-            else:
-                outputs.append(state.feed(ids, keep_last=keep))
-        return torch.cat(outputs) if isinstance(keep, torch.Tensor) else torch.stack(outputs)
+        seen: list[torch.Tensor] = []
+        hook = None
+        if self.capture_hidden:  # the output layer's input, taken as it passes
+            hook = self.output_layer.register_forward_hook(
+                lambda _module, inputs, _output: seen.append(inputs[0][0])
+            )
+        outputs, hidden = [], []
+        try:
+            for place, (index, start) in enumerate(zip(indices, firsts, strict=True)):
+                state, ids = self.rows[index], new_ids[place : place + 1]
+                state.crop(start)
+                count = keep
+                if isinstance(keep, torch.Tensor):
+                    marked = keep[place].nonzero()[:, 0].tolist()
+                    ids, count = ids[:, : marked[-1] + 1], len(marked)
+                outputs.append(state.feed(ids, keep_last=count))
+                if seen:
+                    hidden.append(seen.pop()[-len(outputs[-1]) :])
+        finally:
+            if hook is not None:
+                hook.remove()
+        join = torch.cat if isinstance(keep, torch.Tensor) else torch.stack
+        self.last_hidden = join(hidden) if hidden else None
+        return join(outputs)
 
 
 def _new_cache(config) -> DynamicCache:

@@ -81,6 +81,7 @@ def bild_generate(
     rollback_threshold: float = ROLLBACK_THRESHOLD,
     max_small_steps: int = MAX_SMALL_STEPS,
     fallback_rule: str = "max_prob",
+    fallback_head: object | None = None,
     policy: BiLDPolicy | None = None,
     max_new_tokens: int = 128,
     reference_compat: bool = False,
@@ -106,9 +107,11 @@ def bild_generate(
             that token exceeds this and its own choice differs (0: the exact mode).
         max_small_steps: most consecutive small-model tokens before the large model checks.
         fallback_rule: the small model's confidence: "max_prob" (its top probability, the
-            paper's rule) or "entropy" (exp(-entropy of its distribution)).
-        policy: a `BiLDPolicy` holding those four settings (e.g. `load_policy(small_dir)`,
-            what `bild-align tune --save` chose); when given, the four arguments are not read.
+            paper's rule), "entropy" (exp(-entropy of its distribution)) or "learned" (a
+            trained head's probability that the large model agrees; give `fallback_head`).
+        fallback_head: the learned rule's head (`bild_align.load_fallback_head(small_dir)`).
+        policy: a `BiLDPolicy` holding those settings (e.g. `load_policy(small_dir)`,
+            what `bild-align tune --save` chose); when given, the five arguments are not read.
         max_new_tokens: most tokens generated.
         reference_compat: reproduce the original implementation's decisions (the large model
             produces the first token and the token after each correction, no check of the
@@ -133,6 +136,7 @@ def bild_generate(
         "rollback_threshold": rollback_threshold,
         "max_small_steps": max_small_steps,
         "fallback_rule": fallback_rule,
+        "fallback_head": fallback_head,
     }
     if policy is not None:
         settings = {name: getattr(policy, name) for name in settings}

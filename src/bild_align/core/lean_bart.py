@@ -207,4 +207,5 @@ class LeanBartDecoder:
         hidden = kept_positions(hidden, keep)
         if self.final_norm is not None:
             hidden = _layer_norm(hidden, self.final_norm)
+        self.last_hidden = hidden  # what the output layer reads (a learned fallback reads it)
         return hidden @ self.head.T + self.logits_bias.to(hidden.dtype)

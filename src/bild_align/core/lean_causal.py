@@ -183,5 +183,6 @@ class LeanCausalDecoder:
             normed = rms_norm(hidden, layer.norm_mlp)
             inner = layer.act(F.linear(normed, *layer.gate)) * F.linear(normed, *layer.up)
             hidden = hidden + F.linear(inner, *layer.down)
-        hidden = kept_positions(hidden, keep)
-        return rms_norm(hidden, self.final_norm) @ self.head.T
+        hidden = rms_norm(kept_positions(hidden, keep), self.final_norm)
+        self.last_hidden = hidden  # what the output layer reads (a learned fallback reads it)
+        return hidden @ self.head.T

@@ -213,4 +213,5 @@ class LeanT5Decoder:
         hidden = rms_norm(hidden, self.final_norm)
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
+        self.last_hidden = hidden  # what the output layer reads (a learned fallback reads it)
         return hidden @ self.head.T

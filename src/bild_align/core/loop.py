@@ -20,7 +20,7 @@ would not have had (the exact mode stays exact; other settings decide slightly d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import PreTrainedModel
@@ -89,6 +89,9 @@ def decode(
         None if model is None else _stepper(model, input_ids, attention_mask, capacity, engine)
         for model in (small, large)
     ]
+    if policy.fallback_head is not None and small is not None:
+        steppers[0].capture_hidden = True  # transformers' forward keeps it only when asked
+        policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))
     loop = DecodeLoop(
         *steppers,
         prefixes=row_prefixes,
@@ -244,12 +247,12 @@ class DecodeLoop:
         last = self._feed(self.small, indices, fed, [1] * len(indices))
         if not self.sampled:
             probabilities = torch.softmax(last.float(), dim=-1)
-            confidences = confidence(probabilities, self.policy.fallback_rule)
+            confidences = self._confidence(probabilities)
             tops, tokens = torch.stack((confidences, probabilities.argmax(-1).float())).tolist()
         else:  # the rows share their settings, not their draws
             last = last.to(self.large.device)  # where the samplers' generators live
             probabilities = self.rows[indices[0]].sampler.distribution(last)
-            tops = confidence(probabilities, self.policy.fallback_rule).tolist()
+            tops = self._confidence(probabilities).tolist()
             tokens = [
                 self.rows[index].sampler.choose(probabilities[place])
                 for place, index in enumerate(indices)
@@ -274,6 +277,14 @@ class DecodeLoop:
                 row.phase = FINISHED
             elif self._ends(row) or row.round_steps >= self.policy.max_small_steps:
                 row.phase = WAITING
+
+    def _confidence(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """What the fallback compares with its threshold, one value per row."""
+        if self.policy.fallback_rule != "learned":
+            return confidence(probabilities, self.policy.fallback_rule)
+        hidden = self.small.last_hidden
+        hidden = hidden.reshape(-1, hidden.shape[-1]).to(probabilities.device)
+        return self.policy.fallback_head(hidden, probabilities)
 
     def _large_step(self, indices: list[int]) -> None:
         # each row reads the position before its first draft, and one per draft

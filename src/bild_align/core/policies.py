@@ -4,6 +4,7 @@
     rollback_index([5, 9], [0.1, 3.2], [5, 7], rollback_threshold=2)   # 1: replace token 9
     policy = BiLDPolicy(fallback_threshold=0.3, rollback_threshold=6, max_small_steps=10)
     BiLDPolicy(fallback_threshold=0.1, fallback_rule="entropy")   # exp(-entropy) < 0.1
+    BiLDPolicy(0.5, 4.0, fallback_rule="learned", fallback_head=head)   # P(large agrees) < 0.5
     ReferencePolicy(...)       # the original implementation's decisions (`reference_compat`)
     SpeculativePolicy(max_small_steps=4)   # classic speculative decoding, gamma = 4
 
@@ -15,7 +16,7 @@ implementation differs (class attributes, so that a mode is a type, not a flag).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 # The defaults of every tool and of bild_generate. rb=2 keeps quality close to the large model's
@@ -25,8 +26,9 @@ ROLLBACK_THRESHOLD = 2.0
 MAX_SMALL_STEPS = 10
 # What the fallback compares with its threshold, a confidence in [0, 1] of the small model's
 # distribution: its top probability, or exp(-entropy) (1 when certain, 1/vocab when uniform;
-# never above the top probability, so its thresholds sit lower).
-FALLBACK_RULES = ("max_prob", "entropy")
+# never above the top probability, so its thresholds sit lower), or a learned head's
+# probability that the large model agrees (`fallback_head.FallbackHead`).
+FALLBACK_RULES = ("max_prob", "entropy", "learned")
 
 
 def falls_back(top_probability: float, fallback_threshold: float) -> bool:
@@ -66,6 +68,7 @@ class BiLDPolicy:
     rollback_threshold: float = ROLLBACK_THRESHOLD
     max_small_steps: int = MAX_SMALL_STEPS
     fallback_rule: str = "max_prob"
+    fallback_head: object = field(default=None, compare=False, repr=False)  # rule "learned"
 
     large_first: ClassVar[bool] = False  # the large model produces the first token
     checks_final_drafts: ClassVar[bool] = True  # drafts that end the output are checked
@@ -77,6 +80,12 @@ class BiLDPolicy:
             raise ValueError(
                 f"fallback_rule must be one of {', '.join(FALLBACK_RULES)} "
                 f"(got {self.fallback_rule!r})"
+            )
+        if self.fallback_rule == "learned" and self.fallback_head is None:
+            raise ValueError(
+                "fallback_rule='learned' needs its fallback_head: "
+                "bild_align.load_fallback_head(small_dir), trained by `bild-align train "
+                "--fallback-head-only`"
             )
 
     def falls_back(self, confidence: float) -> bool:

@@ -17,6 +17,7 @@ import contextlib
 import shlex
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TextIO
 
 import torch
@@ -24,6 +25,7 @@ import torch
 from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatConfig, ChatSettings
 from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core.policies import FALLBACK_RULES
+from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.models import check_loaded_pair, load_seq2seq_or_causal, position_limit
 from bild_align.saved_policy import policy_path, saved_policy_for
 from bild_align.timing import timed
@@ -53,12 +55,14 @@ class Console:
         colour: bool = False,
         prefix: str = "",
         settings: ChatSettings | None = None,
+        fallback_head=None,
     ) -> None:
         self.small, self.large, self.tokenizer = small, large, tokenizer
         self.output = output
         self.colour = colour
         self.prefix = prefix
         self.settings = settings or ChatSettings()
+        self.fallback_head = fallback_head  # the learned rule's, when the small model has one
 
     def say(self, text: str = "") -> None:
         print(text, file=self.output, flush=True)
@@ -99,6 +103,11 @@ class Console:
         elif name == "fallback":
             if len(values) != 1 or values[0] not in FALLBACK_RULES:
                 self.say(f"use /fallback {' or /fallback '.join(FALLBACK_RULES)}")
+            elif values[0] == "learned" and self.fallback_head is None:
+                self.say(
+                    "the small model has no fallback head; train one with `bild-align train "
+                    "--fallback-head-only`"
+                )
             else:
                 settings.fallback = values[0]
                 self.say(settings.describe())
@@ -134,6 +143,7 @@ class Console:
                 fallback_threshold=s.fb,
                 max_small_steps=s.steps,
                 fallback_rule=s.fallback,
+                fallback_head=self.fallback_head,
                 max_new_tokens=max_new,
                 vocab_size=s.vocab_size,
                 **s.sampling(),
@@ -243,7 +253,7 @@ def run_chat(
     large, tokenizer, large_revision = load_seq2seq_or_causal(
         config.large, dtype=config.dtype, device=config.device
     )
-    small, small_tokenizer, _ = load_seq2seq_or_causal(
+    small, small_tokenizer, small_revision = load_seq2seq_or_causal(
         config.small, dtype=config.dtype, device=large.device
     )
     settings.vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
@@ -259,10 +269,20 @@ def run_chat(
                 f"fallback={settings.fallback}",
                 file=sys.stderr,
             )
+    head = None
+    if settings.fallback == "learned" or (Path(config.small).expanduser() / HEAD_FILE).is_file():
+        head = load_fallback_head(config.small, small_revision)
     interactive = lines is None and sys.stdin.isatty()
     colour = config.color == "always" or (config.color == "auto" and sys.stdout.isatty())
     console = Console(
-        small, large, tokenizer, sys.stdout, colour=colour, prefix=config.prefix, settings=settings
+        small,
+        large,
+        tokenizer,
+        sys.stdout,
+        colour=colour,
+        prefix=config.prefix,
+        settings=settings,
+        fallback_head=head,
     )
     if lines is None:
         lines = _prompted_lines() if interactive else sys.stdin

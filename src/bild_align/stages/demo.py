@@ -1,85 +1,17 @@
-"""The offline demo pair: trained here, on real text, and shipped under data/demo/.
+"""`bild-align demo`: the whole pipeline, offline, on the shipped demo pair and gettext-de-en.
 
-    python -m bild_align.stages.demo tokenizer   # SentencePiece vocabulary, gettext-de-en train
-    python -m bild_align.stages.demo models      # tokenizer, then train and export both models
+    bild-align demo                          # calibrate -> train -> tune -> eval, one table
+    results = run_demo(DemoConfig(calibration_rows=200, max_steps=100))   # a short demo
 
-`make demo-models` runs the second command; it rebuilds data/demo/{tokenizer,large,small}
-from scratch (deterministic seeds) with the project's own `bild-align train` recipes
-(recipes/demo-large.yaml, recipes/demo-small.yaml).
+The shipped pair itself is rebuilt by `make demo-models` (`bild_align.stages.demo_models`).
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 from bild_align.configs import DemoConfig
-from bild_align.resources import DEMO_DIR, RECIPES_DIR
-
-
-def train_tokenizer(output: Path, vocab_size: int = 4000) -> Path:
-    """A unigram SentencePiece vocabulary over both languages of the train split."""
-    import sentencepiece
-    from transformers import T5Tokenizer
-
-    from bild_align.gettext_corpus import load_split
-
-    output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        text = Path(scratch, "text.txt")
-        text.write_text(
-            "".join(f"{row['de']}\n{row['en']}\n" for row in load_split("train")), encoding="utf-8"
-        )
-        sentencepiece.SentencePieceTrainer.train(
-            input=str(text),
-            model_prefix=str(Path(scratch, "spiece")),
-            vocab_size=vocab_size,
-            model_type="unigram",
-            character_coverage=1.0,
-            pad_id=0,
-            eos_id=1,
-            unk_id=2,
-            bos_id=-1,
-            num_threads=1,
-            minloglevel=2,
-        )
-        tokenizer = T5Tokenizer.from_pretrained(scratch, extra_ids=0)
-    tokenizer.save_pretrained(output)
-    return output
-
-
-def export(run_dir: Path, output: Path) -> Path:
-    """Save the trained model in float16 safetensors (small enough to ship) with its tokenizer."""
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from bild_align.models import plain_generation_config
-
-    model = AutoModelForSeq2SeqLM.from_pretrained(run_dir).to(torch.float16)
-    # only the special tokens: the Trainer saves every default (max_length=20, top_k=50, ...),
-    # which would then override callers' settings
-    model.generation_config = plain_generation_config(model)
-    model.save_pretrained(output)
-    AutoTokenizer.from_pretrained(run_dir).save_pretrained(output)
-    return output
-
-
-def build_models() -> None:
-    from bild_align.recipes import load_recipe
-    from bild_align.stages.train import run_training
-
-    start = time.time()
-    train_tokenizer(DEMO_DIR / "tokenizer")
-    for name in ("large", "small"):
-        recipe = load_recipe(RECIPES_DIR / f"demo-{name}.yaml")
-        run_dir = run_training(recipe)
-        export(run_dir, DEMO_DIR / name)
-        print(
-            f"demo {name} model exported to {DEMO_DIR / name} "
-            f"({(time.time() - start) / 60:.1f} min so far)"
-        )
+from bild_align.resources import RECIPES_DIR
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -91,6 +23,7 @@ def run_demo(config: DemoConfig) -> dict:
     from bild_align.stages.calibrate import CalibrateConfig, run_calibration
     from bild_align.stages.evaluate import EvalConfig, run_eval
     from bild_align.stages.train import run_training
+    from bild_align.stages.tune import TuneConfig, run_tune
 
     large, small = demo_model("large"), demo_model("small")
     root = Path(config.output_dir).expanduser()
@@ -109,7 +42,7 @@ def run_demo(config: DemoConfig) -> dict:
     )
     if config.overwrite:
         _remove_demo_outputs(root)
-    _banner("1/3 calibrate: the large model translates the train split")
+    _banner("1/4 calibrate: the large model translates the train split")
     try:
         run_calibration(
             CalibrateConfig(
@@ -128,7 +61,7 @@ def run_demo(config: DemoConfig) -> dict:
             f"{', '.join(error.changed)}); pass --overwrite to start afresh, or choose another "
             "--output-dir"
         ) from None
-    _banner("2/3 train: align the small model on the large model's outputs")
+    _banner("2/4 train: align the small model on the large model's outputs")
     if (aligned_dir / "model.safetensors").exists():
         print(
             f"{aligned_dir} already holds the aligned model; pass --overwrite to start the "
@@ -136,7 +69,20 @@ def run_demo(config: DemoConfig) -> dict:
         )
     else:
         run_training(recipe, resume=True)  # continues an interrupted demo
-    _banner("3/3 eval: large, small, assisted generation, BiLD unaligned and aligned, sweep")
+    tuned = None
+    if config.tune_samples != 0:
+        _banner("3/4 tune: the fastest aligned setting within 1 BLEU, on the validation split")
+        tuned = run_tune(
+            TuneConfig(
+                small=str(aligned_dir),
+                large=large,
+                task=DEMO_TASK,
+                max_samples=config.tune_samples,
+                max_new_tokens=config.max_new_tokens,
+                output=str(root / "tune.json"),
+            )
+        )["chosen"]
+    _banner("4/4 eval: large, small, assisted generation, BiLD unaligned, aligned and tuned")
     common = dict(
         large=large,
         task=DEMO_TASK,
@@ -164,8 +110,36 @@ def run_demo(config: DemoConfig) -> dict:
             **common,
         )
     )
-    print(summary_table(unaligned, aligned, config))
-    return {"unaligned": unaligned, "aligned": aligned}
+    results = {"unaligned": unaligned, "aligned": aligned}
+    if tuned is not None:
+        settings = {"fixed": {}, "tuned": _eval_settings(tuned)}
+        for batch_size in (1, 8):
+            for name, setting in settings.items():
+                if batch_size == 1 and name == "fixed":
+                    continue  # the aligned sweep above holds it
+                fixed = {"rb": (config.rb,), "fb": (config.fb,)}
+                results[f"{name}_batch{batch_size}"] = run_eval(
+                    EvalConfig(
+                        small=str(aligned_dir),
+                        **(setting or fixed),
+                        baselines=("large",),
+                        batch_size=batch_size,
+                        output=str(root / f"eval_{name}_batch{batch_size}.json"),
+                        **common,
+                    )
+                )
+    print(summary_table(results, config))
+    return results
+
+
+def _eval_settings(chosen: dict) -> dict:
+    """EvalConfig fields for a setting `tune` chose."""
+    return {
+        "rb": (chosen["rb"],),
+        "fb": (chosen["fb"],),
+        "max_small_steps": chosen["steps"],
+        "fallback": chosen["rule"],
+    }
 
 
 def _short_run_keys(config: DemoConfig) -> dict:
@@ -193,70 +167,88 @@ def _remove_demo_outputs(root: Path) -> None:
     for folder in root.glob("aligned*"):
         if (folder / TRAINING_RUN).is_file():
             shutil.rmtree(folder)
-    for name in ("eval_unaligned", "eval_aligned"):
+    from bild_align.stages.tune import partial_path as tune_partial
+
+    names = ["eval_unaligned", "eval_aligned"]
+    names += [f"eval_{name}_batch{size}" for name in ("fixed", "tuned") for size in (1, 8)]
+    for name in names:
         results = root / f"{name}.json"
         for path in (results, partial_path(results), *map(results.with_suffix, (".csv", ".png"))):
             path.unlink(missing_ok=True)
+    for path in (root / "tune.json", root / "tune.png", tune_partial(root / "tune.json")):
+        path.unlink(missing_ok=True)
 
 
 def _banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def summary_table(unaligned: dict, aligned: dict, config: DemoConfig) -> str:
-    """One table: quality, latency, speedup and large-model calls per token of every run."""
+def _find(results: dict, method: str, setting: dict | None = None) -> dict | None:
+    for row in results["methods"]:
+        if row["method"] == method and (setting is None or row["setting"] == setting):
+            return row
+    return None
 
-    def find(results, method, setting=None):
-        for row in results["methods"]:
-            if row["method"] == method and (setting is None or row["setting"] == setting):
-                return row
-        return None
 
+def _line(label: str, row: dict, reference: str = "median") -> str:
+    stats = row.get("stats")
+    calls = f"{stats['large_calls_per_token']:.3f}" if stats else ""
+    timing = (
+        f"{row['latency']['median_s'] * 1000:>11.1f}"
+        if reference == "median"
+        else f"{row['tokens_per_s']:>11.1f}"
+    )
+    return f"{label:<44}{row['quality']['score']:>7.2f}{timing}{row['speedup']:>8.2f}x{calls:>13}"
+
+
+def summary_table(results: dict, config: DemoConfig) -> str:
+    """The demo's tables: quality, latency (or tokens/s at batch 8), speedup over the large
+    model and large-model calls per token of every run."""
+    unaligned, aligned = results["unaligned"], results["aligned"]
     chosen = {"rb": config.rb, "fb": config.fb}
     best = aligned["sweep"]["best"]
     rows = [
-        ("large model alone", find(unaligned, "large")),
-        ("small model alone (unaligned)", find(unaligned, "small")),
-        ("small model alone (aligned)", find(aligned, "small")),
-        ("assisted generation (transformers)", find(unaligned, "assisted")),
-        (f"BiLD unaligned rb={config.rb:g} fb={config.fb:g}", find(unaligned, "bild", chosen)),
-        (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", find(aligned, "bild", chosen)),
+        ("large model alone", _find(unaligned, "large")),
+        ("small model alone (unaligned)", _find(unaligned, "small")),
+        ("small model alone (aligned)", _find(aligned, "small")),
+        ("assisted generation (transformers)", _find(unaligned, "assisted")),
+        (f"BiLD unaligned rb={config.rb:g} fb={config.fb:g}", _find(unaligned, "bild", chosen)),
+        (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(aligned, "bild", chosen)),
     ]
     if best is not None:
         setting = {"rb": best["rb"], "fb": best["fb"]}
-        rows.append(
-            (
-                f"BiLD aligned, best sweep rb={best['rb']:g} fb={best['fb']:g}",
-                find(aligned, "bild", setting),
-            )
-        )
+        label = f"BiLD aligned, best sweep rb={best['rb']:g} fb={best['fb']:g}"
+        rows.append((label, _find(aligned, "bild", setting)))
+    tuned = results.get("tuned_batch1")
+    if tuned is not None:
+        rows.append((f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")))
     metric = unaligned["config"]["metric"].upper()
+    environment = unaligned["environment"]
     lines = [
         f"\ngettext-de-en test split, {len(unaligned['config']['sample_ids'])} sentences, batch 1,"
-        f" {unaligned['environment']['device']} ({unaligned['environment']['cpu_threads']} "
-        "threads)",
+        f" {environment['device']} ({environment['cpu_threads']} threads)",
         f"{'run':<44}{metric:>7}{'median ms':>11}{'speedup':>9}{'L calls/tok':>13}",
     ]
-    for label, row in rows:
-        if row is None:
-            continue
-        stats = row.get("stats")
-        calls = f"{stats['large_calls_per_token']:.3f}" if stats else ""
-        lines.append(
-            f"{label:<44}{row['quality']['score']:>7.2f}"
-            f"{row['latency']['median_s'] * 1000:>11.1f}{row['speedup']:>8.2f}x"
-            f"{calls:>13}"
-        )
+    lines += [_line(label, row) for label, row in rows if row is not None]
+    if "tuned_batch8" in results:
+        fixed, tuned = results["fixed_batch8"], results["tuned_batch8"]
+        lines += [
+            "\nbatch 8 (tokens/s; speedup over the large model's batched generate)",
+            f"{'run':<44}{metric:>7}{'tokens/s':>11}{'speedup':>9}{'L calls/tok':>13}",
+            _line("large model alone", _find(fixed, "large"), "tokens"),
+            _line(
+                f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(fixed, "bild"), "tokens"
+            ),
+            _line(f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild"), "tokens"),
+        ]
     lines.append(f"BLEU: {unaligned['methods'][0]['quality']['signature']}")
     lines.append(f"sweep plot: {aligned['sweep']['plot']}  (CSV: {aligned['sweep']['csv']})")
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if command == "tokenizer":
-        print(train_tokenizer(DEMO_DIR / "tokenizer"))
-    elif command == "models":
-        build_models()
-    else:
-        sys.exit("usage: python -m bild_align.stages.demo {tokenizer|models}")
+def _tuned_words(results: dict) -> str:
+    config = results["config"]
+    return (
+        f"{config['fallback']} rb={config['rb'][0]:g} fb={config['fb'][0]:g} "
+        f"steps={config['max_small_steps']}"
+    )

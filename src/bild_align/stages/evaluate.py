@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from bild_align.configs import EvalConfig
 from bild_align.core.decoding import BiLDStats, bild_generate, eos_token_ids
 from bild_align.errors import UserError
+from bild_align.fallback_heads import load_fallback_head
 from bild_align.greedy import chunked
 from bild_align.harness import Method, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import (
@@ -60,7 +61,7 @@ from bild_align.timing import environment
 
 
 def _methods(
-    config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int
+    config: EvalConfig, small, large, max_new_tokens: int, vocab_size: int, fallback_head=None
 ) -> list[Method]:
     def hf_generate(model, **extra):
         quiet = assisted_generation_warnings_hidden if extra else contextlib.nullcontext
@@ -90,6 +91,7 @@ def _methods(
                 rollback_threshold=rb,
                 max_small_steps=config.max_small_steps,
                 fallback_rule=config.fallback,
+                fallback_head=fallback_head,
                 max_new_tokens=max_new_tokens,
                 reference_compat=config.reference_compat,
                 vocab_size=vocab_size,
@@ -349,7 +351,10 @@ def _run_locked(config: EvalConfig, task) -> dict:
     )
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
-    methods = _methods(config, small, large, max_new_tokens, vocab_size)
+    head = None
+    if config.fallback == "learned":
+        head = load_fallback_head(config.small, small_revision)
+    methods = _methods(config, small, large, max_new_tokens, vocab_size, head)
     references = list(rows["reference"])
     settings = {
         "small_revision": small_revision,

@@ -141,147 +141,6 @@ def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> Iterator[None]:
         os.environ.pop("WANDB_MODE", None)
 
 
-def _trainer_class():
-    import random
-
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.data import SequentialSampler
-    from transformers import Seq2SeqTrainer
-
-    from bild_align.distill import TopK, alignment_measures, measure_sums, token_divergence
-    from bild_align.models import plain_generation_config
-
-    class AlignmentTrainer(Seq2SeqTrainer):
-        """Seq2SeqTrainer that can distil from a frozen large model and measures, at every
-        evaluation, how well the small model's distributions serve BiLD (`bild_align.distill`).
-
-        With the paper's objective (sequence, no on-policy batches) the loss is the Trainer's
-        own. Evaluation keeps the dataset order even when training groups rows by length: the
-        metrics pair each prediction with its row's large-model output by position."""
-
-        def __init__(self, *args, recipe: TrainRecipe, teacher=None, vocab_size: int, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.recipe, self.teacher, self.vocab_size = recipe, teacher, vocab_size
-            if teacher is not None:
-                teacher.to(self.args.device)  # once, not in every step
-            self.held_out: list[tuple[dict, TopK]] = []
-            if recipe.uses_teacher:
-                self.loss_is_scaled_for_ga = False  # our losses are per-batch means
-            # every setting in the one config passed: generation settings given beside a
-            # generation_config are deprecated in transformers 5
-            self.on_policy_generation = plain_generation_config(self.model)
-            self.on_policy_generation.update(
-                max_new_tokens=recipe.max_target_length,
-                do_sample=recipe.on_policy_sampling,
-                top_k=0,
-                temperature=1.0,
-            )
-
-        def _get_eval_sampler(self, eval_dataset):
-            if eval_dataset is None:
-                return None
-            return SequentialSampler(eval_dataset)  # accelerate shards it across processes
-
-        def remember_teacher_on_held_out(self) -> None:
-            """The large model's top-k distributions on the held-out rows, once per run."""
-            dataset = self.eval_dataset
-            size = self.args.per_device_eval_batch_size
-            for start in range(0, len(dataset), size):
-                rows = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
-                batch = self._prepare_inputs(self.data_collator(rows))
-                with torch.no_grad():
-                    logits = self.teacher(**_model_inputs(batch)).logits
-                top = TopK.of(logits, self.recipe.measure_topk, self.vocab_size)
-                self.held_out.append(({k: v.cpu() for k, v in batch.items()}, top.to("cpu")))
-
-        def evaluate(self, *args, metric_key_prefix: str = "eval", **kwargs) -> dict:
-            metrics = super().evaluate(*args, metric_key_prefix=metric_key_prefix, **kwargs)
-            if self.held_out:
-                measures = {
-                    f"{metric_key_prefix}_{key}": value
-                    for key, value in self._alignment_measures().items()
-                }
-                self.log(measures)
-                metrics.update(measures)
-            return metrics
-
-        def _alignment_measures(self) -> dict[str, float]:
-            model, was_training = self.model, self.model.training
-            model.eval()
-            sums = []
-            with torch.no_grad():
-                for batch, top in self.held_out:
-                    batch = self._prepare_inputs(batch)
-                    logits = model(**_model_inputs(batch)).logits
-                    mask = batch["labels"] != -100
-                    sums.append(measure_sums(logits, top.to(logits.device), mask, self.vocab_size))
-            model.train(was_training)
-            return alignment_measures(sums)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not self.recipe.uses_teacher:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            inputs = _model_inputs(inputs)
-            on_policy = model.training and self._on_policy_now()
-            if on_policy:
-                inputs["labels"] = self._own_outputs(model, inputs)
-            outputs = model(**inputs)
-            if self.recipe.objective == "sequence" and not on_policy:
-                loss = outputs.loss
-            else:
-                loss = self._distillation_loss(outputs.logits, inputs)
-            return (loss, outputs) if return_outputs else loss
-
-        def _distillation_loss(self, logits, inputs):
-            with torch.no_grad():
-                teacher_logits = self.teacher(**inputs).logits
-            mask = inputs["labels"] != -100
-            if self.recipe.objective == "token":
-                return token_divergence(
-                    logits[..., : self.vocab_size],
-                    teacher_logits[..., : self.vocab_size],
-                    mask,
-                    self.recipe.divergence,
-                    beta=self.recipe.jsd_beta,
-                    temperature=self.recipe.distill_temperature,
-                )
-            # sequence objective on the small model's own prefixes: the large model's choice
-            targets = teacher_logits[..., : self.vocab_size].argmax(-1)
-            return F.cross_entropy(logits[..., : self.vocab_size][mask].float(), targets[mask])
-
-        def _on_policy_now(self) -> bool:
-            """Seeded per optimizer step, so that a rerun draws the same batches."""
-            fraction = self.recipe.on_policy_fraction
-            draw = random.Random(f"{self.recipe.seed}/{self.state.global_step}").random()
-            return fraction > 0 and draw < fraction
-
-        def _own_outputs(self, model, inputs) -> torch.Tensor:
-            """The small model's decoded outputs for these inputs, as labels."""
-            small = self.accelerator.unwrap_model(model)
-            small.eval()
-            with torch.no_grad():
-                generated = small.generate(
-                    input_ids=inputs["input_ids"],
-                    attention_mask=inputs["attention_mask"],
-                    generation_config=self.on_policy_generation,
-                )
-            small.train()
-            labels = generated[:, 1:].clone()  # without the decoder start token
-            is_eos = labels == small.config.eos_token_id
-            after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
-            labels[after_eos] = -100
-            return labels
-
-    return AlignmentTrainer
-
-
-def _model_inputs(batch: dict) -> dict:
-    """A collated batch as the model's arguments: the model shifts the labels into decoder
-    inputs itself (on-policy batches replace the labels)."""
-    return {key: value for key, value in batch.items() if key != "decoder_input_ids"}
-
-
 def _load_teacher(recipe: TrainRecipe, tokenizer):
     """The large model, frozen, for the token objective, on-policy batches and the measures;
     None without large_model. Float32 like the trained weights (bfloat16 with bf16: true)."""
@@ -422,6 +281,8 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     """Align the small model as `recipe` says; returns the folder the aligned model is in."""
     from transformers import DataCollatorForSeq2Seq
 
+    from bild_align.alignment_trainer import AlignmentTrainer
+
     # No accelerate state yet: the Trainer sets up the processes itself, and a state created
     # before it changes how it shards the data. `accelerate launch` and torchrun set RANK; the
     # other processes may find the run recorded by the first, so they accept this same run.
@@ -434,7 +295,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     save_dtype = _save_dtype(recipe)
     train_set, eval_set = _tokenized(split, tokenizer, recipe)
     teacher = _load_teacher(recipe, tokenizer)
-    trainer = _trainer_class()(
+    trainer = AlignmentTrainer(
         model=model,
         args=_training_arguments(recipe),
         train_dataset=train_set,
@@ -469,7 +330,38 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
         print(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
+        if recipe.fallback_head:
+            run_fallback_head(recipe)
     return output
+
+
+def run_fallback_head(recipe: TrainRecipe) -> Path:
+    """Fit the learned fallback head of the model in the recipe's output_dir on its
+    calibration rows (the held-out eval_rows excluded), and save it beside the model."""
+    from bild_align.fallback_heads import train_fallback_head
+
+    output = Path(recipe.output_dir).expanduser()
+    if not (output / "config.json").is_file():
+        raise UserError(
+            f"--fallback-head-only needs a trained model in output_dir {output}; train it "
+            "first (the same command without --fallback-head-only)"
+        )
+    rows = _split_calibration(recipe)["train"]
+    rows = rows.select(range(min(len(rows), recipe.fallback_head_rows)))
+    print(f"fitting the fallback head of {output} on {len(rows)} calibration rows")
+    path, report = train_fallback_head(
+        output,
+        list(rows["source"]),
+        list(rows["target"]),
+        max_source_length=recipe.max_source_length,
+        max_target_length=recipe.max_target_length,
+    )
+    print(
+        f"fallback head saved to {path}: held-out accuracy {report['held_out_accuracy']:.3f} "
+        f"(the top probability's best threshold: {report['top_probability_accuracy']:.3f}; "
+        f"agreement rate {report['agreement_rate']:.3f}, {report['positions']} positions)"
+    )
+    return path
 
 
 def _split_calibration(recipe: TrainRecipe):

@@ -21,6 +21,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from bild_align.configs import TuneConfig
 from bild_align.core.decoding import autoregressive_generate, bild_generate
 from bild_align.errors import UserError
+from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.greedy import chunked, length_sorted, token_lengths
 from bild_align.io_utils import (
     append_jsonl,
@@ -46,7 +48,7 @@ from bild_align.models import (
     use_plain_generation,
 )
 from bild_align.pareto import pareto_front
-from bild_align.plots import new_plot, save_plot
+from bild_align.plots import holds_plot, new_plot, save_plot
 from bild_align.runs import RunLock
 from bild_align.saved_policy import save_policy
 from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
@@ -80,7 +82,7 @@ def run_tune(config: TuneConfig) -> dict:
     if (
         output.is_file()
         and not holds_json_keys(output, {"chosen", "front"})
-        or (plot.is_file() and PNG_MARKER.encode() not in plot.read_bytes()[:4096])
+        or (plot.is_file() and not holds_plot(plot, PNG_MARKER))
     ):
         raise UserError(
             f"--output {config.output}: {output} or {plot} exists and holds something other "
@@ -124,6 +126,7 @@ class _Session:
         )
         use_plain_generation(self.large)
         use_plain_generation(self.small)
+        self.rules, self.head = _rules(config, small_revision)
         self.sources, self.references = list(rows["source"]), list(rows["reference"])
         self.metric = task.metric if all(self.references) else "bleu"
         lengths = token_lengths(self.tokenizer, self.sources, self.max_source_length)
@@ -171,6 +174,15 @@ class _Session:
         ).to(self.device)
 
     def generate(self, setting: Setting | str, input_ids, attention_mask):
+        if setting == "generate":  # eval's reference: transformers' own greedy generate
+            sequences = self.large.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=self.max_new_tokens,
+            )
+            return SimpleNamespace(sequences=sequences, stats=None)
         if setting == "large":
             return autoregressive_generate(
                 self.large, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
@@ -184,7 +196,7 @@ class _Session:
             self.large,
             input_ids,
             attention_mask,
-            policy=setting.policy(),
+            policy=setting.policy(self.head),
             max_new_tokens=self.max_new_tokens,
             vocab_size=self.vocab_size,
         )
@@ -228,8 +240,26 @@ class _Session:
                         lambda s=setting, b=batch: self.generate(s, b.input_ids, b.attention_mask),
                         self.device,
                     )
-                    timings[place].append((seconds, asdict(out.stats)))
+                    stats = None if out.stats is None else asdict(out.stats)
+                    timings[place].append((seconds, stats))
         return timings
+
+
+def _rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ...], object]:
+    """The fallback rules to search, and the learned rule's head: without a head beside the
+    small model the learned rule is left out (and said so), or refused when it is the only
+    rule asked for."""
+    rules = config.fallback
+    if "learned" not in rules:
+        return rules, None
+    if (Path(config.small).expanduser() / HEAD_FILE).is_file() or rules == ("learned",):
+        return rules, load_fallback_head(config.small, small_revision)
+    print(
+        f"note: {config.small} has no fallback head ({HEAD_FILE}): the learned rule is left "
+        "out; `bild-align train --recipe R --fallback-head-only` trains one",
+        file=sys.stderr,
+    )
+    return tuple(rule for rule in rules if rule != "learned"), None
 
 
 def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
@@ -253,7 +283,7 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
         )
     references = session.references if session.metric == task.metric else None
     weights = resample_weights(rows, config.bootstrap, config.seed)
-    grid = coarse_grid(config.fallback, config.rb, config.fb, config.max_small_steps)
+    grid = coarse_grid(session.rules, config.rb, config.fb, config.max_small_steps)
     try:
         with tqdm(total=rows * (2 + len(grid)), desc="tune", unit="row") as progress:
             large = session.decoded("large", progress)
@@ -310,7 +340,9 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
             f"{closest['upper_drop']:.2f}); the front is in {output}"
         )
     if config.save:
-        policy = Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy()
+        policy = Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy(
+            session.head
+        )
         tuned = {k: results[k] for k in ("task", "split", "examples", "budget", "metric")}
         tuned.update({k: chosen[k] for k in ("quality", "drop", "upper_drop", "speedup")})
         tuned["measured_speedup"] = chosen.get("measured_speedup")
@@ -325,30 +357,38 @@ def _score(metric: str, stats) -> float:
 
 
 def _fit_cost_model(session: _Session, grid: list[Setting]) -> dict:
-    """Time the large model, the small model and two settings (the most and the least
-    drafting of the grid) one input at a time, and fit each decision's cost."""
-    timed_settings = ["large", "small", grid[0], grid[-1]]
+    """Time transformers' generate of the large model (eval's reference), the large and the
+    small model alone on the decoders' engine, and two settings (the first and the last of
+    the grid), one input at a time, interleaved; fit each decision's cost, and how much
+    slower generate is than the large model alone on the engine."""
+    timed_settings = ["generate", "large", "small", grid[0], grid[-1]]
     timings = session.time_rows(timed_settings)
     features, seconds = [], []
-    for setting, runs in zip(timed_settings, timings, strict=True):
+    for setting, runs in zip(timed_settings[1:], timings[1:], strict=True):
         for elapsed, counts in runs:
             features.append(_features(setting, counts, 1))
             seconds.append(elapsed)
-    return fit_costs(features, seconds)
+    costs = fit_costs(features, seconds)
+    generate, large = (sum(elapsed for elapsed, _ in runs) for runs in timings[:2])
+    return {"seconds_per_unit": costs, "generate_over_large": generate / large}
 
 
 def _speedup(session: _Session, key, costs: dict, rows: int) -> float:
-    large = modelled_seconds(costs, _features("large", session.done["large"]["counts"], rows))
+    """The modelled time of transformers' generate of the large model (its measured ratio to
+    the large model alone on the engine) over the setting's modelled time."""
+    per_unit = costs["seconds_per_unit"]
+    counts = session.done["large"]["counts"]
+    large = modelled_seconds(per_unit, _features("large", counts, rows))
     record = session.done[key if isinstance(key, str) else key.key]
-    mine = modelled_seconds(costs, _features(key, record["counts"], rows))
-    return large / mine if mine > 0 else 0.0
+    mine = modelled_seconds(per_unit, _features(key, record["counts"], rows))
+    return large * costs["generate_over_large"] / mine if mine > 0 else 0.0
 
 
 def _refinements(judged: dict, speed: dict, config: TuneConfig) -> list[Setting]:
     """Unexplored neighbours of each rule's fastest setting within the budget (or, where none
     is, its best-quality one)."""
     fresh = []
-    for rule in config.fallback:
+    for rule in sorted({s.rule for s in judged if isinstance(s, Setting)}):
         mine = [s for s in judged if isinstance(s, Setting) and s.rule == rule]
         ok = [s for s in mine if budget_met(judged[s], config.max_drop, config.min_quality)]
         if not mine:
@@ -410,7 +450,9 @@ def _report(config: TuneConfig, session: _Session, judged, speed, costs) -> dict
         "examples": len(session.sources),
         "budget": budget,
         "pair": session.pair,
-        "cost_model": {"seconds_per_unit": costs, "timing_rows": config.timing_rows},
+        "cost_model": {**costs, "timing_rows": config.timing_rows},
+        "speedup_reference": "the large model decoded by transformers' generate, as eval "
+        "reports it (measured_speedup_same_engine: the large model alone on the lean engine)",
         "chosen": chosen,
         "closest": None if chosen else min(bild, key=lambda p: p["upper_drop"]),
         "advice": advice,
@@ -432,10 +474,12 @@ def _verify(session: _Session, chosen: dict, points: list[dict]) -> None:
     if place is not None:
         checked += [front[i] for i in (place - 1, place + 1) if 0 <= i < len(front)]
     settings = [Setting(p["rule"], p["rb"], p["fb"], p["steps"]) for p in checked]
-    timings = session.time_rows(["large", *settings])
-    large_seconds = sum(seconds for seconds, _ in timings[0])
-    for point, runs in zip(checked, timings[1:], strict=True):
-        point["measured_speedup"] = large_seconds / sum(seconds for seconds, _ in runs)
+    timings = session.time_rows(["generate", "large", *settings])
+    generate, large = (sum(seconds for seconds, _ in runs) for runs in timings[:2])
+    for point, runs in zip(checked, timings[2:], strict=True):
+        mine = sum(seconds for seconds, _ in runs)
+        point["measured_speedup"] = generate / mine
+        point["measured_speedup_same_engine"] = large / mine
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -461,7 +505,7 @@ def _plot(results: dict, path: Path) -> None:
         axes,
         path,
         marker=PNG_MARKER,
-        x="modelled speedup over the large model (batch 1)",
+        x="modelled speedup over the large model's generate (batch 1)",
         y=results["metric"],
         title=f"bild-align tune: {results['budget']['words']}",
     )
