@@ -223,3 +223,22 @@ def test_shared_checks_leave_rows_in_step_alone_when_they_are_already():
     for index in range(3):
         assert shared.sequences[index].tolist() == alone.sequences[0].tolist()
         assert shared.row_stats[index] == alone.stats
+
+
+def test_lean_t5_encoder_equals_transformers_encoder():
+    """The lean T5 encoder (bidirectional relative positions, padding masked) gives
+    transformers' encoder output, plain and gated, at every unpadded position."""
+    from bild_align.core.lean_t5 import encode_t5
+    from bild_align.testing.toy_models import random_t5
+
+    for gated, seed in ((False, 0), (True, 1)):
+        model = random_t5(vocab_size=100, d_model=48, num_layers=3, gated=gated, seed=seed)
+        ids = torch.randint(2, 90, (3, 40), generator=torch.Generator().manual_seed(seed))
+        mask = torch.ones_like(ids)
+        mask[1, 30:] = 0
+        mask[2, 5:] = 0
+        with torch.inference_mode():
+            expected = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden, _ = encode_t5(model, ids, mask)
+        keep = mask.bool()
+        torch.testing.assert_close(hidden[keep], expected[keep], rtol=1e-5, atol=1e-5)

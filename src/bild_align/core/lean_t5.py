@@ -26,7 +26,6 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from bild_align.core.lean_ops import (
-    encode,
     kept_positions,
     merge_heads,
     plain_weights,
@@ -62,6 +61,67 @@ def _decoder_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int)
     ).to(torch.long)
     large = large.clamp(max=num_buckets - 1)
     return torch.where(distance < max_exact, distance, large)
+
+
+def _encoder_bucket(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bidirectional relative-position bucket of a key `relative` = key - query away."""
+    half = num_buckets // 2
+    buckets = (relative > 0).to(torch.long) * half
+    distance = relative.abs()
+    max_exact = half // 2
+    large = max_exact + (
+        torch.log(distance.float().clamp(min=1) / max_exact)
+        / math.log(max_distance / max_exact)
+        * (half - max_exact)
+    ).to(torch.long)
+    large = large.clamp(max=half - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+def encode_t5(
+    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The T5 encoder's output with the model's own weights and little else: transformers'
+    encoder forward spends most of a short input's encoding time outside its matrix products
+    (masks, hooks, output capturing), once per model per call."""
+    encoder = model.encoder
+    device = encoder.embed_tokens.weight.device
+    input_ids = input_ids.to(device)
+    mask = None if attention_mask is None else attention_mask.to(device)
+    hidden = F.embedding(input_ids, encoder.embed_tokens.weight)
+    length = input_ids.shape[1]
+    first = encoder.block[0].layer[0].SelfAttention
+    positions = torch.arange(length, device=device)
+    buckets = _encoder_bucket(
+        positions[None, :] - positions[:, None],
+        first.relative_attention_num_buckets,
+        first.relative_attention_max_distance,
+    )
+    bias = first.relative_attention_bias.weight[buckets].permute(2, 0, 1)[None].to(hidden.dtype)
+    if mask is not None:
+        minimum = torch.finfo(hidden.dtype).min
+        bias = bias.masked_fill(mask[:, None, None, :] == 0, minimum)
+    heads = first.n_heads
+    for block in encoder.block:
+        self_attention, feed_forward = block.layer
+        q, k, v, o = _projections(self_attention.SelfAttention)
+        normed = rms_norm(hidden, self_attention.layer_norm)
+        attended = F.scaled_dot_product_attention(
+            split_heads(normed @ q.T, heads),
+            split_heads(normed @ k.T, heads),
+            split_heads(normed @ v.T, heads),
+            attn_mask=bias,
+            scale=1.0,
+        )
+        hidden = _clamp_half(hidden + merge_heads(attended) @ o.T)
+        dense = feed_forward.DenseReluDense
+        normed = rms_norm(hidden, feed_forward.layer_norm)
+        gated = hasattr(dense, "wi_0")
+        inner = dense.act(normed @ (dense.wi_0 if gated else dense.wi).weight.T)
+        if gated:
+            inner = inner * (normed @ dense.wi_1.weight.T)
+        hidden = _clamp_half(hidden + inner.to(dense.wo.weight.dtype) @ dense.wo.weight.T)
+    return rms_norm(hidden, encoder.final_layer_norm), mask
 
 
 def _projections(attention) -> tuple[torch.Tensor, ...]:
@@ -121,7 +181,7 @@ class LeanT5Decoder:
         self.heads, self.head_dim = config.num_heads, config.d_kv
         self.dtype = self.embed.dtype
         self.mask_value = torch.finfo(self.dtype).min
-        hidden, mask = encode(model, input_ids, attention_mask)
+        hidden, mask = encode_t5(model, input_ids, attention_mask)
         rows, source_length = input_ids.shape
         self.batch_size, self.capacity = rows, capacity
         self.cross_keys = [
