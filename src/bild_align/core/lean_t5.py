@@ -52,7 +52,8 @@ def supports(model: PreTrainedModel) -> bool:
 
 
 def _decoder_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """T5's unidirectional relative-position bucket of a key `distance` >= 0 tokens back."""
+    """T5's unidirectional relative-position bucket of a key `distance` >= 0 tokens back:
+    exact buckets for the nearest half, logarithmic ones up to `max_distance`."""
     max_exact = num_buckets // 2
     large = max_exact + (
         torch.log(distance.float().clamp(min=1) / max_exact)
@@ -64,18 +65,11 @@ def _decoder_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int)
 
 
 def _encoder_bucket(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """T5's bidirectional relative-position bucket of a key `relative` = key - query away."""
+    """T5's bidirectional bucket of a key `relative` = key - query away: half of the buckets
+    for keys behind, half for keys ahead, each half laid out as the unidirectional ones."""
     half = num_buckets // 2
-    buckets = (relative > 0).to(torch.long) * half
-    distance = relative.abs()
-    max_exact = half // 2
-    large = max_exact + (
-        torch.log(distance.float().clamp(min=1) / max_exact)
-        / math.log(max_distance / max_exact)
-        * (half - max_exact)
-    ).to(torch.long)
-    large = large.clamp(max=half - 1)
-    return buckets + torch.where(distance < max_exact, distance, large)
+    ahead = (relative > 0).to(torch.long) * half
+    return ahead + _decoder_bucket(relative.abs(), half, max_distance)
 
 
 def encode_t5(
