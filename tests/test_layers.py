@@ -113,3 +113,21 @@ def test_library_code_leaves_process_state_alone(tmp_path):
     _plot([{**row, "method": "large"}, row], [row], [(30.0, 1.5)], [True], tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert matplotlib.get_backend() == backend
+
+
+def test_support_modules_log_instead_of_printing():
+    """Only the command line and the stages talk to the terminal; the library logs its notes
+    under `bild_align` (the command line shows them on stderr)."""
+    import bild_align
+
+    package = Path(bild_align.__file__).parent
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith(("stages/", "testing/")) or relative == "cli.py":
+            continue
+        calls = [
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
+        ]
+        assert not calls, (relative, calls)

@@ -138,13 +138,16 @@ def test_recipe_paths_starting_with_dot_are_relative_to_the_recipe(tmp_path, mon
     assert recipe.tokenizer == "./tok"  # the command line is relative to where it is typed
 
 
-def test_shipped_recipes_work_from_any_folder(tmp_path, monkeypatch, capsys):
+def test_shipped_recipes_work_from_any_folder(tmp_path, monkeypatch, caplog):
+    import logging
+
     from bild_align.recipes import RecipeError, load_recipe
 
     monkeypatch.chdir(tmp_path)
-    recipe = load_recipe("recipes/demo-align.yaml")
+    with caplog.at_level(logging.INFO, logger="bild_align"):  # the CLI shows it on stderr
+        recipe = load_recipe("recipes/demo-align.yaml")
     assert (Path(recipe.small_model) / "config.json").is_file()
-    assert "using the built-in recipe" in capsys.readouterr().err
+    assert "using the built-in recipe" in caplog.text
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe("elsewhere/demo-align.yaml")  # another folder is not the shipped one
 

@@ -16,6 +16,7 @@ one line on stderr and exits with code 2; success exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import sys
@@ -288,6 +289,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[Namespace], None] = args.handler
+    with _notes_on_stderr():
+        return _run(handler, args)
+
+
+@contextlib.contextmanager
+def _notes_on_stderr():
+    """The library's notes (logged at INFO under `bild_align`) on stderr for this command."""
+    import logging
+
+    logger = logging.getLogger("bild_align")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _run(handler: Callable[[Namespace], None], args: Namespace) -> int:
     try:
         handler(args)
     except UserError as error:

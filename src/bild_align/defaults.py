@@ -11,11 +11,13 @@ A missing task is never guessed for any other model: that is a UserError naming 
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from bild_align.errors import UserError
 from bild_align.resources import DEMO_DIR
+
+logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
 DEMO_TASK = "gettext-de-en"
 
@@ -78,7 +80,7 @@ def fill_defaults(values: dict, *roles: str) -> dict:
             notes.append(f"--task {filled['task']} ({why})")
     if demo:
         given = " ".join(f"--{role} {filled[role]}" for role in demo)
-        print(f"bild-align: using the built-in demo defaults: {given}", file=sys.stderr)
+        logger.info("bild-align: using the built-in demo defaults: %s", given)
     for note in notes:
-        print(f"bild-align: using {note}", file=sys.stderr)
+        logger.info("bild-align: using %s", note)
     return filled

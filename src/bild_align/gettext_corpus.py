@@ -15,14 +15,16 @@ German text, so that the same source never lands in two splits.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import struct
-import sys
 from functools import lru_cache
 from pathlib import Path
 
 from bild_align.errors import UserError
+
+logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
 CATALOG_DIR = Path(os.environ.get("BILD_GETTEXT_DIR", "/usr/share/locale/de/LC_MESSAGES"))
 SPLITS = ("train", "validation", "test")
@@ -123,10 +125,11 @@ def _splits(catalog_dir: str) -> dict[str, list[dict]]:
     for pair in pairs:
         splits[split_of(pair["de"])].append(pair)
     sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
-    print(
-        f"gettext-de-en: {len(pairs)} German-English pairs from the gettext catalogs in "
-        f"{catalog_dir} ({sizes})",
-        file=sys.stderr,
+    logger.info(
+        "gettext-de-en: %d German-English pairs from the gettext catalogs in %s (%s)",
+        len(pairs),
+        catalog_dir,
+        sizes,
     )
     return splits
 

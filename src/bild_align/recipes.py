@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import os
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -26,6 +26,8 @@ from bild_align.configs import DIVERGENCES, OBJECTIVES
 from bild_align.core.policies import FALLBACK_THRESHOLD, ROLLBACK_THRESHOLD
 from bild_align.errors import UserError
 from bild_align.options import help_of, option
+
+logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
 
 class RecipeError(UserError):
@@ -315,7 +317,7 @@ def find_recipe(path: str | Path) -> Path:
     builtin = shipped(f"recipes/{name}")
     if builtin is None or path.parent.name not in ("", "recipes"):
         raise RecipeError(f"recipe {path} does not exist")
-    print(f"bild-align: using the built-in recipe {builtin}", file=sys.stderr)
+    logger.info("bild-align: using the built-in recipe %s", builtin)
     return builtin
 
 
