@@ -26,7 +26,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from bild_align.core.cache import DecoderState
 from bild_align.core.lean import lean_decoder
-from bild_align.testing.toy_models import random_bart, random_llama, random_t5
+from bild_align.toy_models import random_bart, random_llama, random_t5
 
 PROMPT = 25
 

@@ -44,7 +44,7 @@ def byte_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def byte_pair_dirs(tmp_path_factory):
     """(small, large) saved directories: the large model is a deeper near-copy of the small."""
-    from bild_align.testing.toy_models import deepen
+    from bild_align.toy_models import deepen
 
     small = byte_level_model(num_layers=1, d_model=32, seed=3)
     large = deepen(small, extra_layers=2, eps=0.05, head_noise=0.05, seed=4)

@@ -3,7 +3,7 @@
 import torch
 
 from bild_align.core.cache import DecoderState
-from bild_align.testing.toy_models import random_inputs, random_t5
+from bild_align.toy_models import random_inputs, random_t5
 
 
 def test_cropped_cache_gives_fresh_pass_logits():

@@ -95,7 +95,7 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
 @pytest.fixture(scope="module")
 def bart_pair_dirs(tmp_path_factory):
     """A BART pair (128 positions) saved with a byte-level tokenizer."""
-    from bild_align.testing.toy_models import deepen_bart, random_bart
+    from bild_align.toy_models import deepen_bart, random_bart
 
     small = random_bart("bart", vocab_size=384, d_model=32, seed=7)
     large = deepen_bart(small, extra_layers=2, eps=0.05, seed=8)
@@ -156,7 +156,7 @@ def test_lengths_past_a_position_table_are_refused_up_front(
 
 def test_default_lengths_are_lowered_to_a_position_table_and_given_ones_kept():
     from bild_align.models import fit_lengths
-    from bild_align.testing.toy_models import random_bart
+    from bild_align.toy_models import random_bart
 
     bart, t5 = random_bart("marian", seed=0), byte_level_model(num_layers=1)  # 128 positions
     assert fit_lengths({"t5": t5}, None, None, defaults=(256, 128)) == (256, 128)

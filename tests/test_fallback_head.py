@@ -15,7 +15,7 @@ from bild_align.errors import UserError
 from bild_align.fallback_heads import HEAD_FILE, fit_head, head_examples, save_head
 from bild_align.models import model_revision
 from bild_align.testing.helpers import write_pairs
-from bild_align.testing.toy_models import deepen, random_inputs, random_t5
+from bild_align.toy_models import deepen, random_inputs, random_t5
 
 
 def _random_head(width: int, seed: int = 0, bias: float = 0.0) -> FallbackHead:

@@ -10,7 +10,7 @@ from scipy.stats import chisquare
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core.sampling import Sampler
 from bild_align.testing.scripted import EOS, START, ScriptedSeq2Seq
-from bild_align.testing.toy_models import (
+from bild_align.toy_models import (
     deepen,
     deepen_llama,
     random_inputs,

@@ -98,7 +98,7 @@ def test_library_code_leaves_process_state_alone(tmp_path):
     import torch
 
     from bild_align.stages.evaluate import _plot
-    from bild_align.testing.toy_models import random_llama, random_t5
+    from bild_align.toy_models import random_llama, random_t5
 
     state, backend = torch.get_rng_state(), matplotlib.get_backend()
     first = random_t5(vocab_size=32, d_model=16, num_layers=1, seed=5)

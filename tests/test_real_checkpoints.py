@@ -10,7 +10,7 @@ from transformers import GenerationConfig
 from bild_align import bild_generate, speculative_generate
 from bild_align.cli import main
 from bild_align.models import ModelLoadError, load_seq2seq, use_plain_generation
-from bild_align.testing.toy_models import deepen_llama, random_llama
+from bild_align.toy_models import deepen_llama, random_llama
 
 
 def _pad_vocabulary(model, rows: int):

@@ -23,7 +23,7 @@ from bild_align.testing.helpers import (
     save_with_byte_tokenizer,
     write_pairs,
 )
-from bild_align.testing.toy_models import deepen
+from bild_align.toy_models import deepen
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
 

@@ -17,7 +17,7 @@ from bild_align.saved_policy import load_policy, saved_policy_for
 from bild_align.significance import paired_drop, resample_weights
 from bild_align.testing.helpers import write_pairs
 from bild_align.testing.scripted import ScriptedSeq2Seq, next_token
-from bild_align.testing.toy_models import deepen, random_inputs, random_llama, random_t5
+from bild_align.toy_models import deepen, random_inputs, random_llama, random_t5
 from bild_align.tuning import Setting, budget_met, fit_costs, modelled_seconds, neighbours
 
 # --- fallback rules --------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def _pairs():
         )
         yield small, deepen(small, extra_layers=2, eps=0.1, head_noise=0.3, seed=seed + 50)
     small = random_llama(vocab_size=96, seed=7)
-    from bild_align.testing.toy_models import deepen_llama
+    from bild_align.toy_models import deepen_llama
 
     yield small, deepen_llama(small, extra_layers=2, eps=0.1, seed=8)
 

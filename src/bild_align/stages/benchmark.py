@@ -6,7 +6,7 @@ generation, on the same inputs, in one run, at several levels of small/large agr
     config = BenchConfig(preset="tiny", examples=2)
     results = run_benchmark(config)        # dict, also written to config.output as JSON
 
-Pairs come from `bild_align.testing.toy_models`: the large model is the small one plus near-identity
+Pairs come from `bild_align.toy_models`: the large model is the small one plus near-identity
 layers (`eps` scales them; 0 means the two always agree), so the depth ratio mimics the real
 pairs and the agreement is measured rather than assumed. Each tunable method is first timed at
 a few settings on the first examples and then run at its fastest one, so that every method is
@@ -43,7 +43,8 @@ from bild_align.errors import UserError
 from bild_align.harness import Method, fastest, new_tokens, run_example, summaries, warm_up
 from bild_align.io_utils import check_output_file, holds_json_keys, write_json_atomic
 from bild_align.models import assisted_generation_warnings_hidden, check_dtype, resolve_device
-from bild_align.testing.toy_models import (
+from bild_align.timing import ForwardClock, environment, timed
+from bild_align.toy_models import (
     agreement,
     deepen,
     deepen_bart,
@@ -53,7 +54,6 @@ from bild_align.testing.toy_models import (
     random_llama,
     random_t5,
 )
-from bild_align.timing import ForwardClock, environment, timed
 
 # Shapes of the real checkpoints' families; the large model keeps the small one's width (so that
 # its agreement can be controlled) and takes the large checkpoint's depth.

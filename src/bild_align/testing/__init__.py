@@ -1,6 +1,6 @@
-"""Models and helpers for tests and benchmarks, built in code (no downloads):
+"""Test fixtures built in code (no downloads); the random pairs themselves, which `bench` uses
+too, are `bild_align.toy_models`:
 
-from bild_align.testing.toy_models import random_t5, deepen      # pairs with a chosen agreement
 from bild_align.testing.scripted import ScriptedSeq2Seq          # the test scripts each token
 from bild_align.testing.helpers import byte_level_model, write_pairs
 """

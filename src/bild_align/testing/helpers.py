@@ -64,7 +64,7 @@ def padded_batch(seed, *, rows=5, vocab_size=128, longest=9, left=False):
 def byte_level_model(*, num_layers=2, d_model=32, seed=3, eos_weight=3.0):
     """A tiny random T5 over ByT5's byte vocabulary whose head favours printable ASCII bytes
     (and, weakly, EOS), so decoded outputs are non-empty text of varying length."""
-    from bild_align.testing.toy_models import random_t5
+    from bild_align.toy_models import random_t5
 
     model = random_t5(
         vocab_size=384,
