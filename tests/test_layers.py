@@ -131,3 +131,21 @@ def test_support_modules_log_instead_of_printing():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
         ]
         assert not calls, (relative, calls)
+
+
+def test_forward_clock_counts_lean_steps_without_patching_classes():
+    import torch
+
+    from bild_align import bild_generate
+    from bild_align.core.lean_t5 import LeanT5Decoder
+    from bild_align.core.loop import STEP_OBSERVER
+    from bild_align.timing import ForwardClock
+    from bild_align.toy_models import deepen, random_t5
+
+    small = random_t5(vocab_size=64, d_model=16, num_layers=1, seed=1)
+    large = deepen(small, extra_layers=1, seed=2)
+    step = LeanT5Decoder.step
+    with ForwardClock([small, large], torch.device("cpu")) as clock:
+        assert LeanT5Decoder.step is step  # nothing process-wide is replaced
+        bild_generate(small, large, torch.tensor([[3, 4, 5, 1]]), max_new_tokens=8)
+    assert clock.seconds > 0 and STEP_OBSERVER.get() is None

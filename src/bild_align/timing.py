@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import torch
@@ -88,30 +89,20 @@ class ForwardClock:
             self.seconds += time.perf_counter() - start
 
     def __enter__(self) -> ForwardClock:
-        from bild_align.core.lean import LEAN_DECODERS
+        from bild_align.core.loop import STEP_OBSERVER
 
         for module in self.modules:
             self._handles.append(module.register_forward_pre_hook(self._before))
             self._handles.append(module.register_forward_hook(self._after))
-        # the lean steps run a decoder without calling its module: count each as a forward
-        self._lean_steps = {kind: kind.step for kind in LEAN_DECODERS}
-        for kind, step in self._lean_steps.items():
-            kind.step = self._counted(step)
+        # the lean steps run a decoder without calling its module: the decode loop reports
+        # each step to an observer set for this context only (no class is patched)
+        self._observer = STEP_OBSERVER.set(SimpleNamespace(before=self._before, after=self._after))
         return self
 
-    def _counted(self, step):
-        def counted_step(decoder, *args, **kwargs):
-            self._before()
-            try:
-                return step(decoder, *args, **kwargs)
-            finally:
-                self._after()
-
-        return counted_step
-
     def __exit__(self, *_: Any) -> None:
-        for kind, step in self._lean_steps.items():
-            kind.step = step
+        from bild_align.core.loop import STEP_OBSERVER
+
+        STEP_OBSERVER.reset(self._observer)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

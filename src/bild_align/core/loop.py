@@ -20,6 +20,7 @@ would not have had (the exact mode stays exact; other settings decide slightly d
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -39,6 +40,9 @@ from bild_align.core.sampling import Sampler, confidence, large_check, speculati
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
+# An observer of every model step (`before()`, `after()`), for timing instrumentation
+# (`bild_align.timing.ForwardClock`); a context variable, so it is seen only where it is set.
+STEP_OBSERVER: ContextVar = ContextVar("bild_align_step_observer", default=None)
 FILLER = 0  # the id fed after a shorter row's tokens in a step; masked out, never read
 
 
@@ -142,6 +146,17 @@ def _output(rows: list[Row], large: PreTrainedModel, input_ids: torch.LongTensor
     )
 
 
+def _observed(step, *args, **kwargs) -> torch.Tensor:
+    observer = STEP_OBSERVER.get()
+    if observer is None:
+        return step(*args, **kwargs)
+    observer.before()
+    try:
+        return step(*args, **kwargs)
+    finally:
+        observer.after()
+
+
 class DecodeLoop:
     """One decoding call (see the module docstring). `small`, `large`: steppers (the lean
     decoders' contract); `samplers`: one per row."""
@@ -223,7 +238,7 @@ class DecodeLoop:
             (index,), (start,), (count,) = indices, fed, read
             new_ids = torch.tensor([self.rows[index].tokens[start:]], device=device)
             rows = None if stepper.batch_size == 1 else torch.tensor(indices, device=device)
-            logits = stepper.step(new_ids, start, rows, keep=count)[0]
+            logits = _observed(stepper.step, new_ids, start, rows, keep=count)[0]
             return logits[:, : self.vocab_size]
         chunks = [
             self.rows[index].tokens[start:] for index, start in zip(indices, fed, strict=True)
@@ -237,7 +252,8 @@ class DecodeLoop:
         whole = len(indices) == stepper.batch_size
         selected = None if whole else torch.tensor(indices, device=device)
         new_ids = torch.tensor(padded, device=device)
-        logits = stepper.step(new_ids, torch.tensor(fed, device=device), selected, keep=keep)
+        starts = torch.tensor(fed, device=device)
+        logits = _observed(stepper.step, new_ids, starts, selected, keep=keep)
         return logits[:, : self.vocab_size]
 
     # -- the two model steps --
