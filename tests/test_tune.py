@@ -331,6 +331,15 @@ class _no_exit:
         return False
 
 
+def test_save_needs_a_local_small_model_before_any_work(byte_pair_dirs, task, tmp_path, capsys):
+    argv = _argv(byte_pair_dirs, task, tmp_path / "t.json", "--save")
+    argv[argv.index("--small") + 1] = "someone/small-model"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not a local folder" in err and err.count("bild-align: error:") == 1
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_a_file_that_is_not_tune_results_is_never_replaced(byte_pair_dirs, task, tmp_path, capsys):
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')

@@ -88,6 +88,11 @@ def run_tune(config: TuneConfig) -> dict:
             f"--output {config.output}: {output} or {plot} exists and holds something other "
             "than bild-align tune results; choose another --output, or move that file away"
         )
+    if config.save and not Path(config.small).expanduser().is_dir():
+        raise UserError(
+            f"--save writes the chosen policy into the small model's folder, and {config.small} "
+            "is not a local folder; download the model (e.g. `hf download`) and tune that folder"
+        )
     if config.split == "test":
         print(
             "warning: tuning on the test split: the thresholds are then chosen on the data "
