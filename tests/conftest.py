@@ -1,9 +1,14 @@
+import os
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# transformers copies custom_generate code it loads into HF_MODULES_CACHE (read at import)
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="bild-hf-modules-"))
 
-from bild_align.testing.helpers import (
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from bild_align.testing.helpers import (  # noqa: E402
     byte_level_model,
     checkout_state,
     save_byte_level_model,

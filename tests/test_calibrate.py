@@ -271,7 +271,7 @@ def test_push_to_hub_errors_are_clear(byte_model_dir, tmp_path, capsys, monkeypa
         def upload_folder(self, **_):
             raise ConnectionError("connection reset")
 
-    monkeypatch.setattr(calibrate, "check_hub_access", lambda *_: FailingUpload())
+    monkeypatch.setattr(calibrate, "check_hub_access", lambda *_, **__: FailingUpload())
     code, err = _exit_code(argv, capsys)
     assert code == 2 and "could not push" in err and "hf upload" in err
     assert Path(tmp_path, "out", "data").exists()  # the local dataset is kept

@@ -19,6 +19,9 @@ assert large.startswith(sys.argv[1]), large
 recipe = load_recipe("recipes/demo-align.yaml")
 assert recipe.small_model.startswith(sys.argv[1]) and recipe.small_model.endswith("demo/small")
 assert recipe.output_dir == "outputs/demo/aligned"  # made where the user runs
+from bild_align.resources import GENERATE_REPO
+assert (GENERATE_REPO / "custom_generate" / "generate.py").is_file()  # custom_generate's folder
+assert (GENERATE_REPO / "custom_generate" / "requirements.txt").is_file()
 print("ok", large)
 """
 

@@ -139,6 +139,11 @@ def _train_argv(setup, output_dir, *extra):
     ]
 
 
+def _steps(count):
+    """A short run: `count` steps, evaluated and saved at its end."""
+    return ["--max-steps", str(count), "--eval-steps", str(count), "--save-steps", str(count)]
+
+
 def _bild_calls_per_token(small_dir, large_dir, pairs):
     tokenizer = AutoTokenizer.from_pretrained(large_dir)
     small = AutoModelForSeq2SeqLM.from_pretrained(small_dir).eval()
@@ -308,9 +313,18 @@ def test_distillation_objectives_raise_expected_acceptance(alignment_setup, tmp_
     model's cross-entropy of the small model's choices."""
     output = tmp_path / "distilled"
     argv = _train_argv(
-        alignment_setup, output, "--max-steps", "60", "--eval-steps", "30", "--save-steps", "30",
-        "--learning-rate", "3e-4", *objective,
-    )  # fmt: skip
+        alignment_setup,
+        output,
+        "--max-steps",
+        "60",
+        "--eval-steps",
+        "30",
+        "--save-steps",
+        "30",
+        "--learning-rate",
+        "3e-4",
+        *objective,
+    )
     assert main(argv) == 0
     evals = _eval_history(output)
     assert [entry["step"] for entry in evals] == [0, 30, 60]
@@ -326,9 +340,12 @@ def test_on_policy_sequence_objective_trains(alignment_setup, tmp_path):
     of the small model's own outputs as targets."""
     output = tmp_path / "on-policy"
     argv = _train_argv(
-        alignment_setup, output, "--max-steps", "20", "--eval-steps", "20", "--save-steps", "20",
-        "--on-policy-fraction", "1",
-    )  # fmt: skip
+        alignment_setup,
+        output,
+        *_steps(20),
+        "--on-policy-fraction",
+        "1",
+    )
     assert main(argv) == 0
     state = json.loads((output / "checkpoint-20" / "trainer_state.json").read_text())
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
@@ -355,9 +372,19 @@ def test_calibrated_objective_lowers_confidence_where_the_small_model_disagrees(
     for objective in ("sequence", "calibrated"):
         output = tmp_path / objective
         argv = _train_argv(
-            alignment_setup, output, "--max-steps", "30", "--eval-steps", "30",
-            "--save-steps", "30", "--objective", objective, "--calibration-weight", "5",
-        )  # fmt: skip
+            alignment_setup,
+            output,
+            "--max-steps",
+            "30",
+            "--eval-steps",
+            "30",
+            "--save-steps",
+            "30",
+            "--objective",
+            objective,
+            "--calibration-weight",
+            "5",
+        )
         assert main(argv) == 0
         ends[objective] = _eval_history(output)[-1]
     assert (
@@ -375,3 +402,115 @@ def test_token_objective_needs_the_large_model(alignment_setup, tmp_path, capsys
     assert "key 'large_model' is needed" in capsys.readouterr().err
     assert main(["train", "--recipe", str(path), "--divergence", "kl"]) == 2
     assert "key 'divergence' must be one of" in capsys.readouterr().err
+
+
+class FakeHub:
+    """Stands in for `HfApi` after check_hub_access: records the upload, or fails it."""
+
+    def __init__(self, fail=False):
+        self.fail, self.uploads = fail, []
+
+    def upload_folder(self, **arguments):
+        if self.fail:
+            raise ConnectionError("connection reset")
+        folder = Path(arguments["folder_path"])
+        self.uploads.append({**arguments, "card": (folder / "README.md").read_text()})
+
+
+def test_push_to_hub_uploads_the_model_with_its_card(alignment_setup, tmp_path, monkeypatch):
+    import bild_align.hub
+    import bild_align.stages.publish
+    from bild_align.core.policies import BiLDPolicy
+    from bild_align.model_card import NOT_PUBLISHED
+    from bild_align.saved_policy import save_policy
+
+    hub = FakeHub()
+    checked = []
+    for module in (bild_align.hub, bild_align.stages.publish):
+        monkeypatch.setattr(
+            module, "check_hub_access", lambda *a, **k: checked.append((a, k)) or hub
+        )
+    output = tmp_path / "aligned"
+    argv = _train_argv(
+        alignment_setup,
+        output,
+        *_steps(20),
+        "--push-to-hub",
+        "me/aligned",
+        "--private",
+    )
+    assert main(argv) == 0
+    assert checked[0] == (("me/aligned", True), checked[0][1])
+    assert checked[0][1]["repo_type"] == "model"
+    (upload,) = hub.uploads
+    assert upload["repo_id"] == "me/aligned" and upload["ignore_patterns"] == NOT_PUBLISHED
+    assert "checkpoint-*" in NOT_PUBLISHED
+    card = upload["card"]
+    for fact in (
+        "# me/aligned: a small model aligned to",
+        str(alignment_setup["large"]),  # the large model
+        str(alignment_setup["calibration"]),  # the calibration data
+        "20 steps in",
+        "revision local:",  # the base small model's revision
+        "| agreement with the large model's outputs (BLEU) |",
+        "objective: sequence",
+        "Not tuned yet",
+        "custom_generate=bild_align.generate_bild",
+    ):
+        assert fact in card, fact
+    record = json.loads((output / "bild_align_train.json").read_text())["result"]
+    assert record["steps"] == 20 and record["metrics_before"] and record["metrics_after"]
+    assert (output / "README.md").read_text() == card  # the card stays beside the model
+    # after `tune --save`, `bild-align push` renders the tuned setting into the card
+    tuned = {
+        "task": "t",
+        "split": "validation",
+        "examples": 9,
+        "metric": "bleu",
+        "quality": 30.0,
+        "drop": 0.2,
+        "speedup": 1.8,
+        "measured_speedup": 1.7,
+        "command": "bild-align tune X",
+    }
+    save_policy(
+        output,
+        BiLDPolicy(0.4, 3.0, 8, "entropy"),
+        pair={"large": "L", "large_revision": "r", "vocab_size": 384},
+        tuned=tuned,
+    )
+    assert main(["push", str(output), "--repo", "me/aligned"]) == 0
+    card = hub.uploads[-1]["card"]
+    assert "fallback rule `entropy`, fallback threshold 0.4, rollback threshold 3" in card
+    assert "measured 1.70x" in card and "`bild-align tune X`" in card
+
+
+def test_push_errors_are_clear_and_keep_the_model(alignment_setup, tmp_path, capsys, monkeypatch):
+    import bild_align.hub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    output = tmp_path / "aligned"
+    argv = _train_argv(
+        alignment_setup,
+        output,
+        *_steps(10),
+        "--push-to-hub",
+        "me/aligned",
+    )
+    assert main(argv) == 2 and "HF_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_test_token_value")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    # no network: refused before any training, and the token is never printed
+    assert "cannot reach the Hub" in err and "bild-align push" in err
+    assert "hf_secret_test_token_value" not in err and not output.exists()
+    monkeypatch.setattr(bild_align.hub, "check_hub_access", lambda *a, **k: FakeHub(fail=True))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not push" in err and f"bild-align push {output} --repo me/aligned" in err
+    assert (output / "model.safetensors").is_file() and (output / "README.md").is_file()
+    assert main(["push", str(tmp_path), "--repo", "me/x"]) == 2
+    assert "holds no model" in capsys.readouterr().err
+    assert main(argv[:-2] + ["--private"]) == 2
+    assert "--private goes with --push-to-hub" in capsys.readouterr().err

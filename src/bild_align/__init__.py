@@ -3,6 +3,7 @@
 from bild_align import bild_generate, load_policy
 out = bild_generate(small, large, input_ids, fallback_threshold=0.6, rollback_threshold=2.0)
 out = bild_generate(small, large, input_ids, policy=load_policy(small_dir))  # `tune --save`d
+out = large.generate(**inputs, assistant_model=small, custom_generate=generate_bild)  # hf_generate
 
 The public names load on first use (PEP 562), so that `import bild_align.cli` and every
 `bild-align ... --help` start without importing torch or transformers.
@@ -17,6 +18,8 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "BiLDPolicy": "bild_align.core.policies",
+    "CUSTOM_GENERATE": "bild_align.hf_generate",
+    "generate_bild": "bild_align.hf_generate",
     "load_policy": "bild_align.saved_policy",
     "load_fallback_head": "bild_align.fallback_heads",
     "BiLDOutput": "bild_align.core.stats",
@@ -31,7 +34,9 @@ __all__ = [
     "load_fallback_head",
     "load_policy",
     "BiLDStats",
+    "CUSTOM_GENERATE",
     "autoregressive_generate",
+    "generate_bild",
     "bild_generate",
     "speculative_generate",
     "__version__",
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
     from bild_align.core.policies import BiLDPolicy
     from bild_align.core.stats import BiLDOutput, BiLDStats
     from bild_align.fallback_heads import load_fallback_head
+    from bild_align.hf_generate import CUSTOM_GENERATE, generate_bild
     from bild_align.saved_policy import load_policy
 
 

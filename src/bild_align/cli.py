@@ -6,6 +6,7 @@
     bild-align eval --small S --large L --task T --rb 2 --fb 0.6   # stage three (evaluate.py)
     bild-align tune --small S --large L --task T --max-drop 1 --save   # tune.py
     bild-align chat | demo | bench                            # chat.py, demo.py, benchmark.py
+    bild-align export-generate DIR | push DIR --repo R        # publish.py
 
 Only parsing lives here: each subcommand's options are generated from its config dataclass
 (bild_align.configs; defaults and help live on the fields), the values typed are checked into a
@@ -30,6 +31,8 @@ from bild_align.configs import (
     ChatSettings,
     DemoConfig,
     EvalConfig,
+    ExportGenerateConfig,
+    PushConfig,
     TuneConfig,
 )
 from bild_align.defaults import fill_defaults
@@ -100,6 +103,16 @@ def _add_train(subparsers) -> None:
         "--resume", action="store_true", help="continue from the last checkpoint in output_dir"
     )
     parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="at the end, upload the aligned model (weights, tokenizer, generation config, "
+        "fallback head, tuned policy) with a model card to this Hub model repository; the "
+        "token and the repository are checked before training starts",
+    )
+    parser.add_argument(
+        "--private", action="store_true", help="with --push-to-hub: create it as private"
+    )
+    parser.add_argument(
         "--fallback-head-only",
         action="store_true",
         help="train no model: fit the learned fallback head of the model already in output_dir "
@@ -114,12 +127,17 @@ def _run_train(args: Namespace) -> None:
     from bild_align.stages.train import run_fallback_head, run_training
 
     recipe = load_recipe(args.recipe, overrides_from_args(args))
+    if args.private and not args.push_to_hub:
+        raise UserError("--private goes with --push-to-hub REPO")
     if args.fallback_head_only:
-        if args.resume:
-            raise UserError("--fallback-head-only trains no model: leave out --resume")
+        if args.resume or args.push_to_hub:
+            raise UserError(
+                "--fallback-head-only trains no model: leave out --resume and --push-to-hub "
+                "(`bild-align push` uploads the model with its head)"
+            )
         run_fallback_head(recipe)
         return
-    run_training(recipe, resume=args.resume)
+    run_training(recipe, resume=args.resume, push_to_hub=args.push_to_hub, private=args.private)
 
 
 def _add_eval(subparsers) -> None:
@@ -265,6 +283,53 @@ def _run_bench(args: Namespace) -> None:
     print(f"\nresults written to {config.output}")
 
 
+def _add_export_generate(subparsers) -> None:
+    parser = _subcommand(
+        subparsers,
+        "export-generate",
+        "write BiLD as a transformers custom_generate folder (uploadable as a Hub repository)",
+        "Write DIR/custom_generate/generate.py, its requirements.txt and a README card: "
+        "`large.generate(**inputs, assistant_model=small, custom_generate=DIR, "
+        "trust_remote_code=True, rollback_threshold=2, fallback_threshold=0.6)` then runs "
+        "BiLD. With --push-to-hub REPO the folder is uploaded, and custom_generate=REPO "
+        "works wherever bild-align is installed.",
+        _run_export_generate,
+    )
+    parser.add_argument("output", metavar="DIR", help="the folder to write (new or empty)")
+    add_options(parser, ExportGenerateConfig)
+
+
+def _run_export_generate(args: Namespace) -> None:
+    from bild_align.stages.publish import run_export_generate
+
+    values = {**given_options(args), "output": args.output}
+    output = run_export_generate(build(ExportGenerateConfig, values, COMMAND_LINE))
+    print(f"custom_generate folder: {output}")
+
+
+def _add_push(subparsers) -> None:
+    parser = _subcommand(
+        subparsers,
+        "push",
+        "upload an aligned model with its model card to the Hugging Face Hub",
+        "Render MODEL_DIR/README.md from what train (and tune --save) recorded in the folder "
+        "(base model and revision, large model, calibration data, recipe, steps and time, "
+        "held-out alignment measures, the tuned BiLD setting with its measured quality and "
+        "speedup) and upload it with the model, tokenizer, generation config, fallback head "
+        "and tuned policy; checkpoints stay local.",
+        _run_push,
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the aligned model's folder")
+    add_options(parser, PushConfig)
+
+
+def _run_push(args: Namespace) -> None:
+    from bild_align.stages.publish import run_push
+
+    values = {**given_options(args), "model_dir": args.model_dir}
+    print(f"pushed to {run_push(build(PushConfig, values, COMMAND_LINE))}")
+
+
 def build_parser() -> ArgumentParser:
     from bild_align import __version__
 
@@ -282,6 +347,8 @@ def build_parser() -> ArgumentParser:
     _add_chat(subparsers)
     _add_demo(subparsers)
     _add_bench(subparsers)
+    _add_export_generate(subparsers)
+    _add_push(subparsers)
     return parser
 
 

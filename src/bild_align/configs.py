@@ -588,6 +588,32 @@ class DemoConfig:
             )
 
 
+@dataclass
+class ExportGenerateConfig:
+    """`bild-align export-generate DIR`: BiLD as a transformers custom_generate repository."""
+
+    output: str = option(help="the folder to write", command_line=False)
+    push_to_hub: str | None = option(
+        None,
+        "also upload the folder to this Hub model repository (token from HF_TOKEN or `hf auth "
+        "login`); then `generate(..., custom_generate=REPO, trust_remote_code=True)` loads it",
+    )
+    private: bool = option(False, "with --push-to-hub: create the repository as private")
+
+    def validate(self) -> None:
+        if self.private and not self.push_to_hub:
+            raise UserError("--private goes with --push-to-hub REPO")
+
+
+@dataclass
+class PushConfig:
+    """`bild-align push MODEL_DIR --repo REPO`: an aligned model and its card to the Hub."""
+
+    model_dir: str = option(help="the aligned model's folder", command_line=False)
+    repo: str = option(help="the Hub model repository, e.g. me/t5-small-aligned-to-t5-large")
+    private: bool = option(False, "create the repository as private")
+
+
 __all__ = [
     "BASELINES",
     "BenchConfig",
@@ -596,4 +622,6 @@ __all__ = [
     "ChatSettings",
     "DemoConfig",
     "EvalConfig",
+    "ExportGenerateConfig",
+    "PushConfig",
 ]

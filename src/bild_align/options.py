@@ -186,3 +186,23 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
         for name, value in vars(args).items()
         if name.startswith(PREFIX)
     }
+
+
+def command_line(command: str, config: Any) -> str:
+    """`bild-align COMMAND` with the options that reproduce `config` (those not at default)."""
+    import shlex
+
+    parts = ["bild-align", command]
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("command_line", True):
+            continue
+        value = getattr(config, f.name)
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if value == default or value is None or value is False:
+            continue
+        if value is True:
+            parts.append(flag_of(f))
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+        parts += [flag_of(f), shlex.quote(text)]
+    return " ".join(parts)

@@ -44,3 +44,5 @@ DEMO_DIR = Path(
     os.environ.get("BILD_DEMO_DIR") or shipped("data/demo") or CHECKOUT / "data" / "demo"
 )
 RECIPES_DIR = shipped("recipes") or CHECKOUT / "recipes"
+# the custom_generate repository folder (`bild_align.CUSTOM_GENERATE`, `export-generate`)
+GENERATE_REPO = Path(__file__).resolve().with_name("generate_repo")

@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 import bild_align
 from bild_align.configs import CalibrateConfig
-from bild_align.errors import OtherRunError, UserError, first_line
+from bild_align.errors import OtherRunError, UserError
 from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
+from bild_align.hub import check_hub_access, upload
 from bild_align.io_utils import (
     check_writable_folder,
     differing_keys,
@@ -226,51 +227,8 @@ def _finalize(output: Path, store: ShardStore, expected: int, meta: dict) -> Pat
     return data
 
 
-def check_hub_access(repo_id: str, private: bool):
-    """Before any decoding: a token that may write `repo_id` (the dataset repository is
-    created now if it does not exist). Returns the `HfApi` to push with."""
-    from huggingface_hub import HfApi, get_token
-
-    token = get_token()
-    if not token:
-        raise UserError(
-            "--push-to-hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"
-        )
-    api = HfApi(token=token)
-    try:
-        api.whoami()
-    except Exception as error:  # noqa: BLE001 - network, offline mode and bad tokens alike
-        raise UserError(
-            f"--push-to-hub {repo_id}: cannot reach the Hub with this token "
-            f"({type(error).__name__}: {first_line(error)}); check the network and the token, "
-            "or calibrate without --push-to-hub and push later with `hf upload`"
-        ) from None
-    try:
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    except Exception as error:  # noqa: BLE001 - a bad id, no write permission
-        raise UserError(
-            f"--push-to-hub {repo_id}: cannot create or write that dataset repository "
-            f"({type(error).__name__}: {first_line(error)})"
-        ) from None
-    return api
-
-
-def push_to_hub(api, folder: Path, repo_id: str) -> str:
-    """Upload the dataset and its card to the repository `check_hub_access` vetted."""
-    try:
-        api.upload_folder(
-            folder_path=str(folder),
-            repo_id=repo_id,
-            repo_type="dataset",
-            allow_patterns=["README.md", "data/*"],
-        )
-    except Exception as error:  # noqa: BLE001 - network, permission and offline errors alike
-        raise UserError(
-            f"could not push to the Hub dataset {repo_id}: {type(error).__name__} (is there a "
-            "network, and may this token write there?). The dataset is saved in "
-            f"{folder}; push it later with `hf upload {repo_id} {folder} --repo-type dataset`"
-        ) from None
-    return f"https://huggingface.co/datasets/{repo_id}"
+def _push_later(repo_id: str, output: Path) -> str:
+    return f"hf upload {repo_id} {output} --repo-type dataset"
 
 
 def run_calibration(config: CalibrateConfig) -> Path:
@@ -288,7 +246,10 @@ def run_calibration(config: CalibrateConfig) -> Path:
     output = Path(config.output).expanduser() if config.output else default_output(task)
     check_output_folder(output, config.overwrite)
     _lock(output).probe()
-    hub = check_hub_access(config.push_to_hub, config.private) if config.push_to_hub else None
+    hub = None
+    if config.push_to_hub:
+        later = "calibrate without --push-to-hub and push later with `hf upload`"
+        hub = check_hub_access(config.push_to_hub, config.private, repo_type="dataset", later=later)
     rows = load_rows(task, config.split, config.max_samples)
     device = state.device if state.num_processes > 1 else config.device
     model, tokenizer, revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
@@ -353,7 +314,14 @@ def run_calibration(config: CalibrateConfig) -> Path:
     finally:
         lock.release()
     if hub is not None and state.is_main_process:
-        url = push_to_hub(hub, output, config.push_to_hub)
+        url = upload(
+            hub,
+            output,
+            config.push_to_hub,
+            repo_type="dataset",
+            later=_push_later(config.push_to_hub, output),
+            allow_patterns=["README.md", "data/*"],
+        )
         print(f"pushed to {url}")
     return output
 

@@ -32,8 +32,10 @@ from bild_align.io_utils import (
     differing_keys,
     read_json_file,
     write_json_atomic,
+    write_text_atomic,
 )
 from bild_align.metrics import bleu, chrf, score
+from bild_align.model_card import TRAIN_RECORD
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
 from bild_align.recipes import PATH_KEYS, TrainRecipe
 from bild_align.tasks import get_task, load_rows
@@ -161,7 +163,7 @@ def _load_teacher(recipe: TrainRecipe, tokenizer):
     return teacher.requires_grad_(False)
 
 
-RUN_FILE = "bild_align_train.json"
+RUN_FILE = TRAIN_RECORD
 # Keys a resumed run may change: how long and how often, and what `eval --recipe` reads.
 RESUMABLE_CHANGES = frozenset(
     {"max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
@@ -277,8 +279,12 @@ def _resume_point(output_dir: str) -> str | None:
     return str(checkpoints[-1])
 
 
-def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
-    """Align the small model as `recipe` says; returns the folder the aligned model is in."""
+def run_training(
+    recipe: TrainRecipe, resume: bool = False, push_to_hub: str | None = None, private: bool = False
+) -> Path:
+    """Align the small model as `recipe` says; returns the folder the aligned model is in.
+    With `push_to_hub`, the model and its card are uploaded to that Hub repository at the end
+    (token and repository are checked first)."""
     from transformers import DataCollatorForSeq2Seq
 
     from bild_align.alignment_trainer import AlignmentTrainer
@@ -288,6 +294,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     # other processes may find the run recorded by the first, so they accept this same run.
     main_process = os.environ.get("RANK", "0") == "0"
     check_output_dir(recipe, resume=resume or not main_process)
+    hub = _check_push(push_to_hub, private, recipe) if push_to_hub and main_process else None
     task = get_task(recipe.task)
     split = _split_calibration(recipe)  # before the model: a wrong path fails in seconds
     model, tokenizer = _model_and_tokenizer(recipe)
@@ -320,6 +327,7 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
     if main_process:
         record_run(recipe)
     checkpoint = _resume_point(recipe.output_dir) if resume else None
+    started = time.monotonic()
     with _wandb_offline_unless_logged_in(recipe):
         trainer.train(resume_from_checkpoint=checkpoint)
         final_metrics = trainer.evaluate()
@@ -329,10 +337,68 @@ def run_training(recipe: TrainRecipe, resume: bool = False) -> Path:
         trainer.model.to(save_dtype)
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
+        _record_result(recipe, trainer, final_metrics, time.monotonic() - started, resume)
         print(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
         if recipe.fallback_head:
             run_fallback_head(recipe)
+        _publish(hub, output, push_to_hub)
     return output
+
+
+def _check_push(repo_id: str, private: bool, recipe: TrainRecipe):
+    from bild_align.hub import check_hub_access
+
+    later = f"train without --push-to-hub and push later with `bild-align push {recipe.output_dir} --repo {repo_id}`"  # noqa: E501
+    return check_hub_access(repo_id, private, repo_type="model", later=later)
+
+
+def _publish(hub, output: Path, repo_id: str | None) -> None:
+    """The card is written in any case (README.md); uploaded with the model when asked."""
+    from bild_align.model_card import card_facts, publish_model, render_card
+
+    if hub is None:
+        write_text_atomic(output / "README.md", render_card(card_facts(output), str(output)))
+        return
+    print(f"pushed to {publish_model(hub, output, repo_id)}")
+
+
+def _record_result(recipe: TrainRecipe, trainer, final_metrics: dict, seconds: float, resumed):
+    """What the model card tells: the small model's revision, steps, time, and the held-out
+    measures before training (the evaluation at step 0) and at the end."""
+    from datetime import datetime, timezone
+
+    run_file = Path(recipe.output_dir).expanduser() / RUN_FILE
+    record = read_json_file(run_file, "delete it and train again")
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    before = next((entry for entry in evaluations if entry.get("step") == 0), {})
+    record["result"] = {
+        "recipe": json.loads(json.dumps(asdict(recipe))),
+        "small_revision": _small_revision(recipe),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "resumed": bool(resumed),
+        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "metrics_before": _numbers(before),
+        "metrics_after": _numbers(final_metrics),
+    }
+    write_json_atomic(run_file, record)
+
+
+def _numbers(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if isinstance(value, int | float)}
+
+
+def _small_revision(recipe: TrainRecipe) -> str | None:
+    if recipe.small_model is None:
+        return None
+    from transformers import AutoConfig
+
+    from bild_align.models import local_fingerprint
+
+    name = local_path_or_hub_id(recipe.small_model)
+    if Path(name).is_dir():
+        return f"local:{local_fingerprint(name)}"
+    return getattr(AutoConfig.from_pretrained(name), "_commit_hash", None)
 
 
 def run_fallback_head(recipe: TrainRecipe) -> Path:

@@ -47,6 +47,7 @@ from bild_align.models import (
     resolve_device,
     use_plain_generation,
 )
+from bild_align.options import command_line
 from bild_align.pareto import pareto_front
 from bild_align.plots import holds_plot, new_plot, save_plot
 from bild_align.runs import RunLock
@@ -351,6 +352,7 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
         tuned = {k: results[k] for k in ("task", "split", "examples", "budget", "metric")}
         tuned.update({k: chosen[k] for k in ("quality", "drop", "upper_drop", "speedup")})
         tuned["measured_speedup"] = chosen.get("measured_speedup")
+        tuned["command"] = command_line("tune", config)
         path = save_policy(config.small, policy, pair=session.pair, tuned=tuned)
         results["saved"] = str(path)
         write_json_atomic(output, results)
