@@ -58,3 +58,18 @@ def byte_pair_dirs(tmp_path_factory):
         save_with_byte_tokenizer(small, root / "small"),
         save_with_byte_tokenizer(large, root / "large"),
     )
+
+
+@pytest.fixture(scope="session")
+def causal_pair_dirs(tmp_path_factory):
+    """(small, large) saved decoder-only (Llama) models over the byte vocabulary."""
+    from bild_align.testing.helpers import byte_level_llama
+    from bild_align.toy_models import deepen_llama
+
+    small = byte_level_llama(num_layers=1, hidden_size=32, seed=3)
+    large = deepen_llama(small, extra_layers=2, eps=0.05, seed=4)
+    root = tmp_path_factory.mktemp("causal_pair")
+    return (
+        save_with_byte_tokenizer(small, root / "small"),
+        save_with_byte_tokenizer(large, root / "large"),
+    )

@@ -205,6 +205,29 @@ def test_decoder_only_batched_bild_makes_each_rows_own_decisions(seed, window, r
     assert batch.stats.rollbacks > 0 and batch.stats.small_accepted > 0
 
 
+def test_prompts_of_very_different_lengths_share_a_batch():
+    """A row's first check feeds the large model its whole prompt with its drafts, padded
+    beside rows far along: the static cache has room for that (a bug the eval of a causal
+    pair found: a 13-token prompt beside a 61-token one overflowed it)."""
+    from transformers import ByT5Tokenizer
+
+    from bild_align.testing.helpers import byte_level_llama
+
+    small = byte_level_llama(num_layers=1, hidden_size=32, seed=3)
+    large = deepen_llama(small, extra_layers=2, eps=0.05, seed=4)
+    tokenizer = ByT5Tokenizer(padding_side="left")
+    texts = ["Haus Haus 0\n", "und und hier gross hier das hier ist die die schlaeft alt 1\n",
+             "schlaeft ist gross gross 2\n"]  # fmt: skip
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    out = bild_generate(small, large, batch.input_ids, batch.attention_mask,
+                        rollback_threshold=0.0, max_new_tokens=10)  # fmt: skip
+    width = batch.input_ids.shape[1]
+    for index, text in enumerate(texts):
+        prompt = tokenizer(text, return_tensors="pt").input_ids
+        expected = large.generate(prompt, do_sample=False, max_new_tokens=10)[0, prompt.shape[1] :]
+        assert out.sequences[index, width : width + len(expected)].tolist() == expected.tolist()
+
+
 @pytest.mark.parametrize("speculative", [False, True])
 def test_sampled_decoder_only_batches_make_each_rows_own_draws(speculative):
     small, large = _pair(6, window=3)

@@ -53,6 +53,24 @@ def _model(role: str) -> str:
     )
 
 
+def _prompt_template() -> str | None:
+    return option(
+        None,
+        "decoder-only models: the prompt around each row's source, with {source} where it goes "
+        '(e.g. "Translate German to English:\n{source}\n"); a local file\'s `prompt` column '
+        "is used as it is",
+        default_text="the task's",
+    )
+
+
+def _chat_template() -> bool:
+    return option(
+        False,
+        "decoder-only models: wrap the prompt in the tokenizer's chat template as a user "
+        "turn; generation starts at the assistant turn",
+    )
+
+
 def _dtype() -> str:
     return option("float32", "model dtype", choices=DTYPES)
 
@@ -137,6 +155,8 @@ class CalibrateConfig:
     source_column: str | None = _source_column()
     target_column: str | None = _target_column()
     prefix: str | None = _prefix()
+    prompt_template: str | None = _prompt_template()
+    chat_template: bool = _chat_template()
     push_to_hub: str | None = option(
         None,
         "also upload the dataset to this Hub dataset "
@@ -220,6 +240,8 @@ class EvalConfig:
     source_column: str | None = _source_column()
     target_column: str | None = _target_column()
     prefix: str | None = _prefix()
+    prompt_template: str | None = _prompt_template()
+    chat_template: bool = _chat_template()
 
     def validate(self) -> None:
         unknown = [name for name in self.baselines if name not in BASELINES]
@@ -327,6 +349,8 @@ class TuneConfig:
     source_column: str | None = _source_column()
     target_column: str | None = _target_column()
     prefix: str | None = _prefix()
+    prompt_template: str | None = _prompt_template()
+    chat_template: bool = _chat_template()
 
     def validate(self) -> None:
         if self.max_drop < 0:

@@ -26,23 +26,43 @@ def chunked(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[start : start + size])
 
 
-def token_lengths(tokenizer, sources: Sequence[str], max_source_length: int) -> list[int]:
-    encoded = tokenizer(list(sources), truncation=True, max_length=max_source_length)
+def token_lengths(
+    tokenizer, sources: Sequence[str], max_source_length: int | None, special_tokens: bool = True
+) -> list[int]:
+    """Each text's length in tokens (cut at `max_source_length`; None: uncut)."""
+    encoded = tokenizer(
+        list(sources),
+        truncation=max_source_length is not None,
+        max_length=max_source_length,
+        add_special_tokens=special_tokens,
+    )
     return [len(ids) for ids in encoded["input_ids"]]
 
 
 @torch.inference_mode()
 def greedy_texts(
-    model, tokenizer, sources: Sequence[str], max_source_length: int, max_new_tokens: int
+    model,
+    tokenizer,
+    sources: Sequence[str],
+    max_source_length: int,
+    max_new_tokens: int,
+    prompter=None,
 ) -> list[str]:
     """Greedy outputs of `model` for `sources`, decoded without special tokens (with the
-    model's generation config: calibrate gives it `models.use_plain_generation` first)."""
-    batch = tokenizer(
-        list(sources),
-        return_tensors="pt",
-        padding=True,
-        truncation=True,
-        max_length=max_source_length,
-    ).to(model.device)
+    model's generation config: calibrate gives it `models.use_plain_generation` first). With
+    a decoder-only `prompter` (`bild_align.prompts`), `sources` are ready prompts, left-padded,
+    and the outputs are their completions."""
+    if prompter is not None and prompter.decoder_only:
+        batch = prompter.encode_prompts(tokenizer, sources).to(model.device)
+    else:
+        batch = tokenizer(
+            list(sources),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_source_length,
+        ).to(model.device)
     output = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
+    if prompter is not None:
+        return prompter.completions(tokenizer, output, batch["input_ids"])
     return tokenizer.batch_decode(output, skip_special_tokens=True)

@@ -38,7 +38,8 @@ class Task:
     target_column: str = "target"
     translation_pair: tuple[str, str] | None = None  # keys of a `translation` dict column
     id_column: str | None = None
-    prefix: str = ""
+    prefix: str = ""  # what an encoder-decoder model reads before the source (T5's "summarize: ")
+    prompt_template: str = "{source}\n"  # what a decoder-only model reads (bild_align.prompts)
     max_source_length: int = 256
     max_target_length: int = 128
     require_target: bool = False  # a missing target column is an error, not "no reference"
@@ -51,6 +52,9 @@ class Task:
         return self.local_path or self.hub_path or self.name
 
 
+TRANSLATE_DE_EN = "Translate German to English:\n{source}\n"
+
+
 def _translation(name, hub_path, config, data_dir, **extra) -> Task:
     return Task(
         name=name,
@@ -59,6 +63,7 @@ def _translation(name, hub_path, config, data_dir, **extra) -> Task:
         hub_config=config,
         parquet_data_dir=data_dir,
         translation_pair=("de", "en"),
+        prompt_template=TRANSLATE_DE_EN,
         **extra,
     )
 
@@ -77,6 +82,7 @@ REGISTRY: dict[str, Task] = {
         target_column="summary",
         id_column="id",
         prefix="summarize: ",
+        prompt_template="Summarize the article in one sentence:\n{source}\n",
         max_source_length=1024,
         max_target_length=64,
     ),
@@ -90,6 +96,7 @@ REGISTRY: dict[str, Task] = {
         target_column="highlights",
         id_column="id",
         prefix="summarize: ",
+        prompt_template="Summarize the article in a few sentences:\n{source}\n",
         max_source_length=1024,
         max_target_length=128,
     ),
@@ -131,6 +138,7 @@ REGISTRY["gettext-de-en"] = Task(
     source_column="de",
     target_column="en",
     id_column="id",
+    prompt_template=TRANSLATE_DE_EN,
     max_source_length=64,
     max_target_length=64,
     builder=_gettext_rows,
@@ -291,7 +299,8 @@ def _check_text_column(task: Task, features, column: str, option: str) -> None:
 
 
 def load_rows(task: Task, split: str, max_samples: int | None = None):
-    """The split as a `datasets.Dataset` with columns id, source (prefixed) and reference."""
+    """The split as a `datasets.Dataset` with columns id, source (prefixed) and reference, and
+    prompt where a local file has a `prompt` column (a decoder-only model's ready input)."""
     dataset = _load_split(task, split)
     if len(dataset) == 0:
         if task.local_path is not None:
@@ -301,6 +310,7 @@ def load_rows(task: Task, split: str, max_samples: int | None = None):
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     get_source, get_reference = _column_getter(task, list(dataset.column_names), dataset.features)
     id_column = task.id_column if task.id_column in dataset.column_names else None
+    has_prompt = task.local_path is not None and "prompt" in dataset.column_names
 
     def convert(row, index):
         source = get_source(row)
@@ -310,11 +320,14 @@ def load_rows(task: Task, split: str, max_samples: int | None = None):
                 "remove or fill that row"
             )
         reference = get_reference(row)
-        return {
+        converted = {
             "id": str(row[id_column]) if id_column else f"{split}-{index}",
             "source": task.prefix + str(source),
             "reference": "" if reference is None else str(reference),
         }
+        if has_prompt:
+            converted["prompt"] = str(row["prompt"] or "")
+        return converted
 
     return dataset.map(
         convert, with_indices=True, remove_columns=dataset.column_names, desc="preparing inputs"

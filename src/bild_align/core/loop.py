@@ -87,8 +87,11 @@ def decode(
 ) -> BiLDOutput:
     """Decode validated inputs (see `checks`); `small=None` decodes with the large model alone."""
     row_prefixes = prefixes(large, input_ids, attention_mask)
-    # a row's step can be padded to another row's width past its own end: room for one round
-    capacity = max(map(len, row_prefixes)) + max_new_tokens + policy.max_small_steps + 1
+    # a row's step is padded to the widest row's, past its own end: room for one round, and
+    # for a whole prompt (a row's first check feeds it to the large model with the drafts)
+    longest = max(map(len, row_prefixes))
+    widest = longest + policy.max_small_steps + 1
+    capacity = (longest if len(row_prefixes) > 1 else 0) + max_new_tokens + widest
     steppers = [
         None if model is None else _stepper(model, input_ids, attention_mask, capacity, engine)
         for model in (small, large)

@@ -37,7 +37,8 @@ from bild_align.io_utils import (
     write_json_atomic,
     write_text_atomic,
 )
-from bild_align.models import fit_lengths, load_seq2seq, use_plain_generation
+from bild_align.models import fit_lengths, load_seq2seq_or_causal, use_plain_generation
+from bild_align.prompts import Prompter
 from bild_align.runs import RunLock
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
@@ -199,7 +200,18 @@ def dataset_card(meta: dict) -> str:
         "greedy output of the large model, `reference` is the benchmark's own target and "
         "`id` / `index` map back to the benchmark row. Made with `bild-align calibrate` "
         f"(bild-align {meta['bild_align_version']}) for aligning a small model to the large one "
-        "(Big Little Decoder, Kim et al. 2023).\n"
+        "(Big Little Decoder, Kim et al. 2023).\n" + _prompt_note(meta)
+    )
+
+
+def _prompt_note(meta: dict) -> str:
+    if "prompt_template" not in meta:
+        return ""
+    chat = ", wrapped in the tokenizer's chat template" if meta["chat_template"] else ""
+    return (
+        "\nThe large model is decoder-only: `prompt` is what it read (the template "
+        f"{meta['prompt_template']!r} around the source{chat}), and `target` is its completion "
+        "alone.\n"
     )
 
 
@@ -252,7 +264,11 @@ def run_calibration(config: CalibrateConfig) -> Path:
         hub = check_hub_access(config.push_to_hub, config.private, repo_type="dataset", later=later)
     rows = load_rows(task, config.split, config.max_samples)
     device = state.device if state.num_processes > 1 else config.device
-    model, tokenizer, revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
+    model, tokenizer, revision = load_seq2seq_or_causal(
+        config.large, dtype=config.dtype, device=device
+    )
+    prompter = Prompter.for_model(model, task, config.prompt_template, config.chat_template)
+    prompter.check_tokenizer(tokenizer)
     max_source_length, max_new_tokens = fit_lengths(
         {config.large: model},
         config.max_source_length,
@@ -266,7 +282,10 @@ def run_calibration(config: CalibrateConfig) -> Path:
         max_new_tokens=max_new_tokens,
     )
     generation = use_plain_generation(model)
+    inputs = _model_inputs(rows, prompter, tokenizer, config.max_source_length)
     fingerprint = _fingerprint(config, task, revision, rows_digest(rows))
+    if prompter.decoder_only:  # (absent for encoder-decoder runs, whose records predate it)
+        fingerprint.update(prompter.describe())
     if not config.overwrite:
         _check_same_run(output, fingerprint)
     state.wait_for_everyone()
@@ -297,7 +316,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
                     file=sys.stderr,
                 )
             try:
-                _decode_missing(config, rows, model, tokenizer, output, state)
+                _decode_missing(config, rows, inputs, model, tokenizer, prompter, output, state)
             except KeyboardInterrupt:  # its finished rows are in the shards by now
                 if state.is_main_process:
                     kept = len(ShardStore(output / SHARDS).done_ids())
@@ -326,11 +345,26 @@ def run_calibration(config: CalibrateConfig) -> Path:
     return output
 
 
-def _decode_missing(config, rows, model, tokenizer, output: Path, state) -> None:
+def _model_inputs(rows, prompter: Prompter, tokenizer, max_source_length: int) -> list[str]:
+    """What the model reads per row: the source, or (decoder-only) the prompt."""
+    if not prompter.decoder_only:
+        return list(rows["source"])
+    if "prompt" in rows.column_names:
+        return list(rows["prompt"])
+    return prompter.prompt_texts(tokenizer, list(rows["source"]), max_source_length)
+
+
+def _decode_missing(
+    config, rows, inputs, model, tokenizer, prompter: Prompter, output: Path, state
+) -> None:
     store = ShardStore(output / SHARDS)
     done = store.done_ids()
     sources, ids, references = (list(rows[name]) for name in ("source", "id", "reference"))
-    lengths = token_lengths(tokenizer, sources, config.max_source_length)
+    if prompter.decoder_only:
+        lengths = token_lengths(tokenizer, inputs, None, special_tokens=not prompter.chat)
+        prompter.check_fits(model, max(lengths), config.max_new_tokens)
+    else:
+        lengths = token_lengths(tokenizer, sources, config.max_source_length)
     order = [index for index in length_sorted(lengths) if ids[index] not in done]
     mine = order[state.process_index :: state.num_processes]
     if done and state.is_main_process:
@@ -348,20 +382,22 @@ def _decode_missing(config, rows, model, tokenizer, output: Path, state) -> None
                 texts = greedy_texts(
                     model,
                     tokenizer,
-                    [sources[i] for i in batch],
+                    [inputs[i] for i in batch],
                     config.max_source_length,
                     config.max_new_tokens,
+                    prompter,
                 )
                 for index, text in zip(batch, texts, strict=True):
-                    buffer.append(
-                        {
-                            "index": index,
-                            "id": ids[index],
-                            "source": sources[index],
-                            "target": text,
-                            "reference": references[index],
-                        }
-                    )
+                    row = {
+                        "index": index,
+                        "id": ids[index],
+                        "source": sources[index],
+                        "target": text,
+                        "reference": references[index],
+                    }
+                    if prompter.decoder_only:
+                        row["prompt"] = inputs[index]
+                    buffer.append(row)
                 if len(buffer) >= config.shard_rows:
                     store.write(buffer, tag=f"rank{state.process_index}")
                     buffer = []

@@ -48,12 +48,13 @@ from bild_align.models import (
     assisted_generation_warnings_hidden,
     check_loaded_pair,
     fit_lengths,
-    load_seq2seq,
+    load_seq2seq_or_causal,
     resolve_device,
     use_plain_generation,
 )
 from bild_align.pareto import fastest_within, pareto_front
 from bild_align.plots import holds_plot, new_plot, save_plot
+from bild_align.prompts import Prompter
 from bild_align.runs import RunLock
 from bild_align.saved_policy import policy_path, saved_policy_for
 from bild_align.tasks import get_task, load_rows
@@ -336,11 +337,15 @@ def _with_saved_policy(config: EvalConfig, large_revision: str, vocab_size: int)
 def _run_locked(config: EvalConfig, task) -> dict:
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
-    large, tokenizer, large_revision = load_seq2seq(config.large, dtype=config.dtype, device=device)
-    small, small_tokenizer, small_revision = load_seq2seq(
+    large, tokenizer, large_revision = load_seq2seq_or_causal(
+        config.large, dtype=config.dtype, device=device
+    )
+    small, small_tokenizer, small_revision = load_seq2seq_or_causal(
         config.small, dtype=config.dtype, device=device
     )
     vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
+    prompter = Prompter.for_model(large, task, config.prompt_template, config.chat_template)
+    prompter.check_tokenizer(tokenizer)
     if config.saved_policy and not config.sweep:
         config = _with_saved_policy(config, large_revision, vocab_size)
     max_source_length, max_new_tokens = fit_lengths(
@@ -367,6 +372,7 @@ def _run_locked(config: EvalConfig, task) -> dict:
         "sample_ids": list(rows["id"]),
         "rows_without_reference": sum(not reference for reference in references),
         "generation": generation,
+        **(prompter.describe() if prompter.decoder_only else {}),
     }
     fingerprint = {
         **{key: value for key, value in asdict(config).items() if key != "output"},
@@ -392,14 +398,20 @@ def _run_locked(config: EvalConfig, task) -> dict:
             file=sys.stderr,
         )
     sources = list(rows["source"])
-    encoded = [
-        tokenizer(
-            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_source_length
-        )
-        for batch in chunked(sources, config.batch_size)
-    ]
+    encoded = _encoded(rows, prompter, tokenizer, config.batch_size, max_source_length)
+    prompter.check_fits(large, max(batch.input_ids.shape[1] for batch in encoded), max_new_tokens)
     try:
-        _measure(methods, encoded, batches, done, tokenizer, device, partial, eos_token_ids(large))
+        _measure(
+            methods,
+            encoded,
+            batches,
+            done,
+            tokenizer,
+            prompter,
+            device,
+            partial,
+            eos_token_ids(large),
+        )  # noqa: E501
     except KeyboardInterrupt:
         kept = len(methods[0].outputs)
         print(
@@ -421,12 +433,26 @@ def _run_locked(config: EvalConfig, task) -> dict:
     return results
 
 
+def _encoded(rows, prompter: Prompter, tokenizer, batch_size: int, max_source_length: int):
+    """The inputs, batch by batch: sources, or (decoder-only) prompts, left-padded."""
+    if prompter.decoder_only and "prompt" in rows.column_names:
+        return [
+            prompter.encode_prompts(tokenizer, batch)
+            for batch in chunked(list(rows["prompt"]), batch_size)
+        ]
+    return [
+        prompter.encode(tokenizer, batch, max_source_length)
+        for batch in chunked(list(rows["source"]), batch_size)
+    ]
+
+
 def _measure(
     methods: list[Method],
     encoded: list,
     batches: list[list[str]],
     done: int,
     tokenizer,
+    prompter: Prompter,
     device,
     partial: Path,
     eos_ids,
@@ -454,10 +480,14 @@ def _measure(
                 record = [
                     {
                         "seconds": result.seconds,
-                        "outputs": tokenizer.batch_decode(
-                            result.sequences, skip_special_tokens=True
+                        "outputs": prompter.completions(
+                            tokenizer, result.sequences, batch.input_ids
                         ),
-                        "tokens": new_tokens(result.sequences, eos_ids, prefix_length=1),
+                        "tokens": new_tokens(
+                            result.sequences,
+                            eos_ids,
+                            prefix_length=prompter.prefix_length(batch.input_ids),
+                        ),
                         "stats": None if result.stats is None else asdict(result.stats),
                     }
                     for result in results

@@ -43,13 +43,14 @@ from bild_align.metrics import score_from_statistics, segment_statistics
 from bild_align.models import (
     check_loaded_pair,
     fit_lengths,
-    load_seq2seq,
+    load_seq2seq_or_causal,
     resolve_device,
     use_plain_generation,
 )
 from bild_align.options import command_line
 from bild_align.pareto import pareto_front
 from bild_align.plots import holds_plot, new_plot, save_plot
+from bild_align.prompts import Prompter
 from bild_align.runs import RunLock
 from bild_align.saved_policy import save_policy
 from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
@@ -117,13 +118,17 @@ class _Session:
         self.config = config
         rows = load_rows(task, config.split, config.max_samples)
         self.device = resolve_device(config.device)
-        self.large, self.tokenizer, large_revision = load_seq2seq(
+        self.large, self.tokenizer, large_revision = load_seq2seq_or_causal(
             config.large, dtype=config.dtype, device=self.device
         )
-        self.small, small_tokenizer, small_revision = load_seq2seq(
+        self.small, small_tokenizer, small_revision = load_seq2seq_or_causal(
             config.small, dtype=config.dtype, device=self.device
         )
         self.vocab_size = check_loaded_pair(self.small, small_tokenizer, self.large, self.tokenizer)
+        self.prompter = Prompter.for_model(
+            self.large, task, config.prompt_template, config.chat_template
+        )
+        self.prompter.check_tokenizer(self.tokenizer)
         self.max_source_length, self.max_new_tokens = fit_lengths(
             {config.large: self.large, config.small: self.small},
             config.max_source_length,
@@ -135,7 +140,20 @@ class _Session:
         self.rules, self.head = _rules(config, small_revision)
         self.sources, self.references = list(rows["source"]), list(rows["reference"])
         self.metric = task.metric if all(self.references) else "bleu"
-        lengths = token_lengths(self.tokenizer, self.sources, self.max_source_length)
+        if self.prompter.decoder_only:  # the model reads prompts: sort and batch those
+            self.sources = (
+                list(rows["prompt"])
+                if "prompt" in rows.column_names
+                else self.prompter.prompt_texts(
+                    self.tokenizer, self.sources, self.max_source_length
+                )
+            )
+            lengths = token_lengths(
+                self.tokenizer, self.sources, None, special_tokens=not self.prompter.chat
+            )
+            self.prompter.check_fits(self.large, max(lengths), self.max_new_tokens)
+        else:
+            lengths = token_lengths(self.tokenizer, self.sources, self.max_source_length)
         self.order = length_sorted(lengths)  # batches of similar length pad little
         self.pair = {
             "large": config.large,
@@ -149,6 +167,7 @@ class _Session:
             **self.pair,
             "ids": list(rows["id"]),
             "max_new_tokens": self.max_new_tokens,
+            **(self.prompter.describe() if self.prompter.decoder_only else {}),
         }
         self.partial = partial_path(output)
         self.done = self._resume(json.loads(json.dumps(fingerprint)))
@@ -171,13 +190,9 @@ class _Session:
 
     def encode(self, indices: list[int]):
         texts = [self.sources[index] for index in indices]
-        return self.tokenizer(
-            texts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.max_source_length,
-        ).to(self.device)
+        if self.prompter.decoder_only:  # `sources` hold the prompts
+            return self.prompter.encode_prompts(self.tokenizer, texts).to(self.device)
+        return self.prompter.encode(self.tokenizer, texts, self.max_source_length).to(self.device)
 
     def generate(self, setting: Setting | str, input_ids, attention_mask):
         if setting == "generate":  # eval's reference: transformers' own greedy generate
@@ -218,7 +233,7 @@ class _Session:
             for indices in chunked(self.order, self.config.search_batch_size):
                 batch = self.encode(indices)
                 out = self.generate(setting, batch.input_ids, batch.attention_mask)
-                texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+                texts = self.prompter.completions(self.tokenizer, out.sequences, batch.input_ids)
                 for index, text in zip(indices, texts, strict=True):
                     outputs[index] = text
                 for name, value in asdict(out.stats).items():

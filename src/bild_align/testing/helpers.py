@@ -82,6 +82,27 @@ def byte_level_model(*, num_layers=2, d_model=32, seed=3, eos_weight=3.0):
     return model
 
 
+def byte_level_llama(*, num_layers=1, hidden_size=32, seed=3, eos_weight=3.0):
+    """A tiny random Llama over ByT5's byte vocabulary whose head favours printable ASCII
+    bytes (and, weakly, EOS): the decoder-only counterpart of `byte_level_model`."""
+    from bild_align.toy_models import random_llama
+
+    model = random_llama(
+        vocab_size=384,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        confidence=6.0,
+        eos_weight=eos_weight,
+        seed=seed,
+    )
+    with torch.no_grad():
+        keep = torch.zeros(384, dtype=torch.bool)
+        keep[3 + 32 : 3 + 127] = True
+        keep[1] = True
+        model.lm_head.weight[~keep] = 0.0
+    return model
+
+
 def save_with_byte_tokenizer(model, directory):
     """Save like a checkpoint, with a ByT5 (byte-level, file-free) tokenizer beside it."""
     from transformers import ByT5Tokenizer

@@ -1,0 +1,145 @@
+"""Decoder-only pairs through the pipeline: prompts, calibrate, eval and tune."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bild_align.cli import main
+from bild_align.prompts import Prompter
+from bild_align.tasks import get_task
+from bild_align.testing.helpers import write_pairs
+
+
+def _greedy_completion(model, tokenizer, prompt, max_new_tokens):
+    batch = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens)
+    return tokenizer.decode(out[0, batch.input_ids.shape[1] :], skip_special_tokens=True)
+
+
+def test_prompts_template_truncation_and_completions(causal_pair_dirs):
+    small_dir, _ = causal_pair_dirs
+    model = AutoModelForCausalLM.from_pretrained(small_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(small_dir)
+    task = get_task("gettext-de-en")
+    prompter = Prompter.for_model(model, task)
+    assert prompter.template == "Translate German to English:\n{source}\n"
+    (prompt,) = prompter.prompt_texts(tokenizer, ["Hallo Welt, wie geht es dir heute?"], 5)
+    assert prompt == "Translate German to English:\nHallo\n"  # the source cut, not the template
+    batch = prompter.encode(tokenizer, ["kurz", "etwas laenger"], 64)
+    assert batch.attention_mask[0, 0] == 0 and batch.attention_mask[0, -1] == 1  # left-padded
+    out = model.generate(**batch, do_sample=False, max_new_tokens=6)
+    texts = prompter.completions(tokenizer, out, batch.input_ids)
+    alone = _greedy_completion(
+        model, tokenizer, prompter.prompt_texts(tokenizer, ["kurz"], 64)[0], 6
+    )
+    assert texts[0] == alone and "Translate" not in texts[0]
+
+
+def _calibrate_argv(large_dir, pairs, output, *extra, max_new_tokens=12):
+    return ["calibrate", "--large", str(large_dir), "--task", str(pairs), "--source-column",
+            "de", "--target-column", "en", "--output", str(output), "--max-new-tokens",
+            str(max_new_tokens), "--batch-size", "4", *extra]  # fmt: skip
+
+
+def test_calibrate_a_decoder_only_model(causal_pair_dirs, tmp_path):
+    _, large_dir = causal_pair_dirs
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 9)
+    template = "Deutsch: {source}\nEnglisch:"
+    output = tmp_path / "calibration"
+    argv = _calibrate_argv(large_dir, pairs, output, "--prompt-template", template)
+    assert main(argv) == 0
+    rows = pq.read_table(output / "data" / "train-00000-of-00001.parquet").to_pylist()
+    large = AutoModelForCausalLM.from_pretrained(large_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(large_dir)
+    sources = [json.loads(line)["de"] for line in pairs.read_text().splitlines()]
+    for row in rows:  # batched, left-padded: each completion as the row alone gives it
+        assert row["prompt"] == template.replace("{source}", sources[row["index"]])
+        assert row["target"] == _greedy_completion(large, tokenizer, row["prompt"], 12)
+    card = (output / "README.md").read_text()
+    assert "prompt_template: 'Deutsch: {source}" in card and "chat_template: false" in card
+    assert "`prompt` is what it read" in card
+
+
+def test_decoder_only_mistakes_exit_2_before_work(
+    causal_pair_dirs, byte_pair_dirs, tmp_path, capsys
+):  # noqa: E501
+    _, large_dir = causal_pair_dirs
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
+    cases = [
+        ({"extra": ("--prompt-template", "no field here")}, "has no {source}"),
+        ({"extra": ("--chat-template",)}, "has no chat template"),
+        ({"max_new_tokens": 600}, "past the model's context of 512"),
+    ]
+    for case, message in cases:
+        argv = _calibrate_argv(
+            large_dir, pairs, tmp_path / "out", *case.get("extra", ()),
+            max_new_tokens=case.get("max_new_tokens", 12),
+        )  # fmt: skip
+        assert main(argv) == 2, case
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "data").exists()
+    enc_dec = _calibrate_argv(byte_pair_dirs[1], pairs, tmp_path / "out2", "--chat-template")
+    assert main(enc_dec) == 2 and "for decoder-only models" in capsys.readouterr().err
+
+
+def _eval_argv(pair, pairs, output, *extra):
+    small, large = map(str, pair)
+    return ["eval", "--small", small, "--large", large, "--task", str(pairs), "--split", "train",
+            "--source-column", "de", "--target-column", "en", "--max-new-tokens", "10",
+            "--output", str(output), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("batch_size", ["1", "3"])
+def test_eval_a_decoder_only_pair_exact_mode_equals_the_large_model(
+    causal_pair_dirs, tmp_path, batch_size
+):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 7, seed=2)
+    output = tmp_path / "eval.json"
+    argv = _eval_argv(causal_pair_dirs, pairs, output, "--rb", "0", "--fb", "0.6",
+                      "--batch-size", batch_size)  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(output.read_text())
+    methods = {row["method"]: row for row in results["methods"]}
+    large = methods["large"]["outputs"]
+    assert methods["bild"]["setting"] == {"rb": 0.0, "fb": 0.6}
+    assert methods["bild"]["outputs"] == large  # the exact mode, row for row
+    assert methods["bild"]["identical_to_large"] == 7 and methods["bild"]["stats"]["generated"]
+    if batch_size == "1":  # transformers' assisted generation decodes one input at a time
+        assert methods["assisted"]["outputs"] == large
+    # completions only: the prompt is not in the outputs that metrics score
+    tokenizer = AutoTokenizer.from_pretrained(causal_pair_dirs[1])
+    model = AutoModelForCausalLM.from_pretrained(causal_pair_dirs[1]).eval()
+    first = json.loads(pairs.read_text().splitlines()[0])["de"]
+    prompt = f"{first}\n"  # a local file's default template
+    assert large[0] == _greedy_completion(model, tokenizer, prompt, 10)
+    assert results["config"]["prompt_template"] == "{source}\n"
+
+
+def test_tune_a_decoder_only_pair(causal_pair_dirs, tmp_path, monkeypatch):
+    from bild_align.stages import tune
+
+    def timed(call, device):  # a cost model that does not depend on this machine's load
+        out = call()
+        stats = out.stats
+        if stats is None:
+            return 0.02 * out.sequences.shape[1], out
+        return 0.002 + 0.001 * stats.small_steps + 0.01 * stats.large_calls, out
+
+    monkeypatch.setattr(tune, "timed", timed)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 10, seed=4)
+    small, large = map(str, causal_pair_dirs)
+    output = tmp_path / "tune.json"
+    argv = ["tune", "--small", small, "--large", large, "--task", str(pairs), "--split", "train",
+            "--max-new-tokens", "10", "--rb", "0,3", "--fb", "0.1,0.4", "--refine", "0",
+            "--timing-rows", "2", "--bootstrap", "100", "--search-batch-size", "4",
+            "--source-column", "de", "--target-column", "en", "--output", str(output),
+            "--max-drop", "100", "--prompt-template", "DE: {source}\nEN:"]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(output.read_text())
+    settings = {point["key"]: point for point in results["settings"]}
+    exact = [point for point in results["settings"] if point.get("rb") == 0]
+    assert exact and all(point["drop"] == 0 for point in exact)  # rb=0: the large model's text
+    assert results["chosen"] is not None and "large" in settings
