@@ -66,14 +66,14 @@ def byte_level_model(*, num_layers=2, d_model=32, seed=3, eos_weight=3.0):
     (and, weakly, EOS), so decoded outputs are non-empty text of varying length."""
     from bild_align.toy_models import random_t5
 
-    model = random_t5(
-        vocab_size=384,
-        d_model=d_model,
-        num_layers=num_layers,
-        confidence=6.0,
-        eos_weight=eos_weight,
-        seed=seed,
-    )
+    return _printable_bytes_only(
+        random_t5(vocab_size=384, d_model=d_model, num_layers=num_layers, confidence=6.0,
+                  eos_weight=eos_weight, seed=seed)
+    )  # fmt: skip
+
+
+def _printable_bytes_only(model):
+    """Zero the output rows of every id but printable ASCII bytes and EOS."""
     with torch.no_grad():
         keep = torch.zeros(384, dtype=torch.bool)
         keep[3 + 32 : 3 + 127] = True  # bytes ' '..'~' (ByT5 ids are byte + 3)
@@ -87,20 +87,10 @@ def byte_level_llama(*, num_layers=1, hidden_size=32, seed=3, eos_weight=3.0):
     bytes (and, weakly, EOS): the decoder-only counterpart of `byte_level_model`."""
     from bild_align.toy_models import random_llama
 
-    model = random_llama(
-        vocab_size=384,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        confidence=6.0,
-        eos_weight=eos_weight,
-        seed=seed,
-    )
-    with torch.no_grad():
-        keep = torch.zeros(384, dtype=torch.bool)
-        keep[3 + 32 : 3 + 127] = True
-        keep[1] = True
-        model.lm_head.weight[~keep] = 0.0
-    return model
+    return _printable_bytes_only(
+        random_llama(vocab_size=384, hidden_size=hidden_size, num_layers=num_layers,
+                     confidence=6.0, eos_weight=eos_weight, seed=seed)
+    )  # fmt: skip
 
 
 def save_with_byte_tokenizer(model, directory):
