@@ -143,3 +143,82 @@ def test_tune_a_decoder_only_pair(causal_pair_dirs, tmp_path, monkeypatch):
     exact = [point for point in results["settings"] if point.get("rb") == 0]
     assert exact and all(point["drop"] == 0 for point in exact)  # rb=0: the large model's text
     assert results["chosen"] is not None and "large" in settings
+
+
+def test_completion_features_mask_the_prompt_out_of_the_loss(causal_pair_dirs):
+    from bild_align.prompts import completion_features
+
+    tokenizer = AutoTokenizer.from_pretrained(causal_pair_dirs[0])
+    rows = completion_features(
+        tokenizer, ["Q: ab\n", "Q: abcd\n"], ["xy", "z"], max_target_length=8
+    )
+    for prompt, target, ids, labels in zip(
+        ["Q: ab\n", "Q: abcd\n"], ["xy", "z"], rows["input_ids"], rows["labels"], strict=True
+    ):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+        assert ids == prompt_ids + target_ids + [tokenizer.eos_token_id]
+        assert labels == [-100] * len(prompt_ids) + target_ids + [tokenizer.eos_token_id]
+
+
+@pytest.fixture(scope="module")
+def causal_calibration(causal_pair_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal_calibration")
+    pairs = write_pairs(root / "pairs.jsonl", 60, seed=5)
+    output = root / "calibration"
+    assert main(_calibrate_argv(causal_pair_dirs[1], pairs, output, max_new_tokens=16)) == 0
+    return pairs, output
+
+
+def _train_argv(pair, calibration, output, *extra):
+    pairs, data = calibration
+    return ["train", "--recipe", "recipes/tiny.yaml", "--task", str(pairs), "--small-model",
+            str(pair[0]), "--large-model", str(pair[1]), "--calibration-dataset", str(data),
+            "--output-dir", str(output), "--max-target-length", "16", "--eval-rows", "12",
+            *extra]  # fmt: skip
+
+
+def _evaluations(output, key="eval_loss"):
+    state = sorted(output.glob("checkpoint-*/trainer_state.json"))[-1]
+    return [e for e in json.loads(state.read_text())["log_history"] if key in e]
+
+
+def test_train_a_decoder_only_small_model(causal_pair_dirs, causal_calibration, tmp_path):
+    output = tmp_path / "aligned"
+    argv = _train_argv(causal_pair_dirs, causal_calibration, output, "--max-steps", "40",
+                       "--eval-steps", "40", "--save-steps", "40", "--learning-rate", "1e-4",
+                       "--fallback-head", "true")  # fmt: skip
+    assert main(argv) == 0
+    before, after = _evaluations(output)
+    assert after["eval_loss"] < before["eval_loss"]  # the completions' cross-entropy
+    assert after["eval_agreement_bleu"] >= before["eval_agreement_bleu"]
+    # the alignment measures, read at the positions that predict each next token: the small
+    # model starts as the large one's near-copy, so they agree there (misread positions: ~0)
+    measures = _evaluations(output, "eval_expected_acceptance")
+    assert len(measures) == 2 and measures[0]["eval_agreement"] > 0.8
+    assert (output / "bild_fallback_head.safetensors").is_file()
+    small = AutoModelForCausalLM.from_pretrained(output)
+    assert not small.config.is_encoder_decoder
+    # the aligned model drafts for the large one in eval, exact mode still exact
+    eval_out = tmp_path / "eval.json"
+    pairs = causal_calibration[0]
+    argv = _eval_argv((output, causal_pair_dirs[1]), pairs, eval_out, "--rb", "0",
+                      "--max-samples", "5", "--fallback", "learned")  # fmt: skip
+    assert main(argv) == 0
+    methods = {row["method"]: row for row in json.loads(eval_out.read_text())["methods"]}
+    assert methods["bild"]["outputs"] == methods["large"]["outputs"]
+
+
+def test_token_and_calibrated_objectives_with_a_decoder_only_pair(
+    causal_pair_dirs, causal_calibration, tmp_path, capsys
+):  # noqa: E501
+    output = tmp_path / "token"
+    for objective in ("token", "calibrated"):
+        argv = _train_argv(causal_pair_dirs, causal_calibration, output / objective,
+                           "--max-steps", "10", "--eval-steps", "10", "--save-steps", "10",
+                           "--learning-rate", "1e-4", "--objective", objective)  # fmt: skip
+        assert main(argv) == 0
+        assert len(_evaluations(output / objective, "eval_expected_acceptance")) == 2
+    argv = _train_argv(causal_pair_dirs, causal_calibration, tmp_path / "x",
+                       "--on-policy-fraction", "0.5")  # fmt: skip
+    assert main(argv) == 2 and "encoder-decoder small models" in capsys.readouterr().err

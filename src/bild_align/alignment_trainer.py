@@ -41,6 +41,8 @@ class AlignmentTrainer(Seq2SeqTrainer):
     def __init__(self, *args, recipe: TrainRecipe, teacher=None, vocab_size: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.recipe, self.teacher, self.vocab_size = recipe, teacher, vocab_size
+        # a decoder-only model's logits at position t predict the token at t + 1
+        self.decoder_only = not getattr(self.model.config, "is_encoder_decoder", False)
         if teacher is not None:
             teacher.to(self.args.device)  # once, not in every step
         self.held_out: list[tuple[dict, TopK]] = []
@@ -54,6 +56,10 @@ class AlignmentTrainer(Seq2SeqTrainer):
             do_sample=recipe.on_policy_sampling,
             top_k=0,
             temperature=1.0,
+        )
+        self.evaluation_generation = plain_generation_config(self.model)
+        self.evaluation_generation.update(
+            max_new_tokens=recipe.max_target_length, do_sample=False, num_beams=1
         )
 
     def _get_eval_sampler(self, eval_dataset):
@@ -69,7 +75,7 @@ class AlignmentTrainer(Seq2SeqTrainer):
             rows = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
             batch = self._prepare_inputs(self.data_collator(rows))
             with torch.no_grad():
-                logits = self.teacher(**_model_inputs(batch)).logits
+                logits = self._predicting(self.teacher(**_model_inputs(batch)).logits)
             top = TopK.of(logits, self.recipe.measure_topk, self.vocab_size)
             self.held_out.append(({k: v.cpu() for k, v in batch.items()}, top.to("cpu")))
 
@@ -91,8 +97,8 @@ class AlignmentTrainer(Seq2SeqTrainer):
         with torch.no_grad():
             for batch, top in self.held_out:
                 batch = self._prepare_inputs(batch)
-                logits = model(**_model_inputs(batch)).logits
-                mask = batch["labels"] != -100
+                logits = self._predicting(model(**_model_inputs(batch)).logits)
+                mask = self._targets(batch["labels"]) != -100
                 sums.append(measure_sums(logits, top.to(logits.device), mask, self.vocab_size))
         model.train(was_training)
         return alignment_measures(sums)
@@ -101,10 +107,9 @@ class AlignmentTrainer(Seq2SeqTrainer):
         if self.recipe.objective == "calibrated" and not self.recipe.uses_teacher:
             inputs = _model_inputs(inputs)
             outputs = model(**inputs)
-            labels = inputs["labels"]
-            term = confidence_calibration(
-                outputs.logits[..., : self.vocab_size], labels, labels != -100
-            )
+            labels = self._targets(inputs["labels"])
+            logits = self._predicting(outputs.logits)
+            term = confidence_calibration(logits[..., : self.vocab_size], labels, labels != -100)
             loss = outputs.loss + self.recipe.calibration_weight * term
             return (loss, outputs) if return_outputs else loss
         if not self.recipe.uses_teacher:
@@ -122,8 +127,9 @@ class AlignmentTrainer(Seq2SeqTrainer):
 
     def _distillation_loss(self, logits, inputs):
         with torch.no_grad():
-            teacher_logits = self.teacher(**inputs).logits
-        mask = inputs["labels"] != -100
+            teacher_logits = self._predicting(self.teacher(**inputs).logits)
+        logits = self._predicting(logits)
+        mask = self._targets(inputs["labels"]) != -100
         if self.recipe.objective == "token":
             return token_divergence(
                 logits[..., : self.vocab_size],
@@ -136,6 +142,42 @@ class AlignmentTrainer(Seq2SeqTrainer):
         # sequence objective on the small model's own prefixes: the large model's choice
         targets = teacher_logits[..., : self.vocab_size].argmax(-1)
         return F.cross_entropy(logits[..., : self.vocab_size][mask].float(), targets[mask])
+
+    def _predicting(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits at the positions that predict the labels (`_targets`)."""
+        return logits[:, :-1] if self.decoder_only else logits
+
+    def _targets(self, labels: torch.Tensor) -> torch.Tensor:
+        return labels[:, 1:] if self.decoder_only else labels
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        """Decoder-only rows hold prompt + target: the loss is the forward's on them; the
+        prediction is the greedy completion of the prompt alone (left-padded, as generate
+        needs), which `compute_metrics` compares with the large model's output."""
+        if not self.decoder_only or prediction_loss_only or not self.args.predict_with_generate:
+            return super().prediction_step(
+                model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs
+            )
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = model(**_model_inputs(inputs)).loss.detach()
+            prompts = [
+                row[(labels == -100) & (mask > 0)]
+                for row, labels, mask in zip(
+                    inputs["input_ids"], inputs["labels"], inputs["attention_mask"], strict=True
+                )
+            ]
+            width = max(len(prompt) for prompt in prompts)
+            pad = self.on_policy_generation.pad_token_id or 0
+            ids = torch.full((len(prompts), width), pad, device=inputs["input_ids"].device)
+            mask = torch.zeros_like(ids)
+            for place, prompt in enumerate(prompts):
+                ids[place, width - len(prompt) :], mask[place, width - len(prompt) :] = prompt, 1
+            small = self.accelerator.unwrap_model(model)
+            generated = small.generate(
+                input_ids=ids, attention_mask=mask, generation_config=self.evaluation_generation
+            )
+        return loss, generated[:, width:], inputs["labels"]
 
     def _on_policy_now(self) -> bool:
         """Seeded per optimizer step, so that a rerun draws the same batches."""

@@ -39,40 +39,70 @@ def head_examples(
     batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (positions, width + 2), labels (positions,)) over every output position of
-    the rows, the one predicting the closing EOS included (encoder-decoder models)."""
+    the rows, the one predicting the closing EOS included. For a decoder-only model `sources`
+    are the prompts and the positions those that predict a target token."""
     features, labels = [], []
     captured: list[torch.Tensor] = []
     hook = small.get_output_embeddings().register_forward_hook(
         lambda _module, inputs, _output: captured.append(inputs[0])
     )
+    decoder_only = not getattr(small.config, "is_encoder_decoder", False)
     try:
         with torch.inference_mode():
             for first in range(0, len(sources), batch_size):
-                batch = tokenizer(
-                    list(sources[first : first + batch_size]),
-                    text_target=list(targets[first : first + batch_size]),
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=max_source_length,
-                ).to(small.device)
-                labels_ids = batch["labels"][:, :max_target_length].contiguous()
+                chunk = slice(first, first + batch_size)
                 captured.clear()
-                logits = small(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    labels=labels_ids,
-                ).logits
-                real = labels_ids != tokenizer.pad_token_id
+                if decoder_only:  # sources are prompts; positions that predict a target token
+                    logits, labels_ids = _completion_logits(
+                        small, tokenizer, sources[chunk], targets[chunk], max_target_length
+                    )
+                    hidden = captured[-1][:, :-1]
+                    real = labels_ids != -100
+                else:
+                    batch = tokenizer(
+                        list(sources[chunk]),
+                        text_target=list(targets[chunk]),
+                        return_tensors="pt",
+                        padding=True,
+                        truncation=True,
+                        max_length=max_source_length,
+                    ).to(small.device)
+                    labels_ids = batch["labels"][:, :max_target_length].contiguous()
+                    logits = small(
+                        input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"],
+                        labels=labels_ids,
+                    ).logits
+                    hidden = captured[-1]
+                    real = labels_ids != tokenizer.pad_token_id
                 probabilities = torch.softmax(logits.float(), dim=-1)[real]
-                hidden = captured[-1][real]
-                features.append(head_features(hidden, probabilities))
+                features.append(head_features(hidden[real], probabilities))
                 labels.append((probabilities.argmax(-1) == labels_ids[real]).float())
     finally:
         hook.remove()
     if not features:
         raise UserError("no calibration rows to train the fallback head on")
     return torch.cat(features), torch.cat(labels)
+
+
+def _completion_logits(small, tokenizer, prompts, targets, max_target_length: int):
+    """A decoder-only model's logits at the positions before each target token, and those
+    tokens (-100 elsewhere): the prompt + target rows training uses, right-padded."""
+    from bild_align.prompts import completion_features
+
+    rows = completion_features(tokenizer, prompts, targets, max_target_length=max_target_length)
+    width = max(map(len, rows["input_ids"]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def padded(lists, value):
+        return torch.tensor(
+            [row + [value] * (width - len(row)) for row in lists], device=small.device
+        )
+
+    logits = small(
+        input_ids=padded(rows["input_ids"], pad), attention_mask=padded(rows["attention_mask"], 0)
+    ).logits
+    return logits[:, :-1], padded(rows["labels"], -100)[:, 1:]
 
 
 def fit_head(
@@ -188,9 +218,9 @@ def train_fallback_head(
 ) -> tuple[Path, dict]:
     """Fit and save the head of the small model in `model_dir` on calibration rows (the large
     model's outputs as targets); returns the file and the report."""
-    from bild_align.models import load_seq2seq
+    from bild_align.models import load_seq2seq_or_causal
 
-    small, tokenizer, revision = load_seq2seq(str(model_dir), device=device)
+    small, tokenizer, revision = load_seq2seq_or_causal(str(model_dir), device=device)
     features, labels = head_examples(
         small,
         tokenizer,

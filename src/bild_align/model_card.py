@@ -47,7 +47,10 @@ def card_facts(folder: str | Path) -> dict[str, Any]:
     record_path = folder / TRAIN_RECORD
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     result = record.get("result", {})
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     return {
+        "decoder_only": not config.get("is_encoder_decoder", False),
         "recipe": result.get("recipe") or record.get("fingerprint", {}),
         "result": {key: value for key, value in result.items() if key != "recipe"},
         "saved_policy": read_saved(folder),
@@ -148,12 +151,13 @@ def render_card(facts: dict[str, Any], repo_id: str) -> str:
         + (f", finished {result['finished']}" if result.get("finished") else ""),
     ]
     recipe_yaml = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).rstrip()
+    auto = "AutoModelForCausalLM" if facts.get("decoder_only") else "AutoModelForSeq2SeqLM"
     usage = f"""```py
 import bild_align
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import {auto}, AutoTokenizer
 
-small = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}")
-large = AutoModelForSeq2SeqLM.from_pretrained("{large or "LARGE"}")
+small = {auto}.from_pretrained("{repo_id}")
+large = {auto}.from_pretrained("{large or "LARGE"}")
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 inputs = tokenizer(["..."], return_tensors="pt")
 out = large.generate(**inputs, assistant_model=small, custom_generate=bild_align.generate_bild,

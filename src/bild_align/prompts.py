@@ -134,3 +134,25 @@ class Prompter:
     def completions(self, tokenizer, sequences: torch.Tensor, input_ids: torch.Tensor) -> list[str]:
         new = sequences[:, self.prefix_length(input_ids) :] if self.decoder_only else sequences
         return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def completion_features(
+    tokenizer,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    *,
+    max_target_length: int,
+    chat: bool = False,
+) -> dict[str, list[list[int]]]:
+    """A decoder-only model's training rows: `input_ids` = prompt + target + EOS, `labels` the
+    same with the prompt masked out (-100), so that the loss covers the completion only."""
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=not chat)["input_ids"]
+    target_ids = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    features: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for prompt, target in zip(prompt_ids, target_ids, strict=True):
+        completion = (target + eos)[:max_target_length]
+        features["input_ids"].append(prompt + completion)
+        features["attention_mask"].append([1] * (len(prompt) + len(completion)))
+        features["labels"].append([-100] * len(prompt) + completion)
+    return features

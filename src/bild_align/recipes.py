@@ -49,6 +49,14 @@ class TrainRecipe:
     tokenizer: str | None = option(None, "tokenizer (default: the small model's)")
     large_model: str | None = option(None, "the model that made the calibration data (for eval)")
     calibration_split: str = option("train", "split of the calibration dataset")
+    prompt_template: str | None = option(
+        None,
+        "decoder-only small models whose calibration data has no `prompt` column: the prompt "
+        "around each source, with {source} (default: the task's)",
+    )
+    chat_template: bool = option(
+        False, "decoder-only: with prompt_template, wrap prompts in the tokenizer's chat template"
+    )
     # optimisation: Adafactor with a constant learning rate, effective batch size 16
     learning_rate: float = option(5e-4, "constant learning rate (paper: {0.5,1,2,5}e-4)")
     adafactor_scale_parameter: bool = option(
@@ -164,6 +172,8 @@ class TrainRecipe:
             )
         if self.bf16 and self.fp16:
             found.append("keys 'bf16' and 'fp16' cannot both be true")
+        if self.prompt_template is not None and "{source}" not in self.prompt_template:
+            found.append("key 'prompt_template' must hold {source}, where the source goes")
         return found
 
 
@@ -432,7 +442,7 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
 
     An eval recipe holds EvalConfig keys (small, large, task, split, rb, fb, sweep, ...). A
     training recipe supplies its output_dir as the small model, its large_model, task and
-    eval_split, and rb / fb (sweep_rb / sweep_fb with `sweep`)."""
+    eval_split, rb / fb (sweep_rb / sweep_fb with `sweep`) and its prompt settings."""
     from bild_align.configs import EvalConfig
 
     path = find_recipe(path)
@@ -447,5 +457,7 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
         "split": recipe.eval_split,
         "rb": tuple(recipe.sweep_rb if sweep else recipe.rb),
         "fb": tuple(recipe.sweep_fb if sweep else recipe.fb),
+        "prompt_template": recipe.prompt_template,
+        "chat_template": recipe.chat_template or None,  # decoder-only pairs' prompts
     }
     return {key: value for key, value in chosen.items() if value is not None}

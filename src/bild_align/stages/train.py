@@ -80,6 +80,8 @@ def load_calibration(name: str, split: str):
 def _model_and_tokenizer(recipe: TrainRecipe):
     import torch
     from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
         AutoModelForSeq2SeqLM,
         AutoTokenizer,
         T5Config,
@@ -99,7 +101,13 @@ def _model_and_tokenizer(recipe: TrainRecipe):
             extra = {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
             # float32 master weights whatever the checkpoint's dtype: pure float16/bfloat16
             # updates lose precision, and CPUs without float16 arithmetic run ~10x slower
-            model = AutoModelForSeq2SeqLM.from_pretrained(small_model, dtype=torch.float32, **extra)
+            config = AutoConfig.from_pretrained(small_model)
+            kind = (
+                AutoModelForSeq2SeqLM
+                if getattr(config, "is_encoder_decoder", False)
+                else AutoModelForCausalLM
+            )
+            model = kind.from_pretrained(small_model, dtype=torch.float32, **extra)
         elif recipe.small_config is not None:
             config = T5Config(
                 **{
@@ -143,18 +151,23 @@ def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> Iterator[None]:
         os.environ.pop("WANDB_MODE", None)
 
 
-def _load_teacher(recipe: TrainRecipe, tokenizer):
+def _load_teacher(recipe: TrainRecipe, tokenizer, small_is_encoder_decoder: bool = True):
     """The large model, frozen, for the token objective, on-policy batches and the measures;
     None without large_model. Float32 like the trained weights (bfloat16 with bf16: true)."""
     if recipe.large_model is None or not (recipe.uses_teacher or recipe.measure_topk):
         return None
-    from bild_align.models import check_same_tokenizer, load_seq2seq
+    from bild_align.models import check_same_tokenizer, load_seq2seq_or_causal
 
     try:
-        teacher, teacher_tokenizer, _ = load_seq2seq(
+        teacher, teacher_tokenizer, _ = load_seq2seq_or_causal(
             recipe.large_model, dtype="bfloat16" if recipe.bf16 else "float32", device="cpu"
         )
         check_same_tokenizer(tokenizer, teacher_tokenizer)
+        if teacher.config.is_encoder_decoder != small_is_encoder_decoder:
+            raise UserError(
+                f"large_model {recipe.large_model} and the small model are not the same kind "
+                "(one encoder-decoder, one decoder-only); pair two of one kind"
+            )
     except UserError as error:
         if recipe.uses_teacher:
             raise
@@ -298,16 +311,24 @@ def run_training(
     task = get_task(recipe.task)
     split = _split_calibration(recipe)  # before the model: a wrong path fails in seconds
     model, tokenizer = _model_and_tokenizer(recipe)
+    decoder_only = not model.config.is_encoder_decoder
+    if decoder_only and recipe.on_policy_fraction > 0:
+        raise UserError(
+            "on_policy_fraction > 0 is for encoder-decoder small models in this version; use "
+            "the sequence, calibrated or token objective on the calibration rows"
+        )
     generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
     save_dtype = _save_dtype(recipe)
-    train_set, eval_set = _tokenized(split, tokenizer, recipe)
-    teacher = _load_teacher(recipe, tokenizer)
+    if decoder_only:
+        split = _with_prompts(split, recipe, model, tokenizer)
+    train_set, eval_set = _tokenized(split, tokenizer, recipe, decoder_only)
+    teacher = _load_teacher(recipe, tokenizer, not decoder_only)
     trainer = AlignmentTrainer(
         model=model,
         args=_training_arguments(recipe),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        data_collator=DataCollatorForSeq2Seq(_right_padding(tokenizer), model=model),
         processing_class=tokenizer,
         compute_metrics=_metrics_function(tokenizer, split["test"], task.metric),
         optimizers=_optimizers(recipe, model),
@@ -415,9 +436,10 @@ def run_fallback_head(recipe: TrainRecipe) -> Path:
     rows = _split_calibration(recipe)["train"]
     rows = rows.select(range(min(len(rows), recipe.fallback_head_rows)))
     print(f"fitting the fallback head of {output} on {len(rows)} calibration rows")
+    inputs = "prompt" if "prompt" in rows.column_names else "source"  # decoder-only: prompts
     path, report = train_fallback_head(
         output,
-        list(rows["source"]),
+        list(rows[inputs]),
         list(rows["target"]),
         max_source_length=recipe.max_source_length,
         max_target_length=recipe.max_target_length,
@@ -441,10 +463,48 @@ def _split_calibration(recipe: TrainRecipe):
     return dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
 
 
-def _tokenized(split, tokenizer, recipe: TrainRecipe) -> list:
-    """The training and held-out rows as model inputs, with the large model's outputs as labels."""
+def _with_prompts(split, recipe: TrainRecipe, model, tokenizer):
+    """Decoder-only: a `prompt` column (calibrate writes one; else the recipe's or the task's
+    template around each source)."""
+    from bild_align.prompts import Prompter
+
+    if "prompt" in split["train"].column_names:
+        return split
+    prompter = Prompter.for_model(
+        model, get_task(recipe.task), recipe.prompt_template, recipe.chat_template
+    )
+    prompter.check_tokenizer(tokenizer)
+    return split.map(
+        lambda batch: {
+            "prompt": prompter.prompt_texts(tokenizer, batch["source"], recipe.max_source_length)
+        },
+        batched=True,
+        desc="prompts",
+    )
+
+
+def _right_padding(tokenizer):
+    """The tokenizer for training batches: padded on the right, so that a decoder-only
+    model's positions count from its first token (the saved tokenizer is left as it was)."""
+    padded = copy.copy(tokenizer)
+    padded.padding_side = "right"
+    return padded
+
+
+def _tokenized(split, tokenizer, recipe: TrainRecipe, decoder_only: bool = False) -> list:
+    """The training and held-out rows as model inputs, with the large model's outputs as labels
+    (decoder-only: prompt + output, the loss on the output only)."""
+    from bild_align.prompts import completion_features
 
     def tokenize(batch):
+        if decoder_only:
+            return completion_features(
+                tokenizer,
+                batch["prompt"],
+                batch["target"],
+                max_target_length=recipe.max_target_length,
+                chat=recipe.chat_template,
+            )
         features = tokenizer(batch["source"], max_length=recipe.max_source_length, truncation=True)
         features["labels"] = tokenizer(
             text_target=batch["target"], max_length=recipe.max_target_length, truncation=True
