@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format bench demo demo-models clean
+.PHONY: install test test-slow lint format bench demo demo-models demo-models-causal clean
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ demo: $(STAMP)
 # gettext catalogs: 38 minutes on 2 CPU cores (large model 34.5, small model 3.5).
 demo-models: $(STAMP)
 	$(BIN)/python -m bild_align.stages.demo_models models
+
+demo-models-causal: $(STAMP)
+	$(BIN)/python -m bild_align.stages.demo_models causal
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -222,3 +222,50 @@ def test_token_and_calibrated_objectives_with_a_decoder_only_pair(
     argv = _train_argv(causal_pair_dirs, causal_calibration, tmp_path / "x",
                        "--on-policy-fraction", "0.5")  # fmt: skip
     assert main(argv) == 2 and "encoder-decoder small models" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_decoder_only_calibration_keeps_rows_and_resumes(
+    causal_pair_dirs, tmp_path, capsys, monkeypatch
+):
+    import bild_align.stages.calibrate as calibrate
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 5, seed=6)
+    output = tmp_path / "calibration"
+    real, calls = calibrate.greedy_texts, []
+
+    def interrupt_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate, "greedy_texts", interrupt_third_batch)
+    argv = _calibrate_argv(causal_pair_dirs[1], pairs, output, "--shard-rows", "1")
+    argv[argv.index("--batch-size") + 1] = "1"
+    assert main(argv) == 130
+    assert "interrupted: 2 of 5 rows are kept" in capsys.readouterr().err
+    monkeypatch.setattr(calibrate, "greedy_texts", real)
+    assert main(argv) == 0
+    assert "resuming: 2 of 5 rows kept" in capsys.readouterr().out
+    rows = pq.read_table(output / "data" / "train-00000-of-00001.parquet").to_pylist()
+    fresh = tmp_path / "fresh"
+    assert main(_calibrate_argv(causal_pair_dirs[1], pairs, fresh)) == 0
+    assert rows == pq.read_table(fresh / "data" / "train-00000-of-00001.parquet").to_pylist()
+
+
+def test_a_recipe_builds_a_decoder_only_model_from_scratch(causal_pair_dirs):
+    from bild_align.recipes import TrainRecipe
+    from bild_align.stages.train import _from_config
+
+    tokenizer = AutoTokenizer.from_pretrained(causal_pair_dirs[0])
+    fields = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 2}  # fmt: skip
+    recipe = TrainRecipe(task="t", calibration_dataset="c", output_dir="o", small_config=fields)
+    model = _from_config(recipe, tokenizer)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 2
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    t5_fields = {"d_model": 32, "num_layers": 1}
+    recipe = TrainRecipe(task="t", calibration_dataset="c", output_dir="o", small_config=t5_fields)
+    t5 = _from_config(recipe, tokenizer)
+    assert t5.config.is_encoder_decoder and t5.config.decoder_start_token_id == 0

@@ -14,8 +14,10 @@ from bild_align.stages.demo import DemoConfig, run_demo
     not any(CATALOG_DIR.glob("*.mo")),
     reason=f"no German gettext catalogs in {CATALOG_DIR} on this machine",
 )
-def test_demo_pipeline_on_a_few_examples(tmp_path, capsys):
+@pytest.mark.parametrize("pair", ["t5", "causal"])
+def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
     config = DemoConfig(
+        pair=pair,
         output_dir=str(tmp_path),
         calibration_rows=48,
         eval_samples=4,

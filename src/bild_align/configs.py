@@ -34,6 +34,7 @@ from bild_align.options import (
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
+DEMO_PAIRS = ("t5", "causal")
 MIN_DEMO_ROWS = 10
 BASELINES = ("large", "small", "assisted")
 CHAT_OUTPUTS = ("bild", "large", "small", "speculative")
@@ -533,7 +534,15 @@ class ChatSettings:
 class DemoConfig:
     """`bild-align demo`: calibrate -> train -> eval on the shipped pair, offline."""
 
-    output_dir: str = option("outputs/demo", "where everything goes")
+    pair: str = option(
+        "t5",
+        "the shipped pair: t5 (encoder-decoder, data/demo) or causal (decoder-only Llama "
+        "models with the same vocabulary, data/demo-causal)",
+        choices=DEMO_PAIRS,
+    )
+    output_dir: str | None = option(
+        None, "where everything goes", default_text="outputs/demo, or outputs/demo-causal"
+    )
     calibration_rows: int | None = option(
         None, "calibrate only the first N train rows", parse=positive_int, default_text="all"
     )
@@ -576,6 +585,11 @@ class DemoConfig:
     align_overrides: dict | None = option(
         None, "recipe keys for the alignment step", command_line=False
     )
+
+    def root(self) -> str:
+        """The output folder: the one given, else the pair's own under outputs/."""
+        default = "outputs/demo-causal" if self.pair == "causal" else "outputs/demo"
+        return self.output_dir or default
 
     def alignment(self) -> dict:
         """The recipe keys of the alignment objective."""

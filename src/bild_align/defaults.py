@@ -15,19 +15,21 @@ import logging
 from pathlib import Path
 
 from bild_align.errors import UserError
-from bild_align.resources import DEMO_DIR
+from bild_align.resources import DEMO_CAUSAL_DIR, DEMO_DIR
 
 logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
 DEMO_TASK = "gettext-de-en"
 
 
-def demo_model(role: str) -> str:
-    path = Path(DEMO_DIR) / role
+def demo_model(role: str, pair: str = "t5") -> str:
+    """The shipped demo pair's `role` model: the T5 pair, or with pair="causal" the Llama one."""
+    path = Path(DEMO_CAUSAL_DIR if pair == "causal" else DEMO_DIR) / role
     if not (path / "config.json").exists():
+        rebuild = "make demo-models-causal" if pair == "causal" else "make demo-models"
         raise UserError(
             f"no model given and the demo {role} model is missing from {path}; pass a model "
-            "(a Hub id or a directory), or rebuild the demo pair with `make demo-models`"
+            f"(a Hub id or a directory), or rebuild the demo pair with `{rebuild}`"
         )
     return str(path)
 

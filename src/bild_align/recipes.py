@@ -45,7 +45,11 @@ class TrainRecipe:
     )
     output_dir: str = option(help="where checkpoints and the aligned model go")
     small_model: str | None = option(None, "Hub id or local dir of the small model to fine-tune")
-    small_config: dict | None = option(None, "T5Config fields, to train a small model from scratch")
+    small_config: dict | None = option(
+        None,
+        "T5Config fields, to train a small model from scratch (with model_type: llama, "
+        "LlamaConfig fields: a decoder-only model)",
+    )
     tokenizer: str | None = option(None, "tokenizer (default: the small model's)")
     large_model: str | None = option(None, "the model that made the calibration data (for eval)")
     calibration_split: str = option("train", "split of the calibration dataset")

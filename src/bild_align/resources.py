@@ -44,5 +44,11 @@ DEMO_DIR = Path(
     os.environ.get("BILD_DEMO_DIR") or shipped("data/demo") or CHECKOUT / "data" / "demo"
 )
 RECIPES_DIR = shipped("recipes") or CHECKOUT / "recipes"
+# the decoder-only demo pair (`bild-align demo --pair causal`, `make demo-models-causal`)
+DEMO_CAUSAL_DIR = Path(
+    os.environ.get("BILD_DEMO_CAUSAL_DIR")
+    or shipped("data/demo-causal")
+    or CHECKOUT / "data" / "demo-causal"
+)
 # the custom_generate repository folder (`bild_align.CUSTOM_GENERATE`, `export-generate`)
 GENERATE_REPO = Path(__file__).resolve().with_name("generate_repo")

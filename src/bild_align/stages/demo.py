@@ -1,6 +1,7 @@
 """`bild-align demo`: the whole pipeline, offline, on the shipped demo pair and gettext-de-en.
 
     bild-align demo                          # calibrate -> train -> tune -> eval, one table
+    bild-align demo --pair causal            # the same with the decoder-only (Llama) pair
     results = run_demo(DemoConfig(calibration_rows=200, max_steps=100))   # a short demo
 
 The shipped pair itself is rebuilt by `make demo-models` (`bild_align.stages.demo_models`).
@@ -25,11 +26,12 @@ def run_demo(config: DemoConfig) -> dict:
     from bild_align.stages.train import run_training
     from bild_align.stages.tune import TuneConfig, run_tune
 
-    large, small = demo_model("large"), demo_model("small")
-    root = Path(config.output_dir).expanduser()
+    large, small = demo_model("large", config.pair), demo_model("small", config.pair)
+    root = Path(config.root()).expanduser()
     aligned_dir = root / config.aligned_folder()
+    align_recipe = "demo-causal-align.yaml" if config.pair == "causal" else "demo-align.yaml"
     recipe = load_recipe(  # before any work: a bad combination of options fails now
-        RECIPES_DIR / "demo-align.yaml",
+        RECIPES_DIR / align_recipe,
         {
             "small_model": small,
             "large_model": large,

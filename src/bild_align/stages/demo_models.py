@@ -2,10 +2,13 @@
 
     python -m bild_align.stages.demo_models tokenizer   # SentencePiece vocabulary (train split)
     python -m bild_align.stages.demo_models models      # tokenizer, then both models
+    python -m bild_align.stages.demo_models causal      # the decoder-only pair
 
 `make demo-models` runs the second command; it rebuilds data/demo/{tokenizer,large,small}
 from scratch (deterministic seeds) with the project's own `bild-align train` recipes
-(recipes/demo-large.yaml, recipes/demo-small.yaml).
+(recipes/demo-large.yaml, recipes/demo-small.yaml). `make demo-models-causal` runs the third:
+two Llama models with the same vocabulary (recipes/demo-causal-{large,small}.yaml) into
+data/demo-causal/{large,small}.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bild_align.resources import DEMO_DIR, RECIPES_DIR
+from bild_align.resources import DEMO_CAUSAL_DIR, DEMO_DIR, RECIPES_DIR
 
 
 def train_tokenizer(output: Path, vocab_size: int = 4000) -> Path:
@@ -52,11 +55,13 @@ def train_tokenizer(output: Path, vocab_size: int = 4000) -> Path:
 def export(run_dir: Path, output: Path) -> Path:
     """Save the trained model in float16 safetensors (small enough to ship) with its tokenizer."""
     import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from bild_align.models import plain_generation_config
 
-    model = AutoModelForSeq2SeqLM.from_pretrained(run_dir).to(torch.float16)
+    encoder_decoder = AutoConfig.from_pretrained(run_dir).is_encoder_decoder
+    kind = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+    model = kind.from_pretrained(run_dir).to(torch.float16)
     # only the special tokens: the Trainer saves every default (max_length=20, top_k=50, ...),
     # which would then override callers' settings
     model.generation_config = plain_generation_config(model)
@@ -65,18 +70,23 @@ def export(run_dir: Path, output: Path) -> Path:
     return output
 
 
-def build_models() -> None:
+def build_models(causal: bool = False) -> None:
+    """The T5 pair (a new tokenizer first), or the decoder-only pair on the T5 pair's one."""
     from bild_align.recipes import load_recipe
     from bild_align.stages.train import run_training
 
     start = time.time()
-    train_tokenizer(DEMO_DIR / "tokenizer")
+    if not causal:
+        train_tokenizer(DEMO_DIR / "tokenizer")
+    folder, kind = (DEMO_CAUSAL_DIR, "demo-causal") if causal else (DEMO_DIR, "demo")
     for name in ("large", "small"):
-        recipe = load_recipe(RECIPES_DIR / f"demo-{name}.yaml")
-        run_dir = run_training(recipe)
-        export(run_dir, DEMO_DIR / name)
+        recipe = load_recipe(RECIPES_DIR / f"{kind}-{name}.yaml")
+        run_dir = run_training(
+            recipe, resume=(Path(recipe.output_dir) / "bild_align_train.json").is_file()
+        )
+        export(run_dir, folder / name)
         print(
-            f"demo {name} model exported to {DEMO_DIR / name} "
+            f"{kind} {name} model exported to {folder / name} "
             f"({(time.time() - start) / 60:.1f} min so far)"
         )
 
@@ -85,7 +95,7 @@ if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "tokenizer":
         print(train_tokenizer(DEMO_DIR / "tokenizer"))
-    elif command == "models":
-        build_models()
+    elif command in ("models", "causal"):
+        build_models(causal=command == "causal")
     else:
-        sys.exit("usage: python -m bild_align.stages.demo_models {tokenizer|models}")
+        sys.exit("usage: python -m bild_align.stages.demo_models {tokenizer|models|causal}")

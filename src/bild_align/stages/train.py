@@ -84,8 +84,6 @@ def _model_and_tokenizer(recipe: TrainRecipe):
         AutoModelForCausalLM,
         AutoModelForSeq2SeqLM,
         AutoTokenizer,
-        T5Config,
-        T5ForConditionalGeneration,
     )
 
     small_model, tokenizer_name = (
@@ -109,19 +107,7 @@ def _model_and_tokenizer(recipe: TrainRecipe):
             )
             model = kind.from_pretrained(small_model, dtype=torch.float32, **extra)
         elif recipe.small_config is not None:
-            config = T5Config(
-                **{
-                    "vocab_size": len(tokenizer),
-                    "decoder_start_token_id": tokenizer.pad_token_id,
-                    "pad_token_id": tokenizer.pad_token_id,
-                    "eos_token_id": tokenizer.eos_token_id,
-                    **recipe.small_config,
-                    **(
-                        {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
-                    ),
-                }
-            )
-            model = T5ForConditionalGeneration(config)
+            model = _from_config(recipe, tokenizer)
         else:
             raise UserError("the recipe needs small_model (to fine-tune) or small_config")
     except (OSError, TypeError, ValueError) as error:
@@ -130,6 +116,29 @@ def _model_and_tokenizer(recipe: TrainRecipe):
     if recipe.fp16:
         check_dtype(model.config.model_type, "float16", where="fp16: true, i.e.")
     return model, tokenizer
+
+
+def _from_config(recipe: TrainRecipe, tokenizer):
+    """A new model from `small_config`: T5Config fields, or with `model_type: llama` a
+    decoder-only Llama (LlamaConfig fields); the tokenizer's size and special tokens."""
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    fields = dict(recipe.small_config)
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if fields.pop("model_type", "t5") == "llama":
+        if recipe.dropout_rate is not None:
+            fields.setdefault("attention_dropout", recipe.dropout_rate)
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=None, **special, **fields)
+        return LlamaForCausalLM(config)
+    if recipe.dropout_rate is not None:
+        fields["dropout_rate"] = recipe.dropout_rate
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **special,
+        **fields,
+    )
+    return T5ForConditionalGeneration(config)
 
 
 @contextlib.contextmanager
