@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bild_align.cli import main
 from bild_align.prompts import Prompter
 from bild_align.tasks import get_task
-from bild_align.testing.helpers import write_pairs
+from bild_align.testing.helpers import interrupted_on_call, write_pairs
 
 
 def _greedy_completion(model, tokenizer, prompt, max_new_tokens):
@@ -231,15 +231,8 @@ def test_ctrl_c_in_a_decoder_only_calibration_keeps_rows_and_resumes(
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 5, seed=6)
     output = tmp_path / "calibration"
-    real, calls = calibrate.greedy_texts, []
-
-    def interrupt_third_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(calibrate, "greedy_texts", interrupt_third_batch)
+    real = calibrate.greedy_texts
+    monkeypatch.setattr(calibrate, "greedy_texts", interrupted_on_call(real, 3))
     argv = _calibrate_argv(causal_pair_dirs[1], pairs, output, "--shard-rows", "1")
     argv[argv.index("--batch-size") + 1] = "1"
     assert main(argv) == 130

@@ -23,7 +23,12 @@ from bild_align.runs import RunLock
 from bild_align.stages.calibrate import default_output, run_calibration
 from bild_align.stages.evaluate import format_results, lock_path, partial_path, run_eval
 from bild_align.tasks import get_task
-from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
+from bild_align.testing.helpers import (
+    byte_level_model,
+    interrupted_on_call,
+    save_with_byte_tokenizer,
+    write_pairs,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PAPER_RECIPES = ("iwslt", "wmt", "xsum", "cnndm")
@@ -406,16 +411,8 @@ def test_calibrate_names_a_damaged_shard_or_run_record(
     import bild_align.stages.calibrate as calibrate
 
     output = tmp_path / "cal"
-    calls = []
     real = calibrate.greedy_texts
-
-    def interrupt_third_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(calibrate, "greedy_texts", interrupt_third_batch)
+    monkeypatch.setattr(calibrate, "greedy_texts", interrupted_on_call(real, 3))
     batches = ("--batch-size", "1", "--shard-rows", "1")
     assert _calibrate(byte_model_dir, pairs, output, *batches) == 130
     assert "interrupted: 2 of 4 rows are kept" in capsys.readouterr().err

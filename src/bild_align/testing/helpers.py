@@ -46,6 +46,19 @@ def _empty_folders(root) -> set[str]:
     return found
 
 
+def interrupted_on_call(function, count: int):
+    """`function`, except that its `count`-th call raises KeyboardInterrupt (a Ctrl-C there)."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == count:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
 def padded_batch(seed, *, rows=5, vocab_size=128, longest=9, left=False):
     """Random inputs of different lengths (the first row the longest) padded with 0, with their
     mask: right-padded (encoder-decoder models' convention) or left-padded (decoder-only)."""
