@@ -262,3 +262,38 @@ def test_a_recipe_builds_a_decoder_only_model_from_scratch(causal_pair_dirs):
     recipe = TrainRecipe(task="t", calibration_dataset="c", output_dir="o", small_config=t5_fields)
     t5 = _from_config(recipe, tokenizer)
     assert t5.config.is_encoder_decoder and t5.config.decoder_start_token_id == 0
+
+
+def test_decoder_only_eval_and_train_resume_after_an_interruption(
+    causal_pair_dirs, causal_calibration, tmp_path, capsys, monkeypatch
+):
+    from bild_align import harness
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 4, seed=8)
+    output = tmp_path / "eval.json"
+    argv = _eval_argv(causal_pair_dirs, pairs, output, "--rb", "0", "--baselines", "large")
+    real = harness.timed
+    monkeypatch.setattr(harness, "timed", interrupted_on_call(real, 5))
+    assert main(argv) == 130  # 2 examples x 2 methods timed, then Ctrl-C in the third
+    assert "interrupted: 2 of 4 examples are kept" in capsys.readouterr().err
+    monkeypatch.setattr(harness, "timed", real)
+    assert main(argv) == 0
+    resumed = json.loads(output.read_text())
+    assert resumed["config"]["resumed_after"] == 2
+    fresh = tmp_path / "fresh.json"
+    assert (
+        main(_eval_argv(causal_pair_dirs, pairs, fresh, "--rb", "0", "--baselines", "large")) == 0
+    )
+    outputs = [row["outputs"] for row in json.loads(fresh.read_text())["methods"]]
+    assert [row["outputs"] for row in resumed["methods"]] == outputs
+    assert outputs[0] == outputs[1]  # the exact mode, resumed or not
+    # train: a finished run continues from its last checkpoint when asked for more steps
+    aligned = tmp_path / "aligned"
+    steps = ("--eval-steps", "5", "--save-steps", "5", "--learning-rate", "1e-4")
+    assert (
+        main(_train_argv(causal_pair_dirs, causal_calibration, aligned, "--max-steps", "5", *steps))
+        == 0
+    )  # noqa: E501
+    more = _train_argv(causal_pair_dirs, causal_calibration, aligned, "--max-steps", "10", *steps)
+    assert main([*more, "--resume"]) == 0
+    assert "continuing from" in capsys.readouterr().out and (aligned / "checkpoint-10").is_dir()
