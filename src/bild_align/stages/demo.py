@@ -162,7 +162,7 @@ def _remove_demo_outputs(root: Path) -> None:
 
     from bild_align.stages.calibrate import RUN_FILE as CALIBRATION_RUN
     from bild_align.stages.evaluate import partial_path
-    from bild_align.stages.train import RUN_FILE as TRAINING_RUN
+    from bild_align.training_runs import RUN_FILE as TRAINING_RUN
 
     if (root / "calibration" / CALIBRATION_RUN).is_file():
         shutil.rmtree(root / "calibration")

@@ -18,63 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 from bild_align.errors import UserError, first_line
 from bild_align.io_utils import (
-    check_writable_folder,
-    differing_keys,
-    read_json_file,
-    write_json_atomic,
     write_text_atomic,
 )
 from bild_align.metrics import bleu, chrf, score
-from bild_align.model_card import TRAIN_RECORD
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
-from bild_align.recipes import PATH_KEYS, TrainRecipe
-from bild_align.tasks import get_task, load_rows
-
-
-def load_calibration(name: str, split: str):
-    """A calibration dataset from a `calibrate` output directory or a Hub dataset id; or, with
-    `task:NAME`, a benchmark's own references as targets (plain fine-tuning, e.g. to build the
-    demo pair from scratch)."""
-    import datasets
-
-    if name.startswith("task:"):
-        rows = load_rows(get_task(name.removeprefix("task:")), split)
-        return rows.rename_column("reference", "target")
-    name = local_path_or_hub_id(name, what="calibration dataset")  # a typo: said at once
-    path = Path(name)
-    try:
-        if path.exists():
-            files = sorted(str(f) for f in (path / "data").glob(f"{split}-*.parquet"))
-            if not files:
-                raise UserError(
-                    f"{name} holds no {split} calibration data (expected data/{split}-*.parquet"
-                    " written by `bild-align calibrate`)"
-                )
-            dataset = datasets.load_dataset("parquet", data_files=files, split="train")
-        else:
-            dataset = datasets.load_dataset(name, split=split)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - unknown id, no network, bad files
-        nowhere = "" if path.exists() else f"there is no folder {name} here, and "
-        raise UserError(
-            f"could not load the calibration dataset {name} (split {split}): {nowhere}"
-            f"{type(error).__name__}: {first_line(error)}"
-        ) from None
-    missing = {"source", "target"} - set(dataset.column_names)
-    if missing:
-        raise UserError(f"{name}: calibration data lacks column(s) {', '.join(sorted(missing))}")
-    return dataset
+from bild_align.recipes import TrainRecipe
+from bild_align.tasks import get_task
+from bild_align.training_data import right_padding, split_calibration, tokenized, with_prompts
+from bild_align.training_runs import (
+    check_output_dir,
+    complete_checkpoints,
+    record_result,
+    record_run,
+)
 
 
 def _model_and_tokenizer(recipe: TrainRecipe):
@@ -185,99 +149,6 @@ def _load_teacher(recipe: TrainRecipe, tokenizer, small_is_encoder_decoder: bool
     return teacher.requires_grad_(False)
 
 
-RUN_FILE = TRAIN_RECORD
-# Keys a resumed run may change: how long and how often, and what `eval --recipe` reads.
-RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
-     "run_name", "per_device_eval_batch_size", "large_model", "eval_split", "rb", "fb",
-     "sweep_rb", "sweep_fb", "save_dtype", "output_dir", "measure_topk"}
-)  # fmt: skip
-
-
-def _fingerprint(recipe: TrainRecipe) -> dict:
-    """What makes a run this run; local paths are made absolute, so that `data/x` and
-    `/home/me/project/data/x` are the same model."""
-    resumable = RESUMABLE_CHANGES - ({"large_model"} if recipe.uses_teacher else set())
-    values = {key: v for key, v in asdict(recipe).items() if key not in resumable}
-    for key in PATH_KEYS:
-        value = values.get(key)
-        if isinstance(value, str) and Path(value).expanduser().exists():
-            values[key] = str(Path(value).expanduser().resolve())
-    return values
-
-
-def check_output_dir(recipe: TrainRecipe, resume: bool) -> None:
-    """Refuse an output_dir that holds files of another run or of the user's own, and one that
-    holds this run already unless --resume continues it. Read-only: the run is recorded there
-    (`record_run`) only once its inputs have loaded, so that a mistake leaves no trace."""
-    output = Path(recipe.output_dir).expanduser()
-    if output.exists() and not output.is_dir():
-        raise UserError(f"output_dir {output} is a file; give a folder for the aligned model")
-    check_writable_folder(output, "output_dir")
-    run_file = output / RUN_FILE
-    fingerprint = json.loads(json.dumps(_fingerprint(recipe)))
-    if run_file.is_file():
-        record = read_json_file(
-            run_file,
-            "delete it if this folder holds your training run, or choose another output_dir",
-        )
-        previous = record.get("fingerprint", {}) if isinstance(record, dict) else {}
-        changed = differing_keys(previous, fingerprint)
-        if changed:
-            raise UserError(
-                f"output_dir {output} holds another training run (it differs in: "
-                f"{', '.join(changed)}); choose another output_dir"
-            )
-        if not resume:
-            raise UserError(
-                f"output_dir {output} holds this run already; pass --resume to continue it "
-                "from its last checkpoint, or choose another output_dir"
-            )
-    elif output.is_dir() and any(output.iterdir()):
-        raise UserError(
-            f"output_dir {output} holds files that are not a bild-align training run; choose a "
-            "new or empty folder"
-        )
-
-
-def record_run(recipe: TrainRecipe) -> None:
-    """Write the run's identity into output_dir (once; a resumed run finds it there)."""
-    run_file = Path(recipe.output_dir).expanduser() / RUN_FILE
-    if not run_file.is_file():
-        write_json_atomic(run_file, {"fingerprint": json.loads(json.dumps(_fingerprint(recipe)))})
-
-
-def complete_checkpoints(output_dir: str) -> list[Path]:
-    """This run's checkpoints that can be resumed from (a crash while saving leaves a partial
-    one behind), oldest first."""
-    found = []
-    for folder in Path(output_dir).glob("checkpoint-*"):
-        step = folder.name.removeprefix("checkpoint-")
-        weights = [folder / "model.safetensors", folder / "pytorch_model.bin"]
-        has_state = (folder / "trainer_state.json").is_file() and (
-            folder / "optimizer.pt"
-        ).is_file()
-        if step.isdigit() and has_state and any(_readable_weights(path) for path in weights):
-            found.append((int(step), folder))
-    return [folder for _, folder in sorted(found)]
-
-
-def _readable_weights(path: Path) -> bool:
-    """Whether a checkpoint's weights file is there and whole (a safetensors header that
-    covers the file: a truncated file fails this check)."""
-    if not path.is_file():
-        return False
-    if path.suffix != ".safetensors":
-        return True
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt"):
-            return True
-    except Exception:  # noqa: BLE001 - SafetensorError and OSError alike mean "damaged"
-        return False
-
-
 def _resume_point(output_dir: str) -> str | None:
     checkpoints = complete_checkpoints(output_dir)
     partial = sorted(
@@ -318,7 +189,7 @@ def run_training(
     check_output_dir(recipe, resume=resume or not main_process)
     hub = _check_push(push_to_hub, private, recipe) if push_to_hub and main_process else None
     task = get_task(recipe.task)
-    split = _split_calibration(recipe)  # before the model: a wrong path fails in seconds
+    split = split_calibration(recipe)  # before the model: a wrong path fails in seconds
     model, tokenizer = _model_and_tokenizer(recipe)
     decoder_only = not model.config.is_encoder_decoder
     if decoder_only and recipe.on_policy_fraction > 0:
@@ -329,15 +200,15 @@ def run_training(
     generation_config = copy.deepcopy(model.generation_config)  # the Trainer edits the model's
     save_dtype = _save_dtype(recipe)
     if decoder_only:
-        split = _with_prompts(split, recipe, model, tokenizer)
-    train_set, eval_set = _tokenized(split, tokenizer, recipe, decoder_only)
+        split = with_prompts(split, recipe, model, tokenizer)
+    train_set, eval_set = tokenized(split, tokenizer, recipe, decoder_only)
     teacher = _load_teacher(recipe, tokenizer, not decoder_only)
     trainer = AlignmentTrainer(
         model=model,
         args=_training_arguments(recipe),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorForSeq2Seq(_right_padding(tokenizer), model=model),
+        data_collator=DataCollatorForSeq2Seq(right_padding(tokenizer), model=model),
         processing_class=tokenizer,
         compute_metrics=_metrics_function(tokenizer, split["test"], task.metric),
         optimizers=_optimizers(recipe, model),
@@ -367,7 +238,7 @@ def run_training(
         trainer.model.to(save_dtype)
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
-        _record_result(recipe, trainer, final_metrics, time.monotonic() - started, resume)
+        record_result(recipe, trainer, final_metrics, time.monotonic() - started, resume)
         print(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
         if recipe.fallback_head:
             run_fallback_head(recipe)
@@ -392,45 +263,6 @@ def _publish(hub, output: Path, repo_id: str | None) -> None:
     print(f"pushed to {publish_model(hub, output, repo_id)}")
 
 
-def _record_result(recipe: TrainRecipe, trainer, final_metrics: dict, seconds: float, resumed):
-    """What the model card tells: the small model's revision, steps, time, and the held-out
-    measures before training (the evaluation at step 0) and at the end."""
-    from datetime import datetime, timezone
-
-    run_file = Path(recipe.output_dir).expanduser() / RUN_FILE
-    record = read_json_file(run_file, "delete it and train again")
-    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
-    before = next((entry for entry in evaluations if entry.get("step") == 0), {})
-    record["result"] = {
-        "recipe": json.loads(json.dumps(asdict(recipe))),
-        "small_revision": _small_revision(recipe),
-        "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1),
-        "resumed": bool(resumed),
-        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "metrics_before": _numbers(before),
-        "metrics_after": _numbers(final_metrics),
-    }
-    write_json_atomic(run_file, record)
-
-
-def _numbers(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if isinstance(value, int | float)}
-
-
-def _small_revision(recipe: TrainRecipe) -> str | None:
-    if recipe.small_model is None:
-        return None
-    from transformers import AutoConfig
-
-    from bild_align.models import local_fingerprint
-
-    name = local_path_or_hub_id(recipe.small_model)
-    if Path(name).is_dir():
-        return f"local:{local_fingerprint(name)}"
-    return getattr(AutoConfig.from_pretrained(name), "_commit_hash", None)
-
-
 def run_fallback_head(recipe: TrainRecipe) -> Path:
     """Fit the learned fallback head of the model in the recipe's output_dir on its
     calibration rows (the held-out eval_rows excluded), and save it beside the model."""
@@ -442,7 +274,7 @@ def run_fallback_head(recipe: TrainRecipe) -> Path:
             f"--fallback-head-only needs a trained model in output_dir {output}; train it "
             "first (the same command without --fallback-head-only)"
         )
-    rows = _split_calibration(recipe)["train"]
+    rows = split_calibration(recipe)["train"]
     rows = rows.select(range(min(len(rows), recipe.fallback_head_rows)))
     print(f"fitting the fallback head of {output} on {len(rows)} calibration rows")
     inputs = "prompt" if "prompt" in rows.column_names else "source"  # decoder-only: prompts
@@ -459,73 +291,6 @@ def run_fallback_head(recipe: TrainRecipe) -> Path:
         f"agreement rate {report['agreement_rate']:.3f}, {report['positions']} positions)"
     )
     return path
-
-
-def _split_calibration(recipe: TrainRecipe):
-    """The calibration rows as a DatasetDict: "train", and "test" (eval_rows held out)."""
-    dataset = load_calibration(recipe.calibration_dataset, recipe.calibration_split)
-    if len(dataset) <= recipe.eval_rows:
-        raise UserError(
-            f"the calibration data has {len(dataset)} rows, not more than eval_rows="
-            f"{recipe.eval_rows}; lower eval_rows or calibrate more rows"
-        )
-    return dataset.train_test_split(test_size=recipe.eval_rows, seed=recipe.seed, shuffle=True)
-
-
-def _with_prompts(split, recipe: TrainRecipe, model, tokenizer):
-    """Decoder-only: a `prompt` column (calibrate writes one; else the recipe's or the task's
-    template around each source)."""
-    from bild_align.prompts import Prompter
-
-    if "prompt" in split["train"].column_names:
-        return split
-    prompter = Prompter.for_model(
-        model, get_task(recipe.task), recipe.prompt_template, recipe.chat_template
-    )
-    prompter.check_tokenizer(tokenizer)
-    return split.map(
-        lambda batch: {
-            "prompt": prompter.prompt_texts(tokenizer, batch["source"], recipe.max_source_length)
-        },
-        batched=True,
-        desc="prompts",
-    )
-
-
-def _right_padding(tokenizer):
-    """The tokenizer for training batches: padded on the right, so that a decoder-only
-    model's positions count from its first token (the saved tokenizer is left as it was)."""
-    padded = copy.copy(tokenizer)
-    padded.padding_side = "right"
-    return padded
-
-
-def _tokenized(split, tokenizer, recipe: TrainRecipe, decoder_only: bool = False) -> list:
-    """The training and held-out rows as model inputs, with the large model's outputs as labels
-    (decoder-only: prompt + output, the loss on the output only)."""
-    from bild_align.prompts import completion_features
-
-    def tokenize(batch):
-        if decoder_only:
-            return completion_features(
-                tokenizer,
-                batch["prompt"],
-                batch["target"],
-                max_target_length=recipe.max_target_length,
-                chat=recipe.chat_template,
-            )
-        features = tokenizer(batch["source"], max_length=recipe.max_source_length, truncation=True)
-        features["labels"] = tokenizer(
-            text_target=batch["target"], max_length=recipe.max_target_length, truncation=True
-        )["input_ids"]
-        return features
-
-    columns = split["train"].column_names
-    tokenized = [
-        split[name].map(tokenize, batched=True, remove_columns=columns, desc="tokenizing")
-        for name in ("train", "test")
-    ]
-    return tokenized
 
 
 def _metrics_function(tokenizer, held_out, metric: str) -> Callable:
