@@ -97,7 +97,7 @@ def test_library_code_leaves_process_state_alone(tmp_path):
     import matplotlib
     import torch
 
-    from bild_align.stages.evaluate import _plot
+    from bild_align.eval_report import plot_sweep as _plot
     from bild_align.toy_models import random_llama, random_t5
 
     state, backend = torch.get_rng_state(), matplotlib.get_backend()

@@ -54,7 +54,8 @@ def _captured(monkeypatch, module: str, function: str, argv: list[str]):
     stage = importlib.import_module(module)
     monkeypatch.setattr(stage, function, lambda config, **kw: seen.setdefault("config", config))
     if module.endswith("evaluate"):
-        monkeypatch.setattr(stage, "format_results", lambda results: "")
+        eval_report = importlib.import_module("bild_align.eval_report")
+        monkeypatch.setattr(eval_report, "format_results", lambda results: "")
     if module.endswith("benchmark"):
         monkeypatch.setattr(stage, "format_table", lambda results: "")
     assert cli.main(argv) == 0

@@ -17,11 +17,12 @@ from bild_align.cli import main
 from bild_align.configs import CalibrateConfig, DemoConfig, EvalConfig
 from bild_align.defaults import fill_defaults
 from bild_align.errors import UserError
+from bild_align.eval_report import format_results
 from bild_align.pareto import fastest_within
 from bild_align.recipes import load_recipe
 from bild_align.runs import RunLock
 from bild_align.stages.calibrate import default_output, run_calibration
-from bild_align.stages.evaluate import format_results, lock_path, partial_path, run_eval
+from bild_align.stages.evaluate import lock_path, partial_path, run_eval
 from bild_align.tasks import get_task
 from bild_align.testing.helpers import (
     byte_level_model,

@@ -165,7 +165,8 @@ def _add_eval(subparsers) -> None:
 
 
 def _run_eval(args: Namespace) -> None:
-    from bild_align.stages.evaluate import format_results, run_eval
+    from bild_align.eval_report import format_results
+    from bild_align.stages.evaluate import run_eval
 
     given = given_options(args)
     values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}

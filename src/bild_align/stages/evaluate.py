@@ -19,8 +19,6 @@ Pareto front and a PNG plot.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import sys
 from dataclasses import asdict, replace
@@ -32,9 +30,15 @@ from tqdm.auto import tqdm
 from bild_align.configs import EvalConfig
 from bild_align.core.decoding import BiLDStats, bild_generate, eos_token_ids
 from bild_align.errors import UserError
+from bild_align.eval_report import (
+    CSV_HEADER,
+    PNG_MARKER,
+    method_rows,
+    sweep_report,
+)
 from bild_align.fallback_heads import load_fallback_head
 from bild_align.greedy import chunked
-from bild_align.harness import Method, new_tokens, run_example, summaries, warm_up
+from bild_align.harness import Method, new_tokens, run_example, warm_up
 from bild_align.io_utils import (
     append_jsonl,
     check_output_file,
@@ -43,7 +47,6 @@ from bild_align.io_utils import (
     write_json_atomic,
     write_text_atomic,
 )
-from bild_align.metrics import bleu, score
 from bild_align.models import (
     assisted_generation_warnings_hidden,
     check_loaded_pair,
@@ -52,8 +55,7 @@ from bild_align.models import (
     resolve_device,
     use_plain_generation,
 )
-from bild_align.pareto import fastest_within, pareto_front
-from bild_align.plots import holds_plot, new_plot, save_plot
+from bild_align.plots import holds_plot
 from bild_align.prompts import Prompter
 from bild_align.runs import RunLock
 from bild_align.saved_policy import policy_path, saved_policy_for
@@ -113,44 +115,6 @@ def _methods(
         for fb in config.fb:
             methods.append(Method("bild", {"rb": rb, "fb": fb}, bild(rb, fb), stats=BiLDStats()))
     return methods
-
-
-def _summaries(methods: list[Method], references: list[str], metric: str) -> list[dict]:
-    """The harness's rows, with quality: the task's metric on the rows that have a reference
-    (rows without one are left out of it), and BLEU against the large model."""
-    scored = [index for index, reference in enumerate(references) if reference]
-    large_outputs = methods[0].outputs
-    rows = summaries(methods)
-    for method, row in zip(methods, rows, strict=True):
-        row["quality"] = (
-            score(
-                metric,
-                [method.outputs[i] for i in scored],
-                [references[i] for i in scored],
-            )
-            if scored
-            else None
-        )
-        row["agreement_with_large"] = bleu(method.outputs, large_outputs)
-        row["outputs"] = method.outputs
-    return rows
-
-
-def _quality_value(row: dict) -> float:
-    """The task metric where references exist, else BLEU against the large model's outputs."""
-    return (row["quality"] or row["agreement_with_large"])["score"]
-
-
-CSV_HEADER = (
-    "rb",
-    "fb",
-    "quality",
-    "speedup",
-    "median_latency_s",
-    "large_calls_per_token",
-    "pareto",
-)
-PNG_MARKER = "bild-align eval sweep"
 
 
 def _output_paths(config: EvalConfig) -> dict[str, Path]:
@@ -424,10 +388,13 @@ def _run_locked(config: EvalConfig, task) -> dict:
     results = {
         "config": {**asdict(config), **settings, "resumed_after": done or None},
         "environment": environment(device),
-        "methods": _summaries(methods, references, task.metric),
+        "methods": method_rows(methods, references, task.metric),
     }
     if config.sweep:
-        results["sweep"] = _sweep_report(results, config)
+        paths = _output_paths(config)
+        results["sweep"] = sweep_report(
+            results, paths["sweep CSV"], paths["sweep plot"], config.max_drop
+        )
     write_json_atomic(config.output, results)
     partial.unlink(missing_ok=True)
     return results
@@ -494,130 +461,3 @@ def _measure(
                 ]
                 _add_example(methods, record)
                 append_jsonl(partial, {"ids": ids, "runs": record})
-
-
-def _sweep_report(results: dict, config: EvalConfig) -> dict:
-    methods = results["methods"]
-    bild_rows = [row for row in methods if row["method"] == "bild"]
-    points = [(_quality_value(row), row["speedup"]) for row in bild_rows]
-    front = pareto_front(points)
-    large_quality = _quality_value(methods[0])
-    best = fastest_within(points, large_quality, config.max_drop)
-    paths = _output_paths(config)
-    csv_path, png_path = paths["sweep CSV"], paths["sweep plot"]
-    handle = io.StringIO()
-    writer = csv.writer(handle)
-    writer.writerow(CSV_HEADER)
-    for row, (quality, speedup), on_front in zip(bild_rows, points, front, strict=True):
-        writer.writerow(
-            [
-                row["setting"]["rb"],
-                row["setting"]["fb"],
-                round(quality, 4),
-                round(speedup, 4),
-                round(row["latency"]["median_s"], 6),
-                round(row["stats"]["large_calls_per_token"], 4),
-                int(on_front),
-            ]
-        )
-    write_text_atomic(csv_path, handle.getvalue())
-    _plot(methods, bild_rows, points, front, png_path)
-    return {
-        "csv": str(csv_path),
-        "plot": str(png_path),
-        "pareto": [row["setting"] for row, on in zip(bild_rows, front, strict=True) if on],
-        "max_drop": config.max_drop,
-        "best": None
-        if best is None
-        else {
-            **bild_rows[best]["setting"],
-            "quality": points[best][0],
-            "speedup": points[best][1],
-        },
-    }
-
-
-def _plot(methods, bild_rows, points, front, path: Path) -> None:
-    figure, axes = new_plot()
-    axes.scatter(
-        [p[1] for p in points],
-        [p[0] for p in points],
-        c=["C3" if on else "C0" for on in front],
-        label="BiLD (red: Pareto front)",
-    )
-    for row, (quality, speedup) in zip(bild_rows, points, strict=True):
-        label = f"({row['setting']['rb']:g}, {row['setting']['fb']:g})"
-        axes.annotate(
-            label, (speedup, quality), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
-    for row, marker in zip([m for m in methods if m["method"] != "bild"], "s^D", strict=False):
-        axes.scatter(
-            [row["speedup"]], [_quality_value(row)], marker=marker, c="k", label=row["method"]
-        )
-    save_plot(
-        figure,
-        axes,
-        path,
-        marker=PNG_MARKER,
-        x="speedup over the large model",
-        y="quality",
-        title="BiLD thresholds (rb, fb): quality vs speed",
-    )
-
-
-def format_results(results: dict) -> str:
-    config = results["config"]
-    metric = config["metric"]
-    lines = [
-        f"{config['task']} / {config['split']}: {len(config['sample_ids'])} examples, batch "
-        f"{config['batch_size']}, {results['environment']['device']} {config['dtype']}",
-        f"{'method':<10}{'rb':>5}{'fb':>6}{metric:>11}{'vs large':>9}{'median ms':>11}"
-        f"{'tokens/s':>10}{'speedup':>9}{'L calls/tok':>12}{'fallback':>9}{'rollback':>9}",
-    ]
-    large_quality = _quality_value(results["methods"][0])
-    for row in results["methods"]:
-        quality = _quality_value(row)
-        stats = row.get("stats")
-        setting = row["setting"]
-        lines.append(
-            f"{row['method']:<10}{setting.get('rb', ''):>5}{setting.get('fb', ''):>6}"
-            f"{quality:>11.2f}{quality - large_quality:>+9.2f}"
-            f"{row['latency']['median_s'] * 1000:>11.1f}{row.get('tokens_per_s', 0):>10.1f}"
-            f"{row['speedup']:>8.2f}x"
-            + (
-                f"{stats['large_calls_per_token']:>12.3f}{stats['fallback_rate']:>9.1%}"
-                f"{stats['rollback_rate']:>9.1%}"
-                if stats
-                else ""
-            )
-        )
-    signature = results["methods"][0]["quality"] or results["methods"][0]["agreement_with_large"]
-    lines.append(
-        f"quality: {signature['metric']} ({signature['signature']})"
-        + ("" if results["methods"][0]["quality"] else " against the large outputs")
-    )
-    if config.get("reference_compat") and 0.0 in config["rb"]:
-        lines.append(
-            "note: with --reference-compat, rb=0 is not exact: the original decoder does not "
-            "check the drafted tail (outputs may differ from the large model's)"
-        )
-    missing = config.get("rows_without_reference") or 0
-    if results["methods"][0]["quality"] and missing:
-        lines.append(
-            f"note: {missing} of {len(config['sample_ids'])} rows have no reference and are "
-            f"left out of {metric}"
-        )
-    sweep = results.get("sweep")
-    if sweep:
-        best = sweep["best"]
-        lines.append(
-            "fastest within {:.1f} of the large model: {}".format(
-                sweep["max_drop"],
-                "none faster than the large model"
-                if best is None
-                else f"rb={best['rb']:g} fb={best['fb']:g} ({best['quality']:.2f}, "
-                f"{best['speedup']:.2f}x)",
-            )
-        )
-        lines.append(f"sweep: {sweep['csv']}  plot: {sweep['plot']}")
-    return "\n".join(lines)
