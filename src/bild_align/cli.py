@@ -198,7 +198,8 @@ def _add_tune(subparsers) -> None:
 
 
 def _run_tune(args: Namespace) -> None:
-    from bild_align.stages.tune import format_summary, run_tune
+    from bild_align.stages.tune import run_tune
+    from bild_align.tune_report import format_summary
 
     values = fill_defaults(given_options(args), "small", "large", "task")
     config = build(TuneConfig, values, COMMAND_LINE)

@@ -49,13 +49,14 @@ from bild_align.models import (
 )
 from bild_align.options import command_line
 from bild_align.pareto import pareto_front
-from bild_align.plots import holds_plot, new_plot, save_plot
+from bild_align.plots import holds_plot
 from bild_align.prompts import Prompter
 from bild_align.runs import RunLock
 from bild_align.saved_policy import save_policy
 from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
 from bild_align.tasks import get_task, load_rows
 from bild_align.timing import environment, timed
+from bild_align.tune_report import PNG_MARKER, plot_front
 from bild_align.tuning import (
     Setting,
     budget_met,
@@ -65,8 +66,6 @@ from bild_align.tuning import (
     modelled_seconds,
     neighbours,
 )
-
-PNG_MARKER = "bild-align tune front"
 
 
 def partial_path(output: str | Path) -> Path:
@@ -350,7 +349,7 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
         raise
     results = _report(config, session, judged, speed, costs)
     write_json_atomic(output, results)
-    _plot(results, output.with_suffix(".png"))
+    plot_front(results, output.with_suffix(".png"))
     session.partial.unlink(missing_ok=True)
     chosen = results["chosen"]
     if chosen is None:
@@ -502,59 +501,3 @@ def _verify(session: _Session, chosen: dict, points: list[dict]) -> None:
         mine = sum(seconds for seconds, _ in runs)
         point["measured_speedup"] = generate / mine
         point["measured_speedup_same_engine"] = large / mine
-
-
-def _plot(results: dict, path: Path) -> None:
-    figure, axes = new_plot()
-    for rule, colour in (("max_prob", "C0"), ("entropy", "C2")):
-        mine = [p for p in results["settings"] if p.get("rule") == rule]
-        axes.scatter(
-            [p["speedup"] for p in mine], [p["quality"] for p in mine], c=colour, s=12, label=rule
-        )
-    front = results["front"]
-    axes.plot([p["speedup"] for p in front], [p["quality"] for p in front], "r-", label="front")
-    for point in results["settings"]:
-        if point["method"] != "bild":
-            axes.scatter([point["speedup"]], [point["quality"]], marker="s", c="k")
-            axes.annotate(point["method"], (point["speedup"], point["quality"]), fontsize=8)
-    if results["chosen"]:
-        chosen = results["chosen"]
-        axes.scatter(
-            [chosen["speedup"]], [chosen["quality"]], marker="*", s=150, c="C3", label="chosen"
-        )
-    save_plot(
-        figure,
-        axes,
-        path,
-        marker=PNG_MARKER,
-        x="modelled speedup over the large model's generate (batch 1)",
-        y=results["metric"],
-        title=f"bild-align tune: {results['budget']['words']}",
-    )
-
-
-def format_summary(results: dict) -> str:
-    """A few lines for the terminal: the budget, the front, the choice."""
-    lines = [
-        f"tune on {results['task']} {results['split']} ({results['examples']} examples), "
-        f"budget {results['budget']['words']} at {results['budget']['confidence']:.0%}:",
-        f"{'setting':<40} {results['metric']:>8} {'drop':>6} {'bound':>6} {'speedup':>8} "
-        f"{'measured':>8} {'calls/tok':>9}",
-    ]
-    chosen = results["chosen"] or {}
-    for point in results["front"]:
-        measured = point.get("measured_speedup")
-        lines.append(
-            f"{point['key'] + (' *' if point['key'] == chosen.get('key') else ''):<40} "
-            f"{point['quality']:>8.2f} {point['drop']:>+6.2f} {point['upper_drop']:>6.2f} "
-            f"{point['speedup']:>7.2f}x "
-            f"{'' if measured is None else f'{measured:.2f}x':>8} "
-            f"{point['large_calls_per_token']:>9.3f}"
-        )
-    if chosen:
-        lines.append(f"chosen (*): {chosen['key']}")
-    if results.get("advice"):
-        lines.append(f"advice: {results['advice']}")
-    if results.get("saved"):
-        lines.append(f"saved to {results['saved']}")
-    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""What `bild-align tune` shows: the front's plot and the terminal summary.
+
+plot_front(results, Path("results/tune.png"))
+print(format_summary(results))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bild_align.plots import new_plot, save_plot
+
+PNG_MARKER = "bild-align tune front"
+
+
+def plot_front(results: dict, path: Path) -> None:
+    """Every setting's quality against its modelled speedup, by rule; the front; the choice."""
+    figure, axes = new_plot()
+    for rule, colour in (("max_prob", "C0"), ("entropy", "C2"), ("learned", "C4")):
+        mine = [p for p in results["settings"] if p.get("rule") == rule]
+        axes.scatter(
+            [p["speedup"] for p in mine], [p["quality"] for p in mine], c=colour, s=12, label=rule
+        )
+    front = results["front"]
+    axes.plot([p["speedup"] for p in front], [p["quality"] for p in front], "r-", label="front")
+    for point in results["settings"]:
+        if point["method"] != "bild":
+            axes.scatter([point["speedup"]], [point["quality"]], marker="s", c="k")
+            axes.annotate(point["method"], (point["speedup"], point["quality"]), fontsize=8)
+    if results["chosen"]:
+        chosen = results["chosen"]
+        axes.scatter(
+            [chosen["speedup"]], [chosen["quality"]], marker="*", s=150, c="C3", label="chosen"
+        )
+    save_plot(
+        figure,
+        axes,
+        path,
+        marker=PNG_MARKER,
+        x="modelled speedup over the large model's generate (batch 1)",
+        y=results["metric"],
+        title=f"bild-align tune: {results['budget']['words']}",
+    )
+
+
+def format_summary(results: dict) -> str:
+    """A few lines for the terminal: the budget, the front, the choice."""
+    lines = [
+        f"tune on {results['task']} {results['split']} ({results['examples']} examples), "
+        f"budget {results['budget']['words']} at {results['budget']['confidence']:.0%}:",
+        f"{'setting':<40} {results['metric']:>8} {'drop':>6} {'bound':>6} {'speedup':>8} "
+        f"{'measured':>8} {'calls/tok':>9}",
+    ]
+    chosen = results["chosen"] or {}
+    for point in results["front"]:
+        measured = point.get("measured_speedup")
+        lines.append(
+            f"{point['key'] + (' *' if point['key'] == chosen.get('key') else ''):<40} "
+            f"{point['quality']:>8.2f} {point['drop']:>+6.2f} {point['upper_drop']:>6.2f} "
+            f"{point['speedup']:>7.2f}x "
+            f"{'' if measured is None else f'{measured:.2f}x':>8} "
+            f"{point['large_calls_per_token']:>9.3f}"
+        )
+    if chosen:
+        lines.append(f"chosen (*): {chosen['key']}")
+    if results.get("advice"):
+        lines.append(f"advice: {results['advice']}")
+    if results.get("saved"):
+        lines.append(f"saved to {results['saved']}")
+    return "\n".join(lines)
