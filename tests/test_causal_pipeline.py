@@ -1,6 +1,7 @@
 """Decoder-only pairs through the pipeline: prompts, calibrate, eval and tune."""
 
 import json
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -297,3 +298,39 @@ def test_decoder_only_eval_and_train_resume_after_an_interruption(
     more = _train_argv(causal_pair_dirs, causal_calibration, aligned, "--max-steps", "10", *steps)
     assert main([*more, "--resume"]) == 0
     assert "continuing from" in capsys.readouterr().out and (aligned / "checkpoint-10").is_dir()
+
+
+def test_chat_wraps_a_decoder_only_input_in_the_prompt_template(causal_pair_dirs, monkeypatch):
+    import io
+
+    from bild_align.configs import ChatConfig, ChatSettings
+    from bild_align.stages import chat
+
+    small, large = map(str, causal_pair_dirs)
+    seen = []
+    real = chat.Console.decode
+
+    def spy(console, text):
+        seen.append(console.prompt_template.replace("{source}", text))
+        return real(console, text)
+
+    monkeypatch.setattr(chat.Console, "decode", spy)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    config = ChatConfig(small=small, large=large, prompt_template="DE: {source}\nEN:")
+    chat.run_chat(config, ChatSettings(max=6), given=set(), lines=["Hallo"])
+    model = AutoModelForCausalLM.from_pretrained(large).eval()
+    tokenizer = AutoTokenizer.from_pretrained(large)
+    expected = _greedy_completion(model, tokenizer, "DE: Hallo\nEN:", 6)
+    assert seen == ["DE: Hallo\nEN:"] and expected.strip() in sys.stdout.getvalue()
+
+
+def test_publishing_mistakes_name_the_command_line_given(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    assert main(["push", str(tmp_path / "model"), "--repo", "me/x"]) == 2
+    assert "pushing to me/x needs a Hugging Face token" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["export-generate", str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder to export into" in capsys.readouterr().err

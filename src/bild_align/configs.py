@@ -440,6 +440,11 @@ class ChatConfig:
     small: str = option(help="small model", default_text=_DEMO_MODEL.format("small"))
     large: str = option(help="large model", default_text=_DEMO_MODEL.format("large"))
     prefix: str = option("", "text put before every input, e.g. 'summarize: '", default_text="none")
+    prompt_template: str | None = option(
+        None,
+        "decoder-only models: the prompt around each input, with {source} where it goes",
+        default_text="the input as it is; the causal demo pair's own template for that pair",
+    )
     color: str = option(
         "auto",
         "colour the small model's tokens (auto: on a terminal)",

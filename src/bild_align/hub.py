@@ -31,7 +31,7 @@ def check_hub_access(repo_id: str, private: bool, *, repo_type: str, later: str)
     token = get_token()
     if not token:
         raise UserError(
-            "--push-to-hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"
+            f"pushing to {repo_id} needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"
         )
     api = HfApi(token=token)
     try:

@@ -25,8 +25,10 @@ import torch
 from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatConfig, ChatSettings
 from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core.policies import FALLBACK_RULES
+from bild_align.errors import UserError
 from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.models import check_loaded_pair, load_seq2seq_or_causal, position_limit
+from bild_align.prompts import check_template
 from bild_align.saved_policy import policy_path, saved_policy_for
 from bild_align.timing import timed
 
@@ -55,12 +57,14 @@ class Console:
         colour: bool = False,
         prefix: str = "",
         settings: ChatSettings | None = None,
+        prompt_template: str | None = None,
         fallback_head=None,
     ) -> None:
         self.small, self.large, self.tokenizer = small, large, tokenizer
         self.output = output
         self.colour = colour
         self.prefix = prefix
+        self.prompt_template = prompt_template
         self.settings = settings or ChatSettings()
         self.fallback_head = fallback_head  # the learned rule's, when the small model has one
 
@@ -185,14 +189,15 @@ class Console:
 
     def decode(self, text: str) -> None:
         limit = self._position_limit()
-        batch = self.tokenizer(self.prefix + text, return_tensors="pt")
+        text = self.prefix + text
+        if self.prompt_template:  # a decoder-only model's prompt around the input
+            text = self.prompt_template.replace("{source}", text)
+        batch = self.tokenizer(text, return_tensors="pt")
         max_new = self.settings.max
         if limit is not None:
             length = batch.input_ids.shape[1]
             if length > limit:  # cut as eval cuts (the tokenizer keeps its closing token)
-                batch = self.tokenizer(
-                    self.prefix + text, return_tensors="pt", truncation=True, max_length=limit
-                )
+                batch = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
                 self.say(f"note: the input is cut to {limit} of its {length} tokens (the models'")
                 self.say("      position table; eval truncates the same way)")
             if max_new > limit - 1:
@@ -244,12 +249,31 @@ class Console:
 POLICY_SETTINGS = ("rb", "fb", "steps", "fallback")
 
 
+def _prompt_template(config: ChatConfig, large) -> str | None:
+    """The template given, or for the shipped decoder-only demo pair the one it was trained
+    with (said on stderr); decoder-only models only."""
+    from bild_align.resources import DEMO_CAUSAL_DIR
+    from bild_align.tasks import get_task
+
+    if large.config.is_encoder_decoder:
+        if config.prompt_template is not None:
+            raise UserError("--prompt-template is for decoder-only models; use --prefix")
+        return None
+    demo = Path(config.large).expanduser().resolve() == (DEMO_CAUSAL_DIR / "large").resolve()
+    if config.prompt_template is None and demo:
+        template = get_task("gettext-de-en").prompt_template
+        print(f"bild-align: the demo pair's prompt template: {template!r}", file=sys.stderr)
+        return template
+    return config.prompt_template
+
+
 def run_chat(
     config: ChatConfig, settings: ChatSettings, given: set[str], lines: Iterable[str] | None = None
 ) -> None:
     """Load the pair and run the console on `lines` (default: the terminal, or standard input
     when it is not one). `given`: the settings the user typed."""
     settings.validate()  # before minutes of model loading
+    check_template(config.prompt_template)
     large, tokenizer, large_revision = load_seq2seq_or_causal(
         config.large, dtype=config.dtype, device=config.device
     )
@@ -281,6 +305,7 @@ def run_chat(
         sys.stdout,
         colour=colour,
         prefix=config.prefix,
+        prompt_template=_prompt_template(config, large),
         settings=settings,
         fallback_head=head,
     )

@@ -34,9 +34,9 @@ def _files_in(folder: Path) -> set[str]:
 
 def check_export_folder(output: Path) -> None:
     """New, empty, or an earlier export (rewritten): never a folder of the user's own files."""
-    check_writable_folder(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"{output} is a file; give a folder to export into")
+    check_writable_folder(output, "export-generate DIR")
     if output.is_dir() and not _files_in(output) <= set(EXPORTED):
         raise UserError(
             f"{output} holds files that are not an earlier export; choose a new or empty folder"
