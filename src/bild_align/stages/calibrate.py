@@ -16,7 +16,6 @@ across processes and the main process merges the shards into one dataset.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sys
 from dataclasses import replace
@@ -25,27 +24,24 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import bild_align
+from bild_align.calibration_runs import (
+    SHARDS,
+    check_output_folder,
+    check_same_run,
+    claim_output,
+    data_complete,
+    data_file,
+    finalize,
+    read_run,
+    run_lock,
+)
 from bild_align.configs import CalibrateConfig
-from bild_align.errors import OtherRunError, UserError
 from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
 from bild_align.hub import check_hub_access, upload
-from bild_align.io_utils import (
-    check_writable_folder,
-    differing_keys,
-    read_json_file,
-    write_bytes_atomic,
-    write_json_atomic,
-    write_text_atomic,
-)
 from bild_align.models import fit_lengths, load_seq2seq_or_causal, use_plain_generation
 from bild_align.prompts import Prompter
-from bild_align.runs import RunLock
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
-
-RUN_FILE = "run.json"
-LOCK_FILE = ".lock"
-SHARDS = ".shards"
 
 
 def rows_digest(rows) -> str:
@@ -78,165 +74,9 @@ def _fingerprint(config: CalibrateConfig, task: Task, revision: str, digest: str
     }
 
 
-def _is_calibration_run(output: Path) -> bool:
-    return (output / RUN_FILE).is_file()
-
-
 def default_output(task: Task) -> Path:
     """calibration/TASK: the folder the shipped recipes read (recipes/iwslt.yaml, ...)."""
     return Path("calibration") / task.name
-
-
-def check_output_folder(output: Path, overwrite: bool) -> None:
-    """Before any work: `output` must be a folder that is new, empty, or a calibration run
-    (which resumes, or with --overwrite starts afresh), and writable. A folder of the user's
-    own files is never used, with or without --overwrite."""
-    check_writable_folder(output)
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file; give a folder for the dataset")
-    foreign = output.is_dir() and any(entry.name != LOCK_FILE for entry in output.iterdir())
-    if foreign and not _is_calibration_run(output):
-        raise UserError(
-            f"--output {output} holds files that are not a calibration run; choose a new or "
-            "empty folder (--overwrite only ever replaces an earlier calibration run)"
-        )
-
-
-def _check_same_run(output: Path, fingerprint: dict) -> None:
-    """Refuse an `output` that holds another run (this same run resumes).
-
-    Read-only, so that every process of a distributed run checks (and fails) alike."""
-    run_file = output / RUN_FILE
-    if run_file.exists():
-        previous = _read_run(output).get("fingerprint", {})
-        changed = differing_keys(previous, fingerprint)
-        if changed:
-            raise OtherRunError(
-                f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
-                " choose another --output, or pass --overwrite to start afresh",
-                changed,
-            )
-
-
-def _remove_run(output: Path) -> None:
-    """Delete what an earlier calibrate run wrote into `output`, and nothing else."""
-    run_file = output / RUN_FILE
-    if not run_file.is_file():
-        return
-    try:
-        split = _read_run(output).get("fingerprint", {}).get("split")
-    except UserError:  # a damaged record: its data file is the one this tool names so
-        split = None
-    for shard in (output / SHARDS).glob("*shard-*"):
-        shard.unlink()
-    with contextlib.suppress(OSError):
-        (output / SHARDS).rmdir()
-    for data in (output / "data").glob(f"{split or '*'}-00000-of-00001.parquet"):
-        data.unlink()
-    with contextlib.suppress(OSError):
-        (output / "data").rmdir()  # only if nothing else is there
-    card = output / "README.md"
-    if card.is_file() and "bild_align:" in card.read_text(encoding="utf-8", errors="ignore"):
-        card.unlink()
-    run_file.unlink()
-
-
-def _read_run(output: Path) -> dict:
-    run = read_json_file(
-        output / RUN_FILE,
-        "pass --overwrite to start this calibration afresh (only this tool's files are replaced)",
-    )
-    if not isinstance(run, dict):
-        raise UserError(f"{output / RUN_FILE} is damaged (not a run record); pass --overwrite")
-    return run
-
-
-def data_file(output: Path, split: str) -> Path:
-    return output / "data" / f"{split}-00000-of-00001.parquet"
-
-
-def _data_complete(output: Path, split: str, rows: int) -> bool:
-    """Whether the finished dataset file is there, readable, with every row."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(data_file(output, split)).num_rows == rows
-    except Exception:  # noqa: BLE001 - missing, truncated or not Parquet: all mean "redo"
-        return False
-
-
-def _claim_output(output: Path, fingerprint: dict, overwrite: bool) -> None:
-    """Main process only: start afresh if asked, and record the run's identity."""
-    if overwrite:
-        _remove_run(output)
-    if not (output / RUN_FILE).exists():
-        write_json_atomic(output / RUN_FILE, {"fingerprint": fingerprint, "complete": False})
-
-
-def _lock(output: Path) -> RunLock:
-    return RunLock(output / LOCK_FILE, "calibrate", str(output))
-
-
-def dataset_card(meta: dict) -> str:
-    """README.md for the calibration dataset: YAML metadata, then a short description."""
-    import yaml
-
-    header = {
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": meta["split"], "path": f"data/{meta['split']}-*"}],
-            }
-        ],
-        "tags": ["bild-align", "calibration", "distillation"],
-        "bild_align": meta,
-    }
-    return (
-        "---\n"
-        + yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
-        + "---\n\n"
-        + f"# Calibration data: {meta['large_model']} on {meta['task']} ({meta['split']})\n\n"
-        + f"{meta['rows']} rows. `source` is the model input (prefix included), `target` is the "
-        "greedy output of the large model, `reference` is the benchmark's own target and "
-        "`id` / `index` map back to the benchmark row. Made with `bild-align calibrate` "
-        f"(bild-align {meta['bild_align_version']}) for aligning a small model to the large one "
-        "(Big Little Decoder, Kim et al. 2023).\n" + _prompt_note(meta)
-    )
-
-
-def _prompt_note(meta: dict) -> str:
-    if "prompt_template" not in meta:
-        return ""
-    chat = ", wrapped in the tokenizer's chat template" if meta["chat_template"] else ""
-    return (
-        "\nThe large model is decoder-only: `prompt` is what it read (the template "
-        f"{meta['prompt_template']!r} around the source{chat}), and `target` is its completion "
-        "alone.\n"
-    )
-
-
-def _finalize(output: Path, store: ShardStore, expected: int, meta: dict) -> Path:
-    unique: dict[str, dict] = {}
-    for row in store.read_all():  # an id written twice (e.g. by an older crashed run) counts once
-        unique.setdefault(row["id"], row)
-    rows = sorted(unique.values(), key=lambda row: row["index"])
-    if len(rows) != expected:
-        raise UserError(
-            f"calibration shards hold {len(rows)} of the {expected} rows expected; run the same "
-            "command again to finish"
-        )
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = data_file(output, meta["split"])
-    buffer = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), buffer)
-    write_bytes_atomic(data, buffer.getvalue().to_pybytes())
-    write_text_atomic(output / "README.md", dataset_card({**meta, "rows": len(rows)}))
-    run = _read_run(output)
-    write_json_atomic(output / RUN_FILE, {**run, "complete": True, "rows": len(rows)})
-    store.clear()
-    return data
 
 
 def _push_later(repo_id: str, output: Path) -> str:
@@ -257,7 +97,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
     )
     output = Path(config.output).expanduser() if config.output else default_output(task)
     check_output_folder(output, config.overwrite)
-    _lock(output).probe()
+    run_lock(output).probe()
     hub = None
     if config.push_to_hub:
         later = "calibrate without --push-to-hub and push later with `hf upload`"
@@ -287,12 +127,12 @@ def run_calibration(config: CalibrateConfig) -> Path:
     if prompter.decoder_only:  # (absent for encoder-decoder runs, whose records predate it)
         fingerprint.update(prompter.describe())
     if not config.overwrite:
-        _check_same_run(output, fingerprint)
+        check_same_run(output, fingerprint)
     state.wait_for_everyone()
-    lock = _lock(output)
+    lock = run_lock(output)
     if state.is_main_process:
         lock.acquire()
-        _claim_output(output, fingerprint, config.overwrite)
+        claim_output(output, fingerprint, config.overwrite)
     state.wait_for_everyone()
     meta = {
         **fingerprint,
@@ -303,8 +143,8 @@ def run_calibration(config: CalibrateConfig) -> Path:
         "bild_align_version": bild_align.__version__,
     }
     try:
-        run = _read_run(output)
-        complete = run.get("complete") and _data_complete(output, config.split, len(rows))
+        run = read_run(output)
+        complete = run.get("complete") and data_complete(output, config.split, len(rows))
         if complete:
             if state.is_main_process:
                 print(f"{output} already holds this complete run ({run.get('rows')} rows)")
@@ -328,7 +168,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
                 raise
             state.wait_for_everyone()
             if state.is_main_process:
-                _finalize(output, ShardStore(output / SHARDS), len(rows), meta)
+                finalize(output, ShardStore(output / SHARDS), len(rows), meta)
             state.wait_for_everyone()
     finally:
         lock.release()

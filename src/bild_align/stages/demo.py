@@ -160,7 +160,7 @@ def _remove_demo_outputs(root: Path) -> None:
     and eval results), and nothing else."""
     import shutil
 
-    from bild_align.stages.calibrate import RUN_FILE as CALIBRATION_RUN
+    from bild_align.calibration_runs import RUN_FILE as CALIBRATION_RUN
     from bild_align.stages.evaluate import partial_path
     from bild_align.training_runs import RUN_FILE as TRAINING_RUN
 
