@@ -154,8 +154,8 @@ def generate_bild(
             raise ValueError("generate with BiLD needs input_ids (or inputs)")
         config, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
         _refuse_model_inputs(set(model_kwargs) - {"use_cache"})
+        _refuse_settings(config)
         prefix_length = 1 if is_encoder_decoder(model) else input_ids.shape[1]
-    _refuse_settings(config)
     device = model.device
     input_ids = input_ids.to(device)
     attention_mask = None if attention_mask is None else attention_mask.to(device)

@@ -87,6 +87,29 @@ class Prompter:
             texts.append(prompt)
         return texts
 
+    def row_inputs(self, tokenizer, rows, max_source_length: int) -> list[str]:
+        """What the model reads for each task row: its source, or (decoder-only) its ready
+        `prompt` column where it has one, else the template around its source."""
+        if not self.decoder_only:
+            return list(rows["source"])
+        if "prompt" in rows.column_names:
+            return list(rows["prompt"])
+        return self.prompt_texts(tokenizer, list(rows["source"]), max_source_length)
+
+    def input_lengths(self, tokenizer, texts: Sequence[str], max_source_length: int) -> list[int]:
+        """Each `row_inputs` text's length in tokens, as `encode_inputs` will feed it."""
+        from bild_align.greedy import token_lengths
+
+        if self.decoder_only:
+            return token_lengths(tokenizer, texts, None, special_tokens=not self.chat)
+        return token_lengths(tokenizer, texts, max_source_length)
+
+    def encode_inputs(self, tokenizer, texts: Sequence[str], max_source_length: int):
+        """A batch of `row_inputs` texts: prompts as they are, sources truncated."""
+        if self.decoder_only:
+            return self.encode_prompts(tokenizer, texts)
+        return self.encode(tokenizer, texts, max_source_length)
+
     def encode(self, tokenizer, sources: Sequence[str], max_source_length: int):
         """A padded batch (`input_ids`, `attention_mask`), left-padded for decoder-only models
         as `generate` needs; the encoder-decoder input is truncated to max_source_length."""

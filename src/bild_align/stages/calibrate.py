@@ -36,7 +36,7 @@ from bild_align.calibration_runs import (
     run_lock,
 )
 from bild_align.configs import CalibrateConfig
-from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
+from bild_align.greedy import chunked, greedy_texts, length_sorted
 from bild_align.hub import check_hub_access, upload
 from bild_align.models import fit_lengths, load_seq2seq_or_causal, use_plain_generation
 from bild_align.prompts import Prompter
@@ -122,7 +122,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
         max_new_tokens=max_new_tokens,
     )
     generation = use_plain_generation(model)
-    inputs = _model_inputs(rows, prompter, tokenizer, config.max_source_length)
+    inputs = prompter.row_inputs(tokenizer, rows, config.max_source_length)
     fingerprint = _fingerprint(config, task, revision, rows_digest(rows))
     if prompter.decoder_only:  # (absent for encoder-decoder runs, whose records predate it)
         fingerprint.update(prompter.describe())
@@ -185,26 +185,14 @@ def run_calibration(config: CalibrateConfig) -> Path:
     return output
 
 
-def _model_inputs(rows, prompter: Prompter, tokenizer, max_source_length: int) -> list[str]:
-    """What the model reads per row: the source, or (decoder-only) the prompt."""
-    if not prompter.decoder_only:
-        return list(rows["source"])
-    if "prompt" in rows.column_names:
-        return list(rows["prompt"])
-    return prompter.prompt_texts(tokenizer, list(rows["source"]), max_source_length)
-
-
 def _decode_missing(
     config, rows, inputs, model, tokenizer, prompter: Prompter, output: Path, state
 ) -> None:
     store = ShardStore(output / SHARDS)
     done = store.done_ids()
     sources, ids, references = (list(rows[name]) for name in ("source", "id", "reference"))
-    if prompter.decoder_only:
-        lengths = token_lengths(tokenizer, inputs, None, special_tokens=not prompter.chat)
-        prompter.check_fits(model, max(lengths), config.max_new_tokens)
-    else:
-        lengths = token_lengths(tokenizer, sources, config.max_source_length)
+    lengths = prompter.input_lengths(tokenizer, inputs, config.max_source_length)
+    prompter.check_fits(model, max(lengths), config.max_new_tokens)  # decoder-only context
     order = [index for index in length_sorted(lengths) if ids[index] not in done]
     mine = order[state.process_index :: state.num_processes]
     if done and state.is_main_process:

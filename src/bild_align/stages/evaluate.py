@@ -402,14 +402,10 @@ def _run_locked(config: EvalConfig, task) -> dict:
 
 def _encoded(rows, prompter: Prompter, tokenizer, batch_size: int, max_source_length: int):
     """The inputs, batch by batch: sources, or (decoder-only) prompts, left-padded."""
-    if prompter.decoder_only and "prompt" in rows.column_names:
-        return [
-            prompter.encode_prompts(tokenizer, batch)
-            for batch in chunked(list(rows["prompt"]), batch_size)
-        ]
+    texts = prompter.row_inputs(tokenizer, rows, max_source_length)
     return [
-        prompter.encode(tokenizer, batch, max_source_length)
-        for batch in chunked(list(rows["source"]), batch_size)
+        prompter.encode_inputs(tokenizer, batch, max_source_length)
+        for batch in chunked(texts, batch_size)
     ]
 
 

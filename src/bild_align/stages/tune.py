@@ -31,7 +31,7 @@ from bild_align.configs import TuneConfig
 from bild_align.core.decoding import autoregressive_generate, bild_generate
 from bild_align.errors import UserError
 from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
-from bild_align.greedy import chunked, length_sorted, token_lengths
+from bild_align.greedy import chunked, length_sorted
 from bild_align.io_utils import (
     append_jsonl,
     check_output_file,
@@ -137,22 +137,12 @@ class _Session:
         use_plain_generation(self.large)
         use_plain_generation(self.small)
         self.rules, self.head = _rules(config, small_revision)
-        self.sources, self.references = list(rows["source"]), list(rows["reference"])
+        self.references = list(rows["reference"])
         self.metric = task.metric if all(self.references) else "bleu"
-        if self.prompter.decoder_only:  # the model reads prompts: sort and batch those
-            self.sources = (
-                list(rows["prompt"])
-                if "prompt" in rows.column_names
-                else self.prompter.prompt_texts(
-                    self.tokenizer, self.sources, self.max_source_length
-                )
-            )
-            lengths = token_lengths(
-                self.tokenizer, self.sources, None, special_tokens=not self.prompter.chat
-            )
-            self.prompter.check_fits(self.large, max(lengths), self.max_new_tokens)
-        else:
-            lengths = token_lengths(self.tokenizer, self.sources, self.max_source_length)
+        # what the model reads (decoder-only: the prompts), sorted and batched by length
+        self.sources = self.prompter.row_inputs(self.tokenizer, rows, self.max_source_length)
+        lengths = self.prompter.input_lengths(self.tokenizer, self.sources, self.max_source_length)
+        self.prompter.check_fits(self.large, max(lengths), self.max_new_tokens)
         self.order = length_sorted(lengths)  # batches of similar length pad little
         self.pair = {
             "large": config.large,
@@ -189,9 +179,9 @@ class _Session:
 
     def encode(self, indices: list[int]):
         texts = [self.sources[index] for index in indices]
-        if self.prompter.decoder_only:  # `sources` hold the prompts
-            return self.prompter.encode_prompts(self.tokenizer, texts).to(self.device)
-        return self.prompter.encode(self.tokenizer, texts, self.max_source_length).to(self.device)
+        return self.prompter.encode_inputs(self.tokenizer, texts, self.max_source_length).to(
+            self.device
+        )
 
     def generate(self, setting: Setting | str, input_ids, attention_mask):
         if setting == "generate":  # eval's reference: transformers' own greedy generate
