@@ -20,6 +20,7 @@ def run_demo(config: DemoConfig) -> dict:
     config.validate()
     from bild_align.defaults import DEMO_TASK, demo_model
     from bild_align.errors import OtherRunError, UserError
+    from bild_align.io_utils import check_writable_folder
     from bild_align.recipes import load_recipe
     from bild_align.stages.calibrate import CalibrateConfig, run_calibration
     from bild_align.stages.evaluate import EvalConfig, run_eval
@@ -28,6 +29,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     large, small = demo_model("large", config.pair), demo_model("small", config.pair)
     root = Path(config.root()).expanduser()
+    check_writable_folder(root, "--output-dir")  # named as typed, before the stages name theirs
     aligned_dir = root / config.aligned_folder()
     align_recipe = "demo-causal-align.yaml" if config.pair == "causal" else "demo-align.yaml"
     recipe = load_recipe(  # before any work: a bad combination of options fails now
