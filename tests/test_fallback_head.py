@@ -174,3 +174,24 @@ def test_eval_learned_without_a_head_is_one_line(byte_pair_dirs, tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "needs a fallback head" in err and err.count("bild-align: error:") == 1
+
+
+def test_files_put_beside_a_model_leave_its_revision_and_head_valid(byte_pair_dirs, tmp_path):
+    """A new-user finding: results written into the model folder (tune.json, notes) made the
+    saved head look like it belonged to another model."""
+    import os
+    import shutil
+
+    small_dir = shutil.copytree(byte_pair_dirs[0], tmp_path / "small")
+    revision = model_revision(None, str(small_dir))
+    save_head(small_dir, _random_head(8), small_revision=revision, vocab_size=384, report={})
+    for name in ("tune.json", "notes.txt", "eval_test.json", "README.md", "bild_policy.json"):
+        (small_dir / name).write_text("{}")
+    (small_dir / "results").mkdir()
+    assert model_revision(None, str(small_dir)) == revision
+    load_fallback_head(small_dir, revision)
+    weights = small_dir / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert model_revision(None, str(small_dir)) != revision  # new weights: another model
+    with pytest.raises(UserError, match="another version"):
+        load_fallback_head(small_dir, model_revision(None, str(small_dir)))

@@ -73,7 +73,7 @@ def test_lean_causal_step_equals_transformers_forward(family):
     ids = torch.randint(2, 100, (3, 14), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected = model(ids).logits
-        decoder = LeanCausalDecoder(model, rows=3, capacity=16)
+        decoder = LeanCausalDecoder(model, ids, None, capacity=16)
         pieces = [
             decoder.step(ids[:, :6], 0),  # a prompt
             decoder.step(ids[:, 6:7], 6),  # one token at one position for all rows
@@ -89,7 +89,7 @@ def test_lean_causal_step_equals_transformers_forward(family):
         # the other rows did not notice: one more token each, at one position (the window as
         # a slice of the keys, no mask)
         following = torch.randint(2, 100, (3, 1))
-        fresh = LeanCausalDecoder(model, rows=3, capacity=16)
+        fresh = LeanCausalDecoder(model, ids, None, capacity=16)
         fresh.step(ids, 0)
         last = fresh.step(following, 14)[:, 0]
         reference = model(torch.cat((ids, following), 1)).logits[:, -1]
@@ -100,14 +100,14 @@ def test_lean_causal_step_keeps_the_output_layer_where_asked_and_refuses_overflo
     model = _model("qwen3", seed=3)
     ids = torch.randint(2, 100, (2, 5))
     with torch.inference_mode():
-        full = LeanCausalDecoder(model, rows=2, capacity=8).step(ids, 0)
-        last_two = LeanCausalDecoder(model, rows=2, capacity=8).step(ids, 0, keep=2)
+        full = LeanCausalDecoder(model, ids, None, capacity=8).step(ids, 0)
+        last_two = LeanCausalDecoder(model, ids, None, capacity=8).step(ids, 0, keep=2)
         marked = torch.tensor([[0, 0, 1, 0, 1], [1, 0, 0, 0, 0]], dtype=bool)
-        picked = LeanCausalDecoder(model, rows=2, capacity=8).step(ids, 0, keep=marked)
+        picked = LeanCausalDecoder(model, ids, None, capacity=8).step(ids, 0, keep=marked)
         torch.testing.assert_close(last_two, full[:, 3:])
         torch.testing.assert_close(picked, full[marked])
         with pytest.raises(ValueError, match="holds 8 tokens"):
-            LeanCausalDecoder(model, rows=2, capacity=8).step(ids, 4)
+            LeanCausalDecoder(model, ids, None, capacity=8).step(ids, 4)
 
 
 def test_lean_causal_step_in_bfloat16_stays_close_to_transformers():
@@ -115,7 +115,7 @@ def test_lean_causal_step_in_bfloat16_stays_close_to_transformers():
     ids = torch.randint(2, 100, (2, 9))
     with torch.inference_mode():
         expected = model(ids).logits.float()
-        got = LeanCausalDecoder(model, rows=2, capacity=9).step(ids, 0).float()
+        got = LeanCausalDecoder(model, ids, None, capacity=9).step(ids, 0).float()
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
 
 

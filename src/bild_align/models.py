@@ -106,29 +106,33 @@ def local_path_or_hub_id(name: str, what: str = "model") -> str:
     return name
 
 
-# files of a model folder that are not the model: records and settings that tools add later
-# files bild-align writes beside a model that are not the model (its revision ignores them)
-_NOT_THE_MODEL = frozenset(
-    {
-        "README.md",
-        "bild_policy.json",
-        "bild_align_train.json",
-        "bild_fallback_head.safetensors",
-        "bild_fallback_head.safetensors.tmp",
-    }
-)
+# what a model folder's revision digests: its weights, configuration and tokenizer; files
+# users or tools put beside them (results, notes, bild-align's own records) leave it unchanged
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".index.json")
+_MODEL_NAMES = frozenset(
+    {"config.json", "generation_config.json", "special_tokens_map.json", "added_tokens.json",
+     "merges.txt", "vocab.json", "vocab.txt", "chat_template.jinja"}
+)  # fmt: skip
+_NOT_THE_MODEL = frozenset({"bild_fallback_head.safetensors"})
+
+
+def _is_model_file(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or name in _NOT_THE_MODEL or not path.is_file():
+        return False
+    return name in _MODEL_NAMES or name.startswith("tokenizer") or name.endswith(_MODEL_SUFFIXES)
 
 
 def local_fingerprint(folder: str | os.PathLike) -> str:
-    """A digest of a model folder's files (names, sizes, modification times; cheap): another
-    save into the same folder, e.g. `train --resume` into the same output_dir, changes it."""
+    """A digest of a model folder's model files (names, sizes, modification times; cheap):
+    another save into the same folder, e.g. `train --resume` into the same output_dir,
+    changes it; a results file or a fallback head written beside the model does not."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.name not in _NOT_THE_MODEL:
-            stat = path.stat()
-            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for path in sorted(filter(_is_model_file, Path(folder).iterdir())):
+        stat = path.stat()
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()[:16]
 
 

@@ -15,13 +15,18 @@ from transformers import PreTrainedModel
 
 from bild_align.core import lean_bart, lean_causal, lean_t5
 
-LEAN_DECODERS = (lean_t5.LeanT5Decoder, lean_bart.LeanBartDecoder, lean_causal.LeanCausalDecoder)
+# each module's `supports(model)` says whether its decoder serves the model
+LEAN_DECODERS = {
+    lean_t5: lean_t5.LeanT5Decoder,
+    lean_bart: lean_bart.LeanBartDecoder,
+    lean_causal: lean_causal.LeanCausalDecoder,
+}
 LeanDecoder = lean_t5.LeanT5Decoder | lean_bart.LeanBartDecoder | lean_causal.LeanCausalDecoder
 
 
 def supports(model: PreTrainedModel) -> bool:
     """Whether `model` runs on a lean decoder step."""
-    return lean_t5.supports(model) or lean_bart.supports(model) or lean_causal.supports(model)
+    return any(module.supports(model) for module in LEAN_DECODERS)
 
 
 def lean_decoder(
@@ -32,10 +37,7 @@ def lean_decoder(
 ) -> LeanDecoder | None:
     """A lean decoder for one call over `input_ids`' rows (encoder-decoder models encode them
     now; decoder-only models are fed their prompts as the first step), or None."""
-    if lean_t5.supports(model):
-        return lean_t5.LeanT5Decoder(model, input_ids, attention_mask, capacity)
-    if lean_bart.supports(model):
-        return lean_bart.LeanBartDecoder(model, input_ids, attention_mask, capacity)
-    if lean_causal.supports(model):
-        return lean_causal.LeanCausalDecoder(model, input_ids.shape[0], capacity)
+    for module, decoder in LEAN_DECODERS.items():
+        if module.supports(model):
+            return decoder(model, input_ids, attention_mask, capacity)
     return None

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.lean_cache import CACHE_FULL, SourceAttention, StaticCache
 from bild_align.core.lean_ops import (
     causal_mask,
     encode,
@@ -34,11 +35,7 @@ from bild_align.core.lean_ops import (
     merge_heads,
     plain_weights,
     query_positions,
-    read,
     split_heads,
-    step_extent,
-    write,
-    write_slots,
 )
 
 # model type -> (norms before each sub-layer, offset of the learned position table)
@@ -121,26 +118,22 @@ class LeanBartDecoder:
         self.head_dim = config.d_model // self.heads
         # the model embeds no position beyond its table: a call may ask for more room than it
         # will use (drafts past the end are never written), so the limit is enforced per step
-        self.refusal = "the static cache holds {capacity} tokens; {extent} needed"
+        refusal = CACHE_FULL
         if capacity >= self.positions.shape[0]:
             capacity = self.positions.shape[0]
-            self.refusal = (
+            refusal = (
                 "this model embeds at most {capacity} decoder positions "
                 "(max_position_embeddings); {extent} needed: lower max_new_tokens"
             )
         hidden, mask = encode(model, input_ids, attention_mask)
         rows = input_ids.shape[0]
         self.batch_size, self.capacity = rows, capacity
-        self.cross_keys = [
-            split_heads(F.linear(hidden, *layer.cross_k), self.heads) for layer in self.layers
-        ]
-        self.cross_values = [
-            split_heads(F.linear(hidden, *layer.cross_v), self.heads) for layer in self.layers
-        ]
-        self.cross_mask = None if mask is None else (mask[:, None, None, :] > 0)
-        shape = (rows, self.heads, capacity, self.head_dim)
-        self.keys = [self.embed.new_zeros(shape) for _ in self.layers]
-        self.values = [self.embed.new_zeros(shape) for _ in self.layers]
+        projections = [(layer.cross_k, layer.cross_v) for layer in self.layers]
+        source_mask = None if mask is None else (mask[:, None, None, :] > 0)
+        self.source = SourceAttention(hidden, projections, self.heads, source_mask)
+        self.cache = StaticCache(
+            len(self.layers), rows, self.heads, capacity, self.head_dim, self.embed, refusal
+        )
 
     def _sublayer(self, hidden: torch.Tensor, norm, compute) -> torch.Tensor:
         """A residual sub-layer with its norm before (mBART) or after (BART, Marian) the sum."""
@@ -159,16 +152,11 @@ class LeanBartDecoder:
         return the logits (rows, k, vocab). `rows`, `keep`: as in `LeanT5Decoder.step`."""
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
-        single = isinstance(starts, int)
-        extent = step_extent(starts, width, self.capacity, self.refusal)
+        place = self.cache.place(starts, width, rows, count)
         queries = query_positions(starts, width, self.device)
         # one query per row at one position sees every key up to it: no mask is needed
-        causal = None if single and width == 1 else causal_mask(queries, extent)
-        slots = write_slots(starts, width, rows, count, self.device)
-        whole = rows is None
-        cross_mask = self.cross_mask
-        if cross_mask is not None and not whole:
-            cross_mask = cross_mask[rows]
+        single = isinstance(starts, int) and width == 1
+        causal = None if single else causal_mask(queries, place.extent)
         hidden = F.embedding(new_ids, self.embed) * self.embed_scale
         hidden = hidden + self.positions[queries].to(hidden.dtype)
         if self.embedding_norm is not None:
@@ -179,24 +167,12 @@ class LeanBartDecoder:
                 query = split_heads(F.linear(normed, *layer.q), self.heads)
                 key = F.linear(normed, *layer.k).view(count, width, self.heads, self.head_dim)
                 value = F.linear(normed, *layer.v).view(count, width, self.heads, self.head_dim)
-                write(self.keys[index], key, starts, slots)
-                write(self.values[index], value, starts, slots)
-                attended = F.scaled_dot_product_attention(
-                    query,
-                    read(self.keys[index], rows, 0, extent),
-                    read(self.values[index], rows, 0, extent),
-                    attn_mask=causal,
-                )
+                attended = self.cache.attend(index, place, query, key, value, mask=causal)
                 return F.linear(merge_heads(attended), *layer.o)
 
             def attend_source(normed, index=index, layer=layer):
                 query = split_heads(F.linear(normed, *layer.cross_q), self.heads)
-                cross_keys = self.cross_keys[index] if whole else self.cross_keys[index][rows]
-                cross_values = self.cross_values[index] if whole else self.cross_values[index][rows]
-                attended = F.scaled_dot_product_attention(
-                    query, cross_keys, cross_values, attn_mask=cross_mask
-                )
-                return F.linear(merge_heads(attended), *layer.cross_o)
+                return F.linear(merge_heads(self.source.attend(index, query, rows)), *layer.cross_o)
 
             def feed_forward(normed, layer=layer):
                 return F.linear(layer.act(F.linear(normed, *layer.fc1)), *layer.fc2)

@@ -1,6 +1,6 @@
 """A lean decoder-only step (Llama, Mistral, Qwen2, Qwen3) over a static per-row KV cache.
 
-    decoder = LeanCausalDecoder(model, rows=8, capacity=longest_prompt + max_new_tokens + 12)
+    decoder = LeanCausalDecoder(model, prompts, None, capacity=longest + max_new_tokens + 12)
     logits = decoder.step(prompts, 0)              # (rows, k, vocab): each row's prompt, written
                                                    # at positions 0 .. k-1 (no padding inside)
     logits = decoder.step(new_ids, starts, rows)   # per-row positions, a subset of the rows
@@ -22,16 +22,14 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.lean_cache import StaticCache
 from bild_align.core.lean_ops import (
     causal_mask,
     kept_positions,
+    merge_heads,
     plain_weights,
     query_positions,
-    read,
     rms_norm,
-    step_extent,
-    write,
-    write_slots,
 )
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -99,10 +97,18 @@ class _Layer:
 
 
 class LeanCausalDecoder:
-    """A decoder-only model's static cache of `capacity` positions for `rows` rows, and its
-    step (see the module docstring)."""
+    """A decoder-only model's static cache of `capacity` positions for the rows of `input_ids`,
+    and its step (see the module docstring). The prompts are not read here: a row's first step
+    feeds its prompt (the constructor's arguments are every lean decoder's)."""
 
-    def __init__(self, model: PreTrainedModel, rows: int, capacity: int) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        capacity: int,
+    ) -> None:
+        rows = input_ids.shape[0]
         config, inner = model.config, model.model
         self.device = model.device
         self.layers = [
@@ -117,9 +123,9 @@ class LeanCausalDecoder:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim**-0.5
         self.batch_size, self.capacity = rows, capacity
-        shape = (rows, self.kv_heads, capacity, self.head_dim)
-        self.keys = [self.embed.new_zeros(shape) for _ in self.layers]
-        self.values = [self.embed.new_zeros(shape) for _ in self.layers]
+        self.cache = StaticCache(
+            len(self.layers), rows, self.kv_heads, capacity, self.head_dim, like=self.embed
+        )
         positions = torch.arange(capacity, device=self.device)[None]
         probe = self.embed.new_zeros(())  # the rotary module reads its dtype and device
         cos, sin = inner.rotary_emb(probe, positions)  # (1, capacity, head_dim), scaling included
@@ -142,7 +148,8 @@ class LeanCausalDecoder:
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
         single = isinstance(starts, int)
-        extent = step_extent(starts, width, self.capacity)
+        place = self.cache.place(starts, width, rows, count)
+        extent = place.extent
         device = new_ids.device
         queries = query_positions(starts, width, device)
         if single:
@@ -152,7 +159,6 @@ class LeanCausalDecoder:
         # one query per row at one position sees every key up to it: no mask is needed, and a
         # window is a slice of the keys
         masks = None if single and width == 1 else self._masks(queries, extent)
-        slots = write_slots(starts, width, rows, count, device)
         hidden = F.embedding(new_ids, self.embed)
         for index, layer in enumerate(self.layers):
             normed = rms_norm(hidden, layer.norm_attention)
@@ -162,23 +168,22 @@ class LeanCausalDecoder:
             if layer.q_norm is not None:
                 query, key = rms_norm(query, layer.q_norm), rms_norm(key, layer.k_norm)
             query = _rotate(query.transpose(1, 2), cos, sin)
-            key = _rotate(key.transpose(1, 2), cos, sin)
-            write(self.keys[index], key.transpose(1, 2), starts, slots)
-            write(self.values[index], value, starts, slots)
+            key = _rotate(key.transpose(1, 2), cos, sin).transpose(1, 2)
             first = 0
             if masks is None and layer.window is not None:
                 first = max(0, extent - layer.window)
-            past_keys = read(self.keys[index], rows, first, extent)
-            past_values = read(self.values[index], rows, first, extent)
-            attended = F.scaled_dot_product_attention(
+            attended = self.cache.attend(
+                index,
+                place,
                 query,
-                past_keys,
-                past_values,
-                attn_mask=None if masks is None else masks[layer.window],
+                key,
+                value,
+                mask=None if masks is None else masks[layer.window],
                 scale=self.scale,
+                first=first,
                 enable_gqa=self.kv_heads != self.heads,
             )
-            merged = attended.transpose(1, 2).reshape(count, width, self.heads * self.head_dim)
+            merged = merge_heads(attended)
             hidden = hidden + F.linear(merged, *layer.o)
             normed = rms_norm(hidden, layer.norm_mlp)
             inner = layer.act(F.linear(normed, *layer.gate)) * F.linear(normed, *layer.up)

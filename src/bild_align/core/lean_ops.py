@@ -1,13 +1,10 @@
-"""What the lean decoder steps (`lean_t5`, `lean_causal`, `lean_bart`) share.
+"""What the lean decoder steps (`lean_t5`, `lean_causal`, `lean_bart`) share (their attention
+state: `lean_cache`).
 
     if plain_weights(model): ...                      # can a lean step read these weights?
     normed = rms_norm(hidden, layer.input_layernorm)  # T5LayerNorm, LlamaRMSNorm, Qwen3RMSNorm
     hidden = kept_positions(hidden, keep)             # where the output layer will run
     queries = query_positions(starts, width, device)  # each new token's cache position
-    slots = write_slots(starts, width, rows, count, device)
-    write(keys[layer], new_keys, starts, slots)       # the static cache, one position per row
-    past = read(keys[layer], rows, first, extent)
-    extent = step_extent(starts, width, capacity)     # positions a step reaches (or an error)
     seen = causal_mask(queries, extent, window)       # which cached keys each query attends to
     hidden, mask = encode(model, input_ids, attention_mask)  # encoder-decoder: the encoder once
     heads_first = split_heads(projected, heads)       # (rows, k, h*d) -> (rows, h, k, d)
@@ -62,51 +59,6 @@ def query_positions(starts: torch.Tensor | int, width: int, device) -> torch.Ten
     if isinstance(starts, int):
         return (starts + offsets)[None]
     return starts.to(device)[:, None] + offsets
-
-
-def write_slots(
-    starts: torch.Tensor | int, width: int, rows: torch.Tensor | None, count: int, device
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Where a step's new keys and values go in a static cache (rows, heads, capacity, dim):
-    None when every row of the batch writes at one position (a slice), else one (row,
-    position) index pair per new token."""
-    if rows is None and isinstance(starts, int):
-        return None
-    row_index = (torch.arange(count, device=device) if rows is None else rows)[:, None]
-    return row_index, query_positions(starts, width, device).expand(count, width)
-
-
-def write(
-    cache: torch.Tensor,
-    new: torch.Tensor,
-    starts: torch.Tensor | int,
-    slots: tuple[torch.Tensor, torch.Tensor] | None,
-) -> None:
-    """Store `new` (count, width, heads, dim) at the step's positions (`write_slots`)."""
-    if slots is None:
-        cache[:, :, starts : starts + new.shape[1]] = new.transpose(1, 2)
-    else:
-        row_index, positions = slots
-        cache[row_index, :, positions] = new
-
-
-def read(cache: torch.Tensor, rows: torch.Tensor | None, first: int, extent: int) -> torch.Tensor:
-    """The cached positions first .. extent-1 of the given rows (None: all)."""
-    return cache[:, :, first:extent] if rows is None else cache[rows, :, first:extent]
-
-
-def step_extent(
-    starts: torch.Tensor | int,
-    width: int,
-    capacity: int,
-    refusal: str = "the static cache holds {capacity} tokens; {extent} needed",
-) -> int:
-    """How many cache positions a step of `width` tokens from `starts` reaches; a step past
-    the cache's `capacity` is refused with `refusal` (formatted with capacity and extent)."""
-    extent = (starts if isinstance(starts, int) else int(starts.max())) + width
-    if extent > capacity:
-        raise ValueError(refusal.format(capacity=capacity, extent=extent))
-    return extent
 
 
 def causal_mask(queries: torch.Tensor, extent: int, window: int | None = None) -> torch.Tensor:

@@ -25,17 +25,14 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.lean_cache import SourceAttention, StaticCache
 from bild_align.core.lean_ops import (
     kept_positions,
     merge_heads,
     plain_weights,
     query_positions,
-    read,
     rms_norm,
     split_heads,
-    step_extent,
-    write,
-    write_slots,
 )
 
 
@@ -178,18 +175,14 @@ class LeanT5Decoder:
         hidden, mask = encode_t5(model, input_ids, attention_mask)
         rows, source_length = input_ids.shape
         self.batch_size, self.capacity = rows, capacity
-        self.cross_keys = [
-            split_heads(hidden @ layer.cross_k.T, self.heads) for layer in self.layers
-        ]
-        self.cross_values = [
-            split_heads(hidden @ layer.cross_v.T, self.heads) for layer in self.layers
-        ]
-        self.cross_bias = torch.zeros((rows, 1, 1, source_length), dtype=self.dtype, device=device)
+        cross_bias = torch.zeros((rows, 1, 1, source_length), dtype=self.dtype, device=device)
         if mask is not None:
-            self.cross_bias.masked_fill_(mask[:, None, None, :] == 0, self.mask_value)
-        shape = (rows, self.heads, capacity, self.head_dim)
-        self.keys = [torch.zeros(shape, dtype=self.dtype, device=device) for _ in self.layers]
-        self.values = [torch.zeros(shape, dtype=self.dtype, device=device) for _ in self.layers]
+            cross_bias.masked_fill_(mask[:, None, None, :] == 0, self.mask_value)
+        projections = [((layer.cross_k, None), (layer.cross_v, None)) for layer in self.layers]
+        self.source = SourceAttention(hidden, projections, self.heads, cross_bias, scale=1.0)
+        self.cache = StaticCache(
+            len(self.layers), rows, self.heads, capacity, self.head_dim, like=self.embed
+        )
         attention = model.decoder.block[0].layer[0].SelfAttention
         distance = torch.arange(capacity, device=device)
         buckets = _decoder_bucket(
@@ -229,33 +222,20 @@ class LeanT5Decoder:
         positions, (marked, vocab) in row-major order."""
         new_ids = new_ids.to(self.embed.device)
         count, width = new_ids.shape
-        extent = step_extent(starts, width, self.capacity)
-        bias = self._position_bias(starts, width, extent)
-        whole = rows is None
-        slots = write_slots(starts, width, rows, count, new_ids.device)
-        cross_bias = self.cross_bias if whole else self.cross_bias[rows]
+        place = self.cache.place(starts, width, rows, count)
+        bias = self._position_bias(starts, width, place.extent)
         hidden = F.embedding(new_ids, self.embed)
         for index, layer in enumerate(self.layers):
             normed = rms_norm(hidden, layer.norm_self)
             query = split_heads(normed @ layer.q.T, self.heads)
             key = (normed @ layer.k.T).view(count, width, self.heads, self.head_dim)
             value = (normed @ layer.v.T).view(count, width, self.heads, self.head_dim)
-            write(self.keys[index], key, starts, slots)
-            write(self.values[index], value, starts, slots)
-            past_keys = read(self.keys[index], rows, 0, extent)
-            past_values = read(self.values[index], rows, 0, extent)
-            attended = F.scaled_dot_product_attention(
-                query, past_keys, past_values, attn_mask=bias, scale=1.0
-            )
+            attended = self.cache.attend(index, place, query, key, value, mask=bias, scale=1.0)
             hidden = _clamp_half(hidden + merge_heads(attended) @ layer.o.T)
 
             normed = rms_norm(hidden, layer.norm_cross)
             query = split_heads(normed @ layer.cross_q.T, self.heads)
-            cross_keys = self.cross_keys[index] if whole else self.cross_keys[index][rows]
-            cross_values = self.cross_values[index] if whole else self.cross_values[index][rows]
-            attended = F.scaled_dot_product_attention(
-                query, cross_keys, cross_values, attn_mask=cross_bias, scale=1.0
-            )
+            attended = self.source.attend(index, query, rows)
             hidden = _clamp_half(hidden + merge_heads(attended) @ layer.cross_o.T)
 
             normed = rms_norm(hidden, layer.norm_ff)
