@@ -102,3 +102,9 @@ def test_confidence_calibration_pushes_the_top_probability_toward_agreement():
     assert stepped[0] > before[0] and stepped[2] > before[2]  # agrees: more confident
     assert stepped[1] < before[1]  # disagrees: less confident
     assert torch.equal(logits.grad[0, 3], torch.zeros(12))  # masked
+
+
+def test_the_recipe_offers_exactly_the_divergences_computed():
+    from bild_align.distill import DIVERGENCE_NAMES
+
+    assert DIVERGENCE_NAMES == DIVERGENCES

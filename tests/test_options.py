@@ -14,10 +14,10 @@ from bild_align.configs import (
     ChatSettings,
     DemoConfig,
     EvalConfig,
+    RecipeEval,
 )
 from bild_align.core.decoding import bild_generate
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
-from bild_align.recipes import TrainRecipe
 
 CONFIGS = (BenchConfig, CalibrateConfig, ChatConfig, ChatSettings, DemoConfig, EvalConfig)
 
@@ -36,8 +36,8 @@ def test_thresholds_have_one_home():
     assert _default(EvalConfig, "fb") == (FALLBACK_THRESHOLD,)
     assert _default(ChatSettings, "rb") == ROLLBACK_THRESHOLD
     assert _default(ChatSettings, "steps") == MAX_SMALL_STEPS
-    assert _default(TrainRecipe, "rb") == [ROLLBACK_THRESHOLD]
-    assert _default(TrainRecipe, "fb") == [FALLBACK_THRESHOLD]
+    assert _default(RecipeEval, "rb") == [ROLLBACK_THRESHOLD]  # a training recipe's eval:
+    assert _default(RecipeEval, "fb") == [FALLBACK_THRESHOLD]
 
 
 @pytest.mark.parametrize("config_class", CONFIGS)
@@ -119,6 +119,32 @@ def test_eval_reads_a_training_recipe(monkeypatch, tmp_path):
     )
     assert (config.small, config.large, config.split) == ("out", "L", "test")
     assert config.rb == (1.0, 3.0) and config.sweep
+
+
+def test_a_training_recipe_keeps_its_eval_thresholds_in_a_section(monkeypatch, tmp_path, caplog):
+    from bild_align.recipes import RecipeError, load_recipe
+
+    recipe = tmp_path / "train.yaml"
+    head = "task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n"
+    recipe.write_text(head + "eval:\n  split: test\n  rb: [4]\n  fb: [0.5]\n")
+    config = _captured(
+        monkeypatch, "bild_align.stages.evaluate", "run_eval", ["eval", "--recipe", str(recipe)]
+    )
+    assert (config.split, config.rb, config.fb) == ("test", (4.0,), (0.5,))
+    assert load_recipe(recipe).eval.sweep_rb == [1.0, 2.0, 3.0, 5.0]  # the section's default
+    recipe.write_text(head + "eval:\n  rb: [-1]\n")
+    with pytest.raises(RecipeError, match="section 'eval': key 'rb' must be a list of finite"):
+        load_recipe(recipe)
+    recipe.write_text(head + "eval:\n  rbb: [1]\n")
+    with pytest.raises(RecipeError, match="section 'eval': unknown key"):
+        load_recipe(recipe)
+    recipe.write_text(head + "eval: 3\n")
+    with pytest.raises(RecipeError, match="'eval' is a section"):
+        load_recipe(recipe)
+    # a recipe written before the section existed still works, and says where the keys go now
+    recipe.write_text(head + "eval_split: test\nrb: [2]\n")
+    assert load_recipe(recipe).eval.split == "test" and load_recipe(recipe).eval.rb == [2.0]
+    assert "now go in the recipe's `eval:` section" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_align import bild_generate
 from bild_align.cli import main
-from bild_align.recipes import RecipeError, TrainRecipe, load_recipe
+from bild_align.configs import TrainRecipe
+from bild_align.recipes import RecipeError, load_recipe
 from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 from bild_align.testing.helpers import (
     TWO_CPU_ENV,

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 from bild_align.cli import main
-from bild_align.recipes import TrainRecipe
+from bild_align.configs import TrainRecipe
 from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 from bild_align.stages.train import _model_and_tokenizer
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
@@ -46,14 +46,15 @@ def _argv(setup, output_dir, *extra, small=None):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--learning-rate", "nan"], "'learning_rate' must be a finite number > 0"),
+        (["--learning-rate", "nan"], "--learning-rate: expected a finite number, got 'nan'"),
+        (["--learning-rate", "0"], "'learning_rate' must be a finite number > 0"),
         (["--max-steps", "0"], "'max_steps' must be >= 1"),
         (["--max-steps", "-5"], "'max_steps' must be >= 1"),
         (["--per-device-train-batch-size", "0"], "'per_device_train_batch_size'"),
         (["--save-steps", "3"], "multiple of 'eval_steps'"),
         (["--report-to", "wandbb"], "'report_to' must be none or wandb"),
         (["--bf16", "true", "--fp16", "true"], "cannot both be true"),
-        (["--rb", "[-1]"], "'rb' must be a list of finite numbers >= 0"),
+        (["--warmup-steps", "-1"], "'warmup_steps' must be >= 0"),
         (["--dropout-rate", "1.5"], "'dropout_rate' must be in [0, 1)"),
         (["--save-dtype", "fp8"], "'save_dtype'"),
         (["--fp16", "true"], "overflow in float16"),

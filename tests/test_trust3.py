@@ -334,19 +334,21 @@ def test_bench_refuses_batches_larger_than_its_examples(capsys, tmp_path):
 # -- options that do what their help says ----------------------------------------------------
 
 
-def test_train_takes_comma_lists_and_switch_words_as_its_help_says():
+def test_train_takes_switch_words_and_numbers_as_its_help_says():
     from bild_align.cli import build_parser
-    from bild_align.recipes import overrides_from_args
+    from bild_align.options import given_options
 
     args = build_parser().parse_args(
-        ["train", "--sweep-rb", "1,2,3,5", "--bf16", "1", "--group-by-length", "no"]
+        ["train", "--learning-rate", "1e-4", "--bf16", "1", "--group-by-length", "no"]
     )
-    values = overrides_from_args(args)
-    assert values == {"sweep_rb": [1, 2, 3, 5], "bf16": True, "group_by_length": False}
+    values = given_options(args)
+    assert values == {"learning_rate": 1e-4, "bf16": True, "group_by_length": False}
     recipe = load_recipe("recipes/tiny.yaml", values)
-    assert recipe.sweep_rb == [1.0, 2.0, 3.0, 5.0] and recipe.bf16 is True
+    assert recipe.learning_rate == 1e-4 and recipe.bf16 is True
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    assert "--bf16 true|false" in help_text and "--sweep-rb X[,X...]" in help_text
+    assert "--bf16 true|false" in help_text and "--learning-rate X" in help_text
+    # the eval section is the recipe's, not a training option
+    assert "--sweep-rb" not in help_text and "--rb" not in help_text
 
 
 def test_demo_has_the_options_its_messages_name_and_checks_them_first(
@@ -539,7 +541,7 @@ def test_the_readme_offline_snippet_loads_the_demo_pair_as_float32(monkeypatch, 
 
 def test_a_bad_switch_word_names_the_words_that_work(capsys):
     assert main(["train", "--recipe", "recipes/demo-align.yaml", "--bf16", "maybe"]) == 2
-    _one_error_line(capsys, "key 'bf16' must be true or false, got 'maybe'")
+    _one_error_line(capsys, "argument --bf16: expected true or false, got 'maybe'")
 
 
 def test_bench_never_replaces_a_file_that_is_not_bench_results(tmp_path, capsys):

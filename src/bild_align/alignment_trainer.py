@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer
 
+from bild_align.configs import TrainRecipe
 from bild_align.distill import (
     TopK,
     alignment_measures,
@@ -27,7 +28,6 @@ from bild_align.distill import (
     token_divergence,
 )
 from bild_align.models import plain_generation_config
-from bild_align.recipes import TrainRecipe
 
 
 class AlignmentTrainer(Seq2SeqTrainer):

@@ -33,26 +33,34 @@ from bild_align.configs import (
     EvalConfig,
     ExportGenerateConfig,
     PushConfig,
+    TrainRecipe,
     TuneConfig,
 )
 from bild_align.defaults import fill_defaults
 from bild_align.errors import UserError
 from bild_align.options import add_options, given_options
 from bild_align.recipes import (
-    TrainRecipe,
-    add_recipe_arguments,
+    COMMAND_LINE,
     build,
     eval_settings,
     load_recipe,
-    overrides_from_args,
 )
 
-COMMAND_LINE = "the command line"
 # errors of the machine, not of the program (a folder without write permission, a full disk):
 # one line, not a traceback, wherever in a run they arise
 _ENVIRONMENT_ERRORS = frozenset(
     {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG, errno.EDQUOT}
 )
+
+
+class _OneLineParser(ArgumentParser):
+    """A mistake on the command line is a user mistake like any other (one line, exit 2),
+    naming the option, not a page of usage."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("bild-align").strip()
+        where = f"bild-align {command} --help" if command else "bild-align --help"
+        raise UserError(f"{message} ({where} lists the options)")
 
 
 def _subcommand(subparsers, name: str, help: str, description: str, handler) -> ArgumentParser:
@@ -118,15 +126,17 @@ def _add_train(subparsers) -> None:
         help="train no model: fit the learned fallback head of the model already in output_dir "
         "on the recipe's calibration rows, and save it beside the model",
     )
-    add_recipe_arguments(
-        parser.add_argument_group("recipe keys (override the recipe)"), TrainRecipe
+    add_options(
+        parser.add_argument_group("recipe keys (override the recipe)"),
+        TrainRecipe,
+        over_recipe=True,
     )
 
 
 def _run_train(args: Namespace) -> None:
     from bild_align.stages.train import run_fallback_head, run_training
 
-    recipe = load_recipe(args.recipe, overrides_from_args(args))
+    recipe = load_recipe(args.recipe, given_options(args))
     if args.private and not args.push_to_hub:
         raise UserError("--private goes with --push-to-hub REPO")
     if args.fallback_head_only:
@@ -158,8 +168,8 @@ def _add_eval(subparsers) -> None:
         "--recipe",
         help="an eval recipe (YAML with any of the keys below, e.g. small, large, task, rb, "
         "fb, sweep), or a training recipe, which supplies --small (its output_dir), --large, "
-        "--task, --split (its eval_split) and the thresholds (rb / fb, or sweep_rb / "
-        "sweep_fb with --sweep); options given here win",
+        "--task, and from its eval: section --split and the thresholds (rb / fb, or "
+        "sweep_rb / sweep_fb with --sweep); options given here win",
     )
     add_options(parser, EvalConfig)
 
@@ -335,7 +345,7 @@ def _run_push(args: Namespace) -> None:
 def build_parser() -> ArgumentParser:
     from bild_align import __version__
 
-    parser = ArgumentParser(
+    parser = _OneLineParser(
         prog="bild-align",
         description="Big Little Decoder (BiLD) inference, and alignment of the small model to "
         "the large one.",
@@ -356,7 +366,11 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as error:
+        print(f"bild-align: error: {error}", file=sys.stderr)
+        return 2
     handler: Callable[[Namespace], None] = args.handler
     with _notes_on_stderr():
         return _run(handler, args)

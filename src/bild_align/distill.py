@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bild_align.configs import DIVERGENCES
+# the divergences `token_divergence` computes (configs.DIVERGENCES, the recipe key's choices, is the
+# same tuple; a test keeps them equal: this module stays free of configuration)
+DIVERGENCE_NAMES = ("forward_kl", "reverse_kl", "tvd", "jsd")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,8 +68,8 @@ def token_divergence(
     speculative decoding pays); jsd: the generalised Jensen-Shannon divergence with weight
     `beta` (beta * KL(p_l || m) + (1 - beta) * KL(p_s || m), m = beta * p_l + (1 - beta) * p_s).
     The teacher is never differentiated."""
-    if kind not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(DIVERGENCES)}")
+    if kind not in DIVERGENCE_NAMES:
+        raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(DIVERGENCE_NAMES)}")
     vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])  # padded vocabularies
     student = F.log_softmax(student_logits[..., :vocab].float() / temperature, dim=-1)
     teacher = F.log_softmax(teacher_logits[..., :vocab].float().detach() / temperature, dim=-1)

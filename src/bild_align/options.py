@@ -17,6 +17,7 @@ nothing heavy: `bild-align --help` builds every parser from it.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -50,9 +51,9 @@ def option(
         "default_text": default_text,
         "command_line": command_line,
     }
-    if isinstance(default, list | dict | set):
+    if isinstance(default, list | dict | set) or dataclasses.is_dataclass(default):
         frozen = default
-        return dataclasses.field(default_factory=lambda: type(frozen)(frozen), metadata=metadata)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(frozen), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -108,6 +109,29 @@ def name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def switch(text: str) -> bool:
+    """A switch's value where a recipe may have set it either way: true/false, yes/no, on/off,
+    1/0."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS + _FALSE_WORDS:
+        return word in _TRUE_WORDS
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def yaml_value(text: str) -> Any:
+    """A YAML value typed on the command line, e.g. a mapping: '{d_model: 64, num_layers: 2}'."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"expected a YAML value, got {text!r}") from None
+
+
 def flag_of(f: dataclasses.Field) -> str:
     return "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
 
@@ -133,6 +157,8 @@ def help_of(f: dataclasses.Field) -> str:
 
 def _guess_parse(f: dataclasses.Field) -> Callable[[str], Any] | None:
     default = f.default
+    if isinstance(default, bool):
+        return switch
     if isinstance(default, float):
         return finite_float
     if isinstance(default, int) and not isinstance(default, bool):
@@ -148,6 +174,8 @@ _METAVARS = {
     number_list: "X[,X...]",
     positive_int_list: "N[,N...]",
     name_list: "NAME[,NAME...]",
+    switch: "true|false",
+    yaml_value: "YAML",
 }
 
 
@@ -155,17 +183,21 @@ def add_options(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     config_class: type,
     skip: tuple[str, ...] = (),
+    over_recipe: bool = False,
 ) -> None:
-    """One option per field of `config_class` (those not skipped or marked command_line=False)."""
+    """One option per field of `config_class` (those not skipped or marked command_line=False).
+    `over_recipe`: the options override a recipe file, so none is required and a switch takes
+    a value (`--bf16 false` turns off what the recipe turned on)."""
     for f in dataclasses.fields(config_class):
         if f.name in skip or not f.metadata.get("command_line", True):
             continue
         common: dict[str, Any] = dict(
             dest=PREFIX + f.name, default=argparse.SUPPRESS, help=help_of(f)
         )
-        if f.default is dataclasses.MISSING and not f.metadata.get("default_text"):
+        required = f.default is dataclasses.MISSING and not f.metadata.get("default_text")
+        if required and not over_recipe:
             common["required"] = True
-        if f.default is False:
+        if f.default is False and not over_recipe:
             parser.add_argument(flag_of(f), action="store_true", **common)
             continue
         parse = f.metadata.get("parse") or _guess_parse(f)

@@ -10,22 +10,16 @@ a `UserError`) that name the key and the file.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import math
 import os
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bild_align.configs import DIVERGENCES, OBJECTIVES
-from bild_align.core.policies import FALLBACK_THRESHOLD, ROLLBACK_THRESHOLD
+from bild_align.configs import TrainRecipe, check
 from bild_align.errors import UserError
-from bild_align.options import help_of, option
 
 logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
@@ -34,191 +28,7 @@ class RecipeError(UserError):
     pass
 
 
-@dataclass
-class TrainRecipe:
-    """Everything `bild-align train` needs; the paper's values where it gives them."""
-
-    # what to align
-    task: str = option(help="benchmark (its metric scores the held-out rows' references)")
-    calibration_dataset: str = option(
-        help="`bild-align calibrate` output dir, Hub dataset id, or task:NAME (its references)"
-    )
-    output_dir: str = option(help="where checkpoints and the aligned model go")
-    small_model: str | None = option(None, "Hub id or local dir of the small model to fine-tune")
-    small_config: dict | None = option(
-        None,
-        "T5Config fields, to train a small model from scratch (with model_type: llama, "
-        "LlamaConfig fields: a decoder-only model)",
-    )
-    tokenizer: str | None = option(None, "tokenizer (default: the small model's)")
-    large_model: str | None = option(None, "the model that made the calibration data (for eval)")
-    calibration_split: str = option("train", "split of the calibration dataset")
-    prompt_template: str | None = option(
-        None,
-        "decoder-only small models whose calibration data has no `prompt` column: the prompt "
-        "around each source, with {source} (default: the task's)",
-    )
-    chat_template: bool = option(
-        False, "decoder-only: with prompt_template, wrap prompts in the tokenizer's chat template"
-    )
-    # optimisation: Adafactor with a constant learning rate, effective batch size 16
-    learning_rate: float = option(5e-4, "constant learning rate (paper: {0.5,1,2,5}e-4)")
-    adafactor_scale_parameter: bool = option(
-        False,
-        "scale each update by the parameter's RMS (T5 pre-training style, for training "
-        "from scratch; the learning rate is then relative, e.g. 1e-2)",
-    )
-    per_device_train_batch_size: int = option(16, "batch per process")
-    gradient_accumulation_steps: int = option(1, "steps per optimizer update")
-    max_steps: int = option(500_000, "optimizer updates (paper: 500k)")
-    warmup_steps: int = option(0, "linear warm-up steps before the constant rate")
-    weight_decay: float = option(0.0, "weight decay")
-    max_grad_norm: float = option(1.0, "gradient clipping norm")
-    dropout_rate: float | None = option(None, "dropout (default: the model's own)")
-    max_source_length: int = option(256, "inputs are truncated to this many tokens")
-    max_target_length: int = option(128, "targets are truncated to this many tokens")
-    seed: int = option(42, "seed for initialisation, data order and the held-out rows")
-    group_by_length: bool = option(False, "batch rows of similar length (less padding, faster)")
-    bf16: bool = option(False, "bfloat16 mixed precision")
-    fp16: bool = option(False, "float16 mixed precision (GPU)")
-    # what the small model learns (DistillSpec / GKD style objectives need large_model)
-    objective: str = option(
-        "sequence",
-        "sequence: cross-entropy on the large model's outputs (the paper's); calibrated: "
-        "sequence plus calibration_weight x a confidence-calibration term (the top "
-        "probability made to predict agreement with the large model: BiLD's fallback "
-        "signal); token: match the large model's distributions on the same targets (a "
-        "frozen teacher in each step)",
-    )
-    calibration_weight: float = option(
-        1.0, "calibrated objective: the weight of the confidence-calibration term"
-    )
-    divergence: str = option(
-        "forward_kl", "token objective: forward_kl, reverse_kl, tvd or jsd (generalised JSD)"
-    )
-    jsd_beta: float = option(0.5, "jsd's weight in (0, 1): toward forward KL near 0")
-    distill_temperature: float = option(1.0, "token objective: both distributions at this T")
-    on_policy_fraction: float = option(
-        0.0,
-        "share of batches whose targets are the small model's own decoded outputs, scored by "
-        "the large model (token: its distributions; sequence: its argmax at each position)",
-    )
-    on_policy_sampling: bool = option(
-        False, "on-policy targets sampled at temperature 1 instead of greedy"
-    )
-    measure_topk: int = option(
-        256,
-        "the large model's top-k probabilities kept per held-out position for the alignment "
-        "measures (expected acceptance, confidence gap, rollback cross-entropy; 0: none)",
-    )
-    # evaluation and checkpoints
-    eval_rows: int = option(200, "calibration rows held out for periodic evaluation")
-    eval_steps: int = option(5000, "evaluate every this many steps")
-    save_steps: int = option(5000, "checkpoint every this many steps (multiple of eval_steps)")
-    save_total_limit: int = option(2, "checkpoints kept: the best and the last")
-    logging_steps: int = option(100, "log the training loss every this many steps")
-    per_device_eval_batch_size: int = option(32, "evaluation batch per process")
-    # logging
-    report_to: str = option("none", "none, or wandb (offline when not logged in)")
-    run_name: str | None = option(None, "run name for the logger")
-    # thresholds that `bild-align eval --recipe` uses
-    eval_split: str = option("validation", "benchmark split that `eval --recipe` uses")
-    rb: list[float] = option([ROLLBACK_THRESHOLD], "rollback threshold(s) for `eval --recipe`")
-    fb: list[float] = option([FALLBACK_THRESHOLD], "fallback threshold(s) for `eval --recipe`")
-    sweep_rb: list[float] = option(
-        [1.0, 2.0, 3.0, 5.0], "rollback grid for `eval --recipe --sweep`"
-    )
-    sweep_fb: list[float] = option(
-        [0.3, 0.5, 0.7, 0.9], "fallback grid for `eval --recipe --sweep`"
-    )
-    fallback_head: bool = option(
-        False,
-        "after training, fit the learned fallback head (`--fallback learned`) on calibration "
-        "rows and save it beside the model",
-    )
-    fallback_head_rows: int = option(
-        4000, "calibration rows the fallback head is fitted on (the first N after shuffling)"
-    )
-    save_dtype: str | None = option(
-        None,
-        "dtype of the saved model: float32, bfloat16 or float16 (default: the small model "
-        "checkpoint's; training itself always keeps float32 weights)",
-    )
-
-    @property
-    def uses_teacher(self) -> bool:
-        """Whether training runs the large model beside the small one (else: the paper's)."""
-        return self.objective == "token" or self.on_policy_fraction > 0
-
-    def problems(self) -> list[str]:
-        """Every value outside its range, as `key ...` phrases (empty when all is well)."""
-        found = [
-            f"key {key!r} must be {meaning}, got {getattr(self, key)!r}"
-            for key, (valid, meaning) in _RANGES.items()
-            if not valid(getattr(self, key))
-        ]
-        for key in ("rb", "fb", "sweep_rb", "sweep_fb"):
-            if not getattr(self, key) or not all(_finite(v) and v >= 0 for v in getattr(self, key)):
-                found.append(f"key {key!r} must be a list of finite numbers >= 0")
-        if self.save_steps % self.eval_steps:
-            found.append(
-                f"key 'save_steps' ({self.save_steps}) must be a multiple of 'eval_steps' "
-                f"({self.eval_steps}), so that the best checkpoint can be kept"
-            )
-        if self.objective not in OBJECTIVES:
-            found.append(f"key 'objective' must be one of {', '.join(OBJECTIVES)}")
-        if self.divergence not in DIVERGENCES:
-            found.append(f"key 'divergence' must be one of {', '.join(DIVERGENCES)}")
-        if self.uses_teacher and self.large_model is None:
-            found.append(
-                "key 'large_model' is needed: the token objective and on-policy batches read "
-                "the large model's distributions"
-            )
-        if self.bf16 and self.fp16:
-            found.append("keys 'bf16' and 'fp16' cannot both be true")
-        if self.prompt_template is not None and "{source}" not in self.prompt_template:
-            found.append("key 'prompt_template' must hold {source}, where the source goes")
-        return found
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _at_least(minimum: float) -> Callable[[Any], bool]:
-    return lambda value: _finite(value) and value >= minimum
-
-
-# key -> (check, what the check asks for in words)
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "learning_rate": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
-    "per_device_train_batch_size": (_at_least(1), ">= 1"),
-    "per_device_eval_batch_size": (_at_least(1), ">= 1"),
-    "gradient_accumulation_steps": (_at_least(1), ">= 1"),
-    "max_steps": (_at_least(1), ">= 1"),
-    "warmup_steps": (_at_least(0), ">= 0"),
-    "weight_decay": (_at_least(0), "a finite number >= 0"),
-    "max_grad_norm": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
-    "dropout_rate": (lambda v: v is None or (_finite(v) and 0 <= v < 1), "in [0, 1)"),
-    "max_source_length": (_at_least(1), ">= 1"),
-    "max_target_length": (_at_least(1), ">= 1"),
-    "seed": (_at_least(0), ">= 0"),
-    "eval_rows": (_at_least(1), ">= 1"),
-    "eval_steps": (_at_least(1), ">= 1"),
-    "save_steps": (_at_least(1), ">= 1"),
-    "save_total_limit": (_at_least(1), ">= 1"),
-    "logging_steps": (_at_least(1), ">= 1"),
-    "report_to": (lambda v: v in ("none", "wandb"), "none or wandb"),
-    "jsd_beta": (lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
-    "distill_temperature": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
-    "calibration_weight": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
-    "on_policy_fraction": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
-    "measure_topk": (_at_least(0), ">= 0 (0: no alignment measures)"),
-    "save_dtype": (
-        lambda v: v in (None, "float32", "bfloat16", "float16"),
-        "float32, bfloat16 or float16",
-    ),
-}
+COMMAND_LINE = "the command line"  # a `build` source that is no file: problems stand alone
 
 
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -282,6 +92,13 @@ def check_values(recipe_class: type, values: dict[str, Any], source: str) -> dic
         )
     checked = {}
     for key, value in values.items():
+        if dataclasses.is_dataclass(hints[key]):  # a section of its own, e.g. `eval:`
+            if not isinstance(value, dict | hints[key]):
+                raise RecipeError(f"{source}: {key!r} is a section: indented key: value lines")
+            if isinstance(value, dict):
+                value = build(hints[key], value, f"{source}, section {key!r}")
+            checked[key] = value
+            continue
         ok, coerced = _type_ok(value, hints[key])
         if not ok:
             raise RecipeError(
@@ -305,9 +122,10 @@ def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
     if missing:
         raise RecipeError(f"{source}: missing required key(s) {', '.join(missing)}")
     recipe = recipe_class(**checked)
-    problems = recipe.problems() if hasattr(recipe, "problems") else []
-    if problems:
-        raise RecipeError(f"{source}: {problems[0]}")
+    try:
+        check(recipe, None if source == COMMAND_LINE else source)
+    except UserError as error:
+        raise RecipeError(str(error)) from None
     return recipe
 
 
@@ -372,69 +190,37 @@ def load_recipe(
         values = resolve_paths(read_yaml(path), path)
     else:
         values = {}
-    source = str(path) if path is not None else "the command line"
+    source = str(path) if path is not None else COMMAND_LINE
+    if recipe_class is TrainRecipe:
+        values = _moved_into_eval_section(values, source)
     if overrides:
         values = {**values, **overrides}
         source = f"{source} (with command-line overrides)" if path is not None else source
     return build(recipe_class, values, source)
 
 
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
+# a training recipe's top-level keys of earlier versions, now in its `eval:` section
+_EVAL_KEYS_MOVED = {"eval_split": "split", "rb": "rb", "fb": "fb"} | {
+    key: key for key in ("sweep_rb", "sweep_fb")
+}
 
 
-def _kind(annotation: Any) -> type | None:
-    """bool or list for a field typed so (optional or not), else None."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    for choice in typing.get_args(annotation) if union else (annotation,):
-        if choice is bool:
-            return bool
-        if typing.get_origin(choice) in (list, tuple):
-            return list
-    return None
-
-
-def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_class: type) -> None:
-    """One `--key-name VALUE` option per recipe field; given options override the recipe."""
-    hints = typing.get_type_hints(recipe_class)
-    for f in dataclasses.fields(recipe_class):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _kind(hints[f.name])
-        metavar = {bool: "true|false", list: "X[,X...]"}.get(kind, "VALUE")
-        parser.add_argument(
-            flag,
-            dest=f"recipe__{f.name}",
-            default=argparse.SUPPRESS,
-            metavar=metavar,
-            help=help_of(f),
-        )
-
-
-def _parse_override(text: str, kind: type | None) -> Any:
-    """A command-line value: YAML scalars (1e-4, [1,2]), comma lists (1,2,3,5) for list
-    keys, and true/false, yes/no, on/off, 1/0 for switches."""
-    import yaml
-
-    if kind is bool and text.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
-        return text.strip().lower() in _TRUE_WORDS
-    if kind is list and "," in text and not text.strip().startswith("["):
-        return [_parse_override(part, None) for part in text.split(",") if part.strip()]
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def overrides_from_args(args: argparse.Namespace, recipe_class: type = TrainRecipe) -> dict:
-    """The recipe keys given on the command line, parsed by `_parse_override`."""
-    hints = typing.get_type_hints(recipe_class)
-    return {
-        name.removeprefix("recipe__"): _parse_override(
-            text, _kind(hints.get(name.removeprefix("recipe__")))
-        )
-        for name, text in vars(args).items()
-        if name.startswith("recipe__")
-    }
+def _moved_into_eval_section(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Old recipes keep working: their top-level eval keys go into the `eval:` section."""
+    moved = [key for key in _EVAL_KEYS_MOVED if key in values]
+    if not moved:
+        return values
+    logger.warning(
+        "bild-align: %s: key(s) %s now go in the recipe's `eval:` section (read from there)",
+        source,
+        ", ".join(moved),
+    )
+    values = dict(values)
+    section = dict(values.get("eval") or {})
+    for key in moved:
+        section.setdefault(_EVAL_KEYS_MOVED[key], values.pop(key))
+    values["eval"] = section
+    return values
 
 
 # keys only a training recipe has: a recipe with one of them is a training recipe
@@ -445,8 +231,9 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
     """`EvalConfig` keys from a recipe, for `bild-align eval --recipe`.
 
     An eval recipe holds EvalConfig keys (small, large, task, split, rb, fb, sweep, ...). A
-    training recipe supplies its output_dir as the small model, its large_model, task and
-    eval_split, rb / fb (sweep_rb / sweep_fb with `sweep`) and its prompt settings."""
+    training recipe supplies its output_dir as the small model, its large_model and task, its
+    `eval:` section's split and rb / fb (sweep_rb / sweep_fb with `sweep`), and its prompt
+    settings."""
     from bild_align.configs import EvalConfig
 
     path = find_recipe(path)
@@ -458,9 +245,9 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
         "small": recipe.output_dir,
         "large": recipe.large_model,
         "task": recipe.task,
-        "split": recipe.eval_split,
-        "rb": tuple(recipe.sweep_rb if sweep else recipe.rb),
-        "fb": tuple(recipe.sweep_fb if sweep else recipe.fb),
+        "split": recipe.eval.split,
+        "rb": tuple(recipe.eval.sweep_rb if sweep else recipe.eval.rb),
+        "fb": tuple(recipe.eval.sweep_fb if sweep else recipe.eval.fb),
         "prompt_template": recipe.prompt_template,
         "chat_template": recipe.chat_template or None,  # decoder-only pairs' prompts
     }

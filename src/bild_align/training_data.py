@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError, first_line
 from bild_align.models import local_path_or_hub_id
-from bild_align.recipes import TrainRecipe
 from bild_align.tasks import get_task, load_rows
 
 

@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError
 from bild_align.io_utils import (
     check_writable_folder,
@@ -25,14 +26,15 @@ from bild_align.io_utils import (
 )
 from bild_align.model_card import TRAIN_RECORD
 from bild_align.models import local_path_or_hub_id
-from bild_align.recipes import PATH_KEYS, TrainRecipe
+from bild_align.recipes import PATH_KEYS
 
 RUN_FILE = TRAIN_RECORD
-# Keys a resumed run may change: how long and how often, and what `eval --recipe` reads.
+# Keys a resumed run may change: how long and how often, and what `eval --recipe` reads (the
+# eval section; its keys stood at the top level in earlier records).
 RESUMABLE_CHANGES = frozenset(
     {"max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
-     "run_name", "per_device_eval_batch_size", "large_model", "eval_split", "rb", "fb",
-     "sweep_rb", "sweep_fb", "save_dtype", "output_dir", "measure_topk"}
+     "run_name", "per_device_eval_batch_size", "large_model", "eval", "save_dtype",
+     "output_dir", "measure_topk", "eval_split", "rb", "fb", "sweep_rb", "sweep_fb"}
 )  # fmt: skip
 
 

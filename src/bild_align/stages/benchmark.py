@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.configs import BenchConfig
+from bild_align.configs import BenchConfig, check
 from bild_align.core.decoding import (
     BiLDStats,
     bild_generate,
@@ -419,7 +419,7 @@ def _check_replaceable(output: Path) -> None:
 def run_benchmark(config: BenchConfig) -> dict:
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
-    config.validate()
+    check(config)
     device = resolve_device(config.device)
     shape = PRESETS[config.preset]
     model_type = "llama" if shape.get("decoder_only") else shape.get("family", "t5")

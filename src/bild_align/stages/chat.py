@@ -22,7 +22,7 @@ from typing import TextIO
 
 import torch
 
-from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatConfig, ChatSettings
+from bild_align.configs import CHAT_LIMITS, CHAT_OUTPUTS, ChatConfig, ChatSettings, check
 from bild_align.core.decoding import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core.policies import FALLBACK_RULES
 from bild_align.errors import UserError
@@ -272,7 +272,7 @@ def run_chat(
 ) -> None:
     """Load the pair and run the console on `lines` (default: the terminal, or standard input
     when it is not one). `given`: the settings the user typed."""
-    settings.validate()  # before minutes of model loading
+    check(settings)  # before minutes of model loading
     check_template(config.prompt_template)
     large, tokenizer, large_revision = load_seq2seq_or_causal(
         config.large, dtype=config.dtype, device=config.device

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bild_align.configs import DemoConfig
+from bild_align.configs import DemoConfig, check
 from bild_align.resources import RECIPES_DIR
 
 
 def run_demo(config: DemoConfig) -> dict:
     """calibrate -> train -> eval on the shipped pair; returns both eval results."""
-    config.validate()
+    check(config)
     from bild_align.defaults import DEMO_TASK, demo_model
     from bild_align.errors import OtherRunError, UserError
     from bild_align.io_utils import check_writable_folder

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.configs import EvalConfig
+from bild_align.configs import EvalConfig, check
 from bild_align.core.decoding import BiLDStats, bild_generate, eos_token_ids
 from bild_align.errors import UserError
 from bild_align.eval_report import (
@@ -252,7 +252,7 @@ def _absolute_if_local(name: str) -> str:
 
 
 def run_eval(config: EvalConfig) -> dict:
-    config.validate()
+    check(config)
     config = replace(
         config, small=_absolute_if_local(config.small), large=_absolute_if_local(config.large)
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bild_align.configs import ExportGenerateConfig, PushConfig
+from bild_align.configs import ExportGenerateConfig, PushConfig, check
 from bild_align.errors import UserError
 from bild_align.hub import check_hub_access, upload
 from bild_align.io_utils import check_writable_folder, write_text_atomic
@@ -44,7 +44,7 @@ def check_export_folder(output: Path) -> None:
 
 
 def run_export_generate(config: ExportGenerateConfig) -> Path:
-    config.validate()
+    check(config)
     output = Path(config.output).expanduser()
     check_export_folder(output)
     hub = None

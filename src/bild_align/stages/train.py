@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError, first_line
 from bild_align.io_utils import (
     write_text_atomic,
 )
 from bild_align.metrics import bleu, chrf, score
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
-from bild_align.recipes import TrainRecipe
 from bild_align.tasks import get_task
 from bild_align.training_data import right_padding, split_calibration, tokenized, with_prompts
 from bild_align.training_runs import (

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bild_align.configs import TuneConfig
+from bild_align.configs import TuneConfig, check
 from bild_align.core.decoding import autoregressive_generate, bild_generate
 from bild_align.errors import UserError
 from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
@@ -74,7 +74,7 @@ def partial_path(output: str | Path) -> Path:
 
 
 def run_tune(config: TuneConfig) -> dict:
-    config.validate()
+    check(config)
     output = Path(config.output).expanduser()
     check_output_file(output)
     if output.suffix != ".json":
