@@ -8,7 +8,8 @@ import pytest
 
 from bild_align import harness
 from bild_align.cli import main
-from bild_align.stages.evaluate import EvalConfig, partial_path, run_eval
+from bild_align.runs import partial_path
+from bild_align.stages.evaluate import EvalConfig, run_eval
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 

@@ -20,9 +20,9 @@ from bild_align.errors import UserError
 from bild_align.eval_report import format_results
 from bild_align.pareto import fastest_within
 from bild_align.recipes import load_recipe
-from bild_align.runs import RunLock
+from bild_align.runs import output_lock, partial_path
 from bild_align.stages.calibrate import default_output, run_calibration
-from bild_align.stages.evaluate import lock_path, partial_path, run_eval
+from bild_align.stages.evaluate import run_eval
 from bild_align.tasks import get_task
 from bild_align.testing.helpers import (
     byte_level_model,
@@ -215,11 +215,12 @@ def test_an_interrupted_eval_does_not_resume_with_other_weights_in_the_folder(
 
 def test_a_second_eval_on_the_same_output_is_refused(byte_pair_dirs, pairs, tmp_path, capsys):
     output = tmp_path / "r.json"
-    with RunLock(lock_path(output), "eval", f"--output {output}"):
+    lock = output_lock("eval", output)
+    with lock:
         assert main(_eval_argv(byte_pair_dirs, pairs, "--output", str(output))) == 2
         _one_error_line(capsys, "another `bild-align eval` is writing --output")
     assert main(_eval_argv(byte_pair_dirs, pairs, "--output", str(output))) == 0
-    assert not lock_path(output).exists()
+    assert not lock.path.exists()
 
 
 def test_partial_lines_are_matched_by_example_id_and_damaged_ones_skipped(

@@ -18,13 +18,12 @@ from pathlib import Path
 from bild_align.errors import OtherRunError, UserError
 from bild_align.io_utils import (
     check_writable_folder,
-    differing_keys,
     read_json_file,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
 )
-from bild_align.runs import RunLock
+from bild_align.runs import RunLock, recorded_differences
 from bild_align.shards import ShardStore
 
 RUN_FILE = "run.json"
@@ -55,16 +54,13 @@ def check_same_run(output: Path, fingerprint: dict) -> None:
     """Refuse an `output` that holds another run (this same run resumes).
 
     Read-only, so that every process of a distributed run checks (and fails) alike."""
-    run_file = output / RUN_FILE
-    if run_file.exists():
-        previous = read_run(output).get("fingerprint", {})
-        changed = differing_keys(previous, fingerprint)
-        if changed:
-            raise OtherRunError(
-                f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
-                " choose another --output, or pass --overwrite to start afresh",
-                changed,
-            )
+    changed = recorded_differences(output / RUN_FILE, fingerprint, _START_AFRESH)
+    if changed:
+        raise OtherRunError(
+            f"{output} holds a different calibration run (differs in: {', '.join(changed)});"
+            " choose another --output, or pass --overwrite to start afresh",
+            changed,
+        )
 
 
 def remove_run(output: Path) -> None:
@@ -90,13 +86,15 @@ def remove_run(output: Path) -> None:
     run_file.unlink()
 
 
+_START_AFRESH = (
+    "pass --overwrite to start this calibration afresh (only this tool's files are replaced)"
+)
+
+
 def read_run(output: Path) -> dict:
-    run = read_json_file(
-        output / RUN_FILE,
-        "pass --overwrite to start this calibration afresh (only this tool's files are replaced)",
-    )
+    run = read_json_file(output / RUN_FILE, _START_AFRESH)
     if not isinstance(run, dict):
-        raise UserError(f"{output / RUN_FILE} is damaged (not a run record); pass --overwrite")
+        raise UserError(f"{output / RUN_FILE} is damaged (not a run record); {_START_AFRESH}")
     return run
 
 

@@ -20,13 +20,13 @@ from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError
 from bild_align.io_utils import (
     check_writable_folder,
-    differing_keys,
     read_json_file,
     write_json_atomic,
 )
 from bild_align.model_card import TRAIN_RECORD
 from bild_align.models import local_path_or_hub_id
 from bild_align.recipes import PATH_KEYS
+from bild_align.runs import recorded_differences
 
 RUN_FILE = TRAIN_RECORD
 # Keys a resumed run may change: how long and how often, and what `eval --recipe` reads (the
@@ -59,14 +59,12 @@ def check_output_dir(recipe: TrainRecipe, resume: bool) -> None:
         raise UserError(f"output_dir {output} is a file; give a folder for the aligned model")
     check_writable_folder(output, "output_dir")
     run_file = output / RUN_FILE
-    fingerprint = json.loads(json.dumps(run_fingerprint(recipe)))
     if run_file.is_file():
-        record = read_json_file(
+        changed = recorded_differences(
             run_file,
+            run_fingerprint(recipe),
             "delete it if this folder holds your training run, or choose another output_dir",
         )
-        previous = record.get("fingerprint", {}) if isinstance(record, dict) else {}
-        changed = differing_keys(previous, fingerprint)
         if changed:
             raise UserError(
                 f"output_dir {output} holds another training run (it differs in: "

@@ -163,7 +163,7 @@ def _remove_demo_outputs(root: Path) -> None:
     import shutil
 
     from bild_align.calibration_runs import RUN_FILE as CALIBRATION_RUN
-    from bild_align.stages.evaluate import partial_path
+    from bild_align.runs import partial_path
     from bild_align.training_runs import RUN_FILE as TRAINING_RUN
 
     if (root / "calibration" / CALIBRATION_RUN).is_file():
@@ -171,15 +171,13 @@ def _remove_demo_outputs(root: Path) -> None:
     for folder in root.glob("aligned*"):
         if (folder / TRAINING_RUN).is_file():
             shutil.rmtree(folder)
-    from bild_align.stages.tune import partial_path as tune_partial
-
     names = ["eval_unaligned", "eval_aligned"]
     names += [f"eval_{name}_batch{size}" for name in ("fixed", "tuned") for size in (1, 8)]
     for name in names:
         results = root / f"{name}.json"
         for path in (results, partial_path(results), *map(results.with_suffix, (".csv", ".png"))):
             path.unlink(missing_ok=True)
-    for path in (root / "tune.json", root / "tune.png", tune_partial(root / "tune.json")):
+    for path in (root / "tune.json", root / "tune.png", partial_path(root / "tune.json")):
         path.unlink(missing_ok=True)
 
 

@@ -19,7 +19,6 @@ Pareto front and a PNG plot.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -40,12 +39,9 @@ from bild_align.fallback_heads import load_fallback_head
 from bild_align.greedy import chunked
 from bild_align.harness import Method, new_tokens, run_example, warm_up
 from bild_align.io_utils import (
-    append_jsonl,
     check_output_file,
     holds_json_keys,
-    read_jsonl,
     write_json_atomic,
-    write_text_atomic,
 )
 from bild_align.models import (
     assisted_generation_warnings_hidden,
@@ -57,7 +53,7 @@ from bild_align.models import (
 )
 from bild_align.plots import holds_plot
 from bild_align.prompts import Prompter
-from bild_align.runs import RunLock
+from bild_align.runs import PartialLog, holds_partial_log, output_lock, partial_path
 from bild_align.saved_policy import policy_path, saved_policy_for
 from bild_align.tasks import get_task, load_rows
 from bild_align.timing import environment
@@ -133,10 +129,9 @@ def _holds_ours(kind: str, path: Path) -> bool:
     if kind == "results JSON":
         return holds_json_keys(path, {"config", "methods"})
     try:
-        data = path.read_bytes()
         if kind == "partial results":
-            first = json.loads(data.split(b"\n", 1)[0])
-            return isinstance(first, dict) and "fingerprint" in first
+            return holds_partial_log(path)
+        data = path.read_bytes()
         if kind == "sweep CSV":
             return data.decode("utf-8").split("\n", 1)[0].strip() == ",".join(CSV_HEADER)
         return holds_plot(path, PNG_MARKER)
@@ -171,18 +166,6 @@ def check_outputs(config: EvalConfig, task_file: str | None) -> None:
             )
 
 
-def partial_path(output: str | Path) -> Path:
-    """Where finished examples are kept while an eval runs (removed once results are written)."""
-    output = Path(output)
-    return output.with_name(output.name + ".partial.jsonl")
-
-
-def lock_path(output: str | Path) -> Path:
-    """The lock that keeps two evals from writing one --output at once."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.lock")
-
-
 def _valid_record(record, methods: list[Method]) -> bool:
     """A finished batch as `_measure` writes it: its ids, and one run per method."""
     try:
@@ -198,22 +181,13 @@ def _valid_record(record, methods: list[Method]) -> bool:
         return False
 
 
-def _resume(partial: Path, fingerprint: dict, methods: list[Method], batches: list[list]) -> int:
+def _resume(log: PartialLog, fingerprint: dict, methods: list[Method], batches: list[list]) -> int:
     """Load the batches an interrupted run with the same fingerprint finished, in order and
     each matched by its example ids; their example count. Lines that cannot be read are
     skipped (their examples are redone), never the valid lines after them."""
-    records, unreadable = read_jsonl(partial)
-    if not records:
-        partial.unlink(missing_ok=True)
-        append_jsonl(partial, {"fingerprint": fingerprint})
-        return 0
-    if not isinstance(records[0], dict) or records[0].get("fingerprint") != fingerprint:
-        raise UserError(
-            f"{partial} holds the finished examples of an interrupted eval with other settings; "
-            "run that command again to finish it, choose another --output, or delete the file"
-        )
-    valid = [record for record in records[1:] if _valid_record(record, methods)]
-    damaged = len(unreadable) + len(records) - 1 - len(valid)
+    records, unreadable = log.open(fingerprint)
+    valid = [record for record in records if _valid_record(record, methods)]
+    damaged = unreadable + len(records) - len(valid)
     by_ids = {}
     for record in valid:
         by_ids.setdefault(tuple(record["ids"]), record)
@@ -226,12 +200,12 @@ def _resume(partial: Path, fingerprint: dict, methods: list[Method], batches: li
         _add_example(methods, record["runs"])
     if damaged:
         print(
-            f"note: {damaged} damaged line(s) in {partial} were skipped; their examples "
+            f"note: {damaged} damaged line(s) in {log.path} were skipped; their examples "
             "are decoded again",
             file=sys.stderr,
         )
-    # rewrite with only the batches kept, in order, so that appends continue a clean file
-    write_text_atomic(partial, "".join(json.dumps(r) + "\n" for r in [records[0], *kept]))
+    if records:
+        log.rewrite(kept)
     return sum(len(record["ids"]) for record in kept)
 
 
@@ -265,7 +239,7 @@ def run_eval(config: EvalConfig) -> dict:
     check_outputs(config, task.local_path)
     folder = Path(config.output).expanduser().parent
     new_folder = not folder.exists()
-    lock = RunLock(lock_path(config.output), "eval", f"--output {config.output}").acquire()
+    lock = output_lock("eval", config.output).acquire()
     try:
         return _run_locked(config, task)
     finally:
@@ -342,11 +316,11 @@ def _run_locked(config: EvalConfig, task) -> dict:
         **{key: value for key, value in asdict(config).items() if key != "output"},
         **settings,
     }
-    partial = partial_path(config.output)
+    log = PartialLog(config.output, "the finished examples of an interrupted eval")
     batches = list(chunked(settings["sample_ids"], config.batch_size))
-    done = _resume(partial, json.loads(json.dumps(fingerprint)), methods, batches)
+    done = _resume(log, fingerprint, methods, batches)
     if done:
-        print(f"resuming: {done} of {len(rows)} examples already done ({partial})")
+        print(f"resuming: {done} of {len(rows)} examples already done ({log.path})")
     missing = settings["rows_without_reference"]
     if 0 < missing < len(references):
         print(
@@ -373,13 +347,13 @@ def _run_locked(config: EvalConfig, task) -> dict:
             tokenizer,
             prompter,
             device,
-            partial,
+            log,
             eos_token_ids(large),
-        )  # noqa: E501
+        )
     except KeyboardInterrupt:
         kept = len(methods[0].outputs)
         print(
-            f"\ninterrupted: {kept} of {len(sources)} examples are kept in {partial}; run the "
+            f"\ninterrupted: {kept} of {len(sources)} examples are kept in {log.path}; run the "
             "same command again to finish",
             file=sys.stderr,
         )
@@ -396,7 +370,7 @@ def _run_locked(config: EvalConfig, task) -> dict:
             results, paths["sweep CSV"], paths["sweep plot"], config.max_drop
         )
     write_json_atomic(config.output, results)
-    partial.unlink(missing_ok=True)
+    log.finish()
     return results
 
 
@@ -417,11 +391,11 @@ def _measure(
     tokenizer,
     prompter: Prompter,
     device,
-    partial: Path,
+    log: PartialLog,
     eos_ids,
 ) -> None:
     """Time every method on every batch (of one or more examples) not yet done, interleaved;
-    append each finished batch to `partial` as soon as all its methods are done."""
+    append each finished batch to the log as soon as all its methods are done."""
     with torch.inference_mode():
         first = encoded[0].to(device)
         warm_up(methods, first.input_ids, first.attention_mask)
@@ -456,4 +430,4 @@ def _measure(
                     for result in results
                 ]
                 _add_example(methods, record)
-                append_jsonl(partial, {"ids": ids, "runs": record})
+                log.append({"ids": ids, "runs": record})

@@ -17,7 +17,6 @@ as it finishes: Ctrl-C keeps them, and the same command resumes.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -33,10 +32,8 @@ from bild_align.errors import UserError
 from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.greedy import chunked, length_sorted
 from bild_align.io_utils import (
-    append_jsonl,
     check_output_file,
     holds_json_keys,
-    read_jsonl,
     write_json_atomic,
 )
 from bild_align.metrics import score_from_statistics, segment_statistics
@@ -51,7 +48,7 @@ from bild_align.options import command_line
 from bild_align.pareto import pareto_front
 from bild_align.plots import holds_plot
 from bild_align.prompts import Prompter
-from bild_align.runs import RunLock
+from bild_align.runs import PartialLog, output_lock
 from bild_align.saved_policy import save_policy
 from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
 from bild_align.tasks import get_task, load_rows
@@ -66,11 +63,6 @@ from bild_align.tuning import (
     modelled_seconds,
     neighbours,
 )
-
-
-def partial_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".partial.jsonl")
 
 
 def run_tune(config: TuneConfig) -> dict:
@@ -106,7 +98,7 @@ def run_tune(config: TuneConfig) -> dict:
         target_column=config.target_column,
         prefix=config.prefix,
     )
-    with RunLock(output.with_name(f".{output.name}.lock"), "tune", f"--output {config.output}"):
+    with output_lock("tune", config.output):
         return _run_locked(config, task, output)
 
 
@@ -158,24 +150,11 @@ class _Session:
             "max_new_tokens": self.max_new_tokens,
             **(self.prompter.describe() if self.prompter.decoder_only else {}),
         }
-        self.partial = partial_path(output)
-        self.done = self._resume(json.loads(json.dumps(fingerprint)))
-
-    def _resume(self, fingerprint: dict) -> dict[str, dict]:
-        records, _ = read_jsonl(self.partial)
-        if not records or not isinstance(records[0], dict) or "fingerprint" not in records[0]:
-            self.partial.unlink(missing_ok=True)
-            append_jsonl(self.partial, {"fingerprint": fingerprint})
-            return {}
-        if records[0]["fingerprint"] != fingerprint:
-            raise UserError(
-                f"{self.partial} holds an interrupted tune with other settings; run that "
-                "command again to finish it, choose another --output, or delete the file"
-            )
-        done = {r["key"]: r for r in records[1:] if isinstance(r, dict) and "key" in r}
-        if done:
-            print(f"resuming: {len(done)} decodings already done ({self.partial})")
-        return done
+        self.log = PartialLog(output, "an interrupted tune")
+        records, _ = self.log.open(fingerprint)
+        self.done = {r["key"]: r for r in records if isinstance(r, dict) and "key" in r}
+        if self.done:
+            print(f"resuming: {len(self.done)} decodings already done ({self.log.path})")
 
     def encode(self, indices: list[int]):
         texts = [self.sources[index] for index in indices]
@@ -229,7 +208,7 @@ class _Session:
                     counts[name] = counts.get(name, 0) + value
                 progress.update(len(indices))
         record = {"key": key, "outputs": outputs, "counts": counts}
-        append_jsonl(self.partial, record)
+        self.log.append(record)
         self.done[key] = record
         return record
 
@@ -333,14 +312,14 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: {len(session.done)} finished decodings are kept in "
-            f"{session.partial}; run the same command again to finish",
+            f"{session.log.path}; run the same command again to finish",
             file=sys.stderr,
         )
         raise
     results = _report(config, session, judged, speed, costs)
     write_json_atomic(output, results)
     plot_front(results, output.with_suffix(".png"))
-    session.partial.unlink(missing_ok=True)
+    session.log.finish()
     chosen = results["chosen"]
     if chosen is None:
         closest = results["closest"]
