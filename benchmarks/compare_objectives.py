@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--tune-samples", type=int, default=0, help="0: the whole split")
     parser.add_argument("--test-samples", type=int, default=0, help="0: the whole split")
     parser.add_argument("--output-dir", default="outputs/objectives")
+    parser.add_argument(
+        "--train-only", action="store_true", help="train the objectives, tune and measure none"
+    )
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(OBJECTIVES)
     unknown = sorted(set(names) - set(OBJECTIVES))
@@ -171,6 +174,8 @@ def main() -> None:
     for name in names:
         folder = root / name
         seconds = _train(name, args, folder)
+        if args.train_only:
+            continue
         tune = _tune(folder, args)
         chosen = tune["chosen"] or tune["closest"]
         summary["runs"][name] = {
@@ -187,7 +192,8 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         summary_file.write_text(json.dumps(summary, indent=1))
         print(table(summary), flush=True)
-    (root / "summary.txt").write_text(table(summary) + "\n")
+    if summary["runs"]:
+        (root / "summary.txt").write_text(table(summary) + "\n")
 
 
 def table(summary: dict) -> str:

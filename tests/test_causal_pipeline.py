@@ -120,7 +120,6 @@ def test_eval_a_decoder_only_pair_exact_mode_equals_the_large_model(
 
 
 def test_tune_a_decoder_only_pair(causal_pair_dirs, tmp_path, monkeypatch):
-    from bild_align.stages import tune
 
     def timed(call, device):  # a cost model that does not depend on this machine's load
         out = call()
@@ -129,7 +128,7 @@ def test_tune_a_decoder_only_pair(causal_pair_dirs, tmp_path, monkeypatch):
             return 0.02 * out.sequences.shape[1], out
         return 0.002 + 0.001 * stats.small_steps + 0.01 * stats.large_calls, out
 
-    monkeypatch.setattr(tune, "timed", timed)
+    monkeypatch.setattr("bild_align.tune_session.timed", timed)
     pairs = write_pairs(tmp_path / "pairs.jsonl", 10, seed=4)
     small, large = map(str, causal_pair_dirs)
     output = tmp_path / "tune.json"

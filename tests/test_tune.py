@@ -18,6 +18,7 @@ from bild_align.significance import paired_drop, resample_weights
 from bild_align.testing.helpers import write_pairs
 from bild_align.testing.scripted import ScriptedSeq2Seq, next_token
 from bild_align.toy_models import deepen, random_inputs, random_llama, random_t5
+from bild_align.tune_session import TuneSession
 from bild_align.tuning import Setting, budget_met, fit_costs, modelled_seconds, neighbours
 
 # --- fallback rules --------------------------------------------------------------------------
@@ -200,7 +201,6 @@ def test_neighbours_move_one_setting_at_a_time():
 def _steady_clock(monkeypatch):
     """Tune's timings from the decision counts, so that its choices do not depend on how busy
     the machine is."""
-    from bild_align.stages import tune
 
     def timed(call, device):
         out = call()
@@ -209,7 +209,7 @@ def _steady_clock(monkeypatch):
             return 0.02 * out.sequences.shape[1], out
         return 0.002 + 0.001 * stats.small_steps + 0.01 * stats.large_calls, out
 
-    monkeypatch.setattr(tune, "timed", timed)
+    monkeypatch.setattr("bild_align.tune_session.timed", timed)
 
 
 def _argv(byte_pair_dirs, task, output, *extra):
@@ -271,14 +271,13 @@ def test_a_budget_no_setting_meets_writes_the_front_and_exits_2(
 def test_ctrl_c_keeps_finished_decodings_and_the_rerun_resumes(
     byte_pair_dirs, task, tmp_path, monkeypatch, capsys
 ):
-    from bild_align.stages import tune
 
     output = tmp_path / "tune.json"
     argv = _argv(byte_pair_dirs, task, output, "--max-drop", "100", "--refine", "0")
     assert main(argv) == 0
     expected = json.loads(output.read_text())
     output.unlink()
-    real, calls = tune._Session.decoded, []
+    real, calls = TuneSession.decoded, []
 
     def interrupted(self, setting, progress):
         calls.append(setting)
@@ -286,12 +285,12 @@ def test_ctrl_c_keeps_finished_decodings_and_the_rerun_resumes(
             raise KeyboardInterrupt
         return real(self, setting, progress)
 
-    monkeypatch.setattr(tune._Session, "decoded", interrupted)
+    monkeypatch.setattr(TuneSession, "decoded", interrupted)
     assert main(argv) == 130
     assert "4 finished decodings are kept" in capsys.readouterr().err
     partial = tmp_path / "tune.json.partial.jsonl"
     assert len(partial.read_text().splitlines()) == 5  # the fingerprint and four decodings
-    monkeypatch.setattr(tune._Session, "decoded", real)
+    monkeypatch.setattr(TuneSession, "decoded", real)
     assert main(argv) == 0
     assert "resuming: 4 decodings already done" in capsys.readouterr().out
     again = json.loads(output.read_text())

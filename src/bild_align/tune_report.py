@@ -1,4 +1,5 @@
-"""What `bild-align tune` shows: the front's plot and the terminal summary.
+"""What `bild-align tune` reports: every setting judged against the budget and the front, the
+advice, the front's plot and the terminal summary.
 
 plot_front(results, Path("results/tune.png"))
 print(format_summary(results))
@@ -8,9 +9,60 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bild_align.pareto import pareto_front
 from bild_align.plots import new_plot, save_plot
+from bild_align.tuning import budget_met
 
 PNG_MARKER = "bild-align tune front"
+
+
+def settings_on_front(
+    judged: dict, speed: dict, done: dict, max_drop: float, min_quality: float | None
+) -> list[dict]:
+    """Each judged setting (a Setting, or "large" / "small") with its modelled speedup, its
+    large calls per token, whether it meets the budget and whether it is on the front."""
+    points = []
+    for key, judgement in judged.items():
+        name = key if isinstance(key, str) else key.key
+        counts = done[name]["counts"]
+        method = {"method": key} if isinstance(key, str) else {"method": "bild", **key.as_dict()}
+        points.append(
+            {
+                "key": name,
+                **method,
+                **judgement,
+                "speedup": speed[key],
+                "large_calls_per_token": counts["large_calls"] / max(1, counts["generated"]),
+                "within_budget": budget_met(judgement, max_drop, min_quality),
+            }
+        )
+    on_front = pareto_front([(p["quality"], p["speedup"]) for p in points])
+    for point, front in zip(points, on_front, strict=True):
+        point["on_front"] = front
+    return points
+
+
+def budget_words(max_drop: float, min_quality: float | None, confidence: float) -> dict:
+    if min_quality is not None:
+        budget = {"min_quality": min_quality, "words": f"quality >= {min_quality:g}"}
+    else:
+        budget = {"max_drop": max_drop, "words": f"drop <= {max_drop:g} points"}
+    return {**budget, "confidence": confidence}
+
+
+def advice(small: dict, chosen: dict | None) -> str | None:
+    """When BiLD is not the answer: the small model alone, or the large model alone."""
+    if small["within_budget"] and (chosen is None or small["speedup"] >= chosen["speedup"]):
+        return (
+            "the small model alone meets the budget and is faster than every BiLD setting: "
+            "use it alone"
+        )
+    if chosen is not None and chosen["speedup"] <= 1.0:
+        return (
+            "no BiLD setting within the budget is faster than the large model alone on this "
+            "machine: use the large model"
+        )
+    return None
 
 
 def plot_front(results: dict, path: Path) -> None:

@@ -20,40 +20,32 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from bild_align.configs import TuneConfig, check
-from bild_align.core.decoding import autoregressive_generate, bild_generate
 from bild_align.errors import UserError
-from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
-from bild_align.greedy import chunked, length_sorted
 from bild_align.io_utils import (
     check_output_file,
     holds_json_keys,
     write_json_atomic,
 )
 from bild_align.metrics import score_from_statistics, segment_statistics
-from bild_align.models import (
-    check_loaded_pair,
-    fit_lengths,
-    load_seq2seq_or_causal,
-    resolve_device,
-    use_plain_generation,
-)
 from bild_align.options import command_line
-from bild_align.pareto import pareto_front
 from bild_align.plots import holds_plot
-from bild_align.prompts import Prompter
-from bild_align.runs import PartialLog, output_lock
+from bild_align.runs import output_lock
 from bild_align.saved_policy import save_policy
 from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
-from bild_align.tasks import get_task, load_rows
-from bild_align.timing import environment, timed
-from bild_align.tune_report import PNG_MARKER, plot_front
+from bild_align.tasks import get_task
+from bild_align.timing import environment
+from bild_align.tune_report import (
+    PNG_MARKER,
+    advice,
+    budget_words,
+    plot_front,
+    settings_on_front,
+)
+from bild_align.tune_session import TuneSession
 from bild_align.tuning import (
     Setting,
     budget_met,
@@ -102,155 +94,6 @@ def run_tune(config: TuneConfig) -> dict:
         return _run_locked(config, task, output)
 
 
-class _Session:
-    """One tune run's models, inputs, finished decodings and partial file."""
-
-    def __init__(self, config: TuneConfig, task, output: Path) -> None:
-        self.config = config
-        rows = load_rows(task, config.split, config.max_samples)
-        self.device = resolve_device(config.device)
-        self.large, self.tokenizer, large_revision = load_seq2seq_or_causal(
-            config.large, dtype=config.dtype, device=self.device
-        )
-        self.small, small_tokenizer, small_revision = load_seq2seq_or_causal(
-            config.small, dtype=config.dtype, device=self.device
-        )
-        self.vocab_size = check_loaded_pair(self.small, small_tokenizer, self.large, self.tokenizer)
-        self.prompter = Prompter.for_model(
-            self.large, task, config.prompt_template, config.chat_template
-        )
-        self.prompter.check_tokenizer(self.tokenizer)
-        self.max_source_length, self.max_new_tokens = fit_lengths(
-            {config.large: self.large, config.small: self.small},
-            config.max_source_length,
-            config.max_new_tokens,
-            defaults=(task.max_source_length, task.max_target_length),
-        )
-        use_plain_generation(self.large)
-        use_plain_generation(self.small)
-        self.rules, self.head = _rules(config, small_revision)
-        self.references = list(rows["reference"])
-        self.metric = task.metric if all(self.references) else "bleu"
-        # what the model reads (decoder-only: the prompts), sorted and batched by length
-        self.sources = self.prompter.row_inputs(self.tokenizer, rows, self.max_source_length)
-        lengths = self.prompter.input_lengths(self.tokenizer, self.sources, self.max_source_length)
-        self.prompter.check_fits(self.large, max(lengths), self.max_new_tokens)
-        self.order = length_sorted(lengths)  # batches of similar length pad little
-        self.pair = {
-            "large": config.large,
-            "large_revision": large_revision,
-            "small": config.small,
-            "small_revision": small_revision,
-            "vocab_size": self.vocab_size,
-        }
-        fingerprint = {
-            **{k: v for k, v in asdict(config).items() if k not in ("output", "save", "refine")},
-            **self.pair,
-            "ids": list(rows["id"]),
-            "max_new_tokens": self.max_new_tokens,
-            **(self.prompter.describe() if self.prompter.decoder_only else {}),
-        }
-        self.log = PartialLog(output, "an interrupted tune")
-        records, _ = self.log.open(fingerprint)
-        self.done = {r["key"]: r for r in records if isinstance(r, dict) and "key" in r}
-        if self.done:
-            print(f"resuming: {len(self.done)} decodings already done ({self.log.path})")
-
-    def encode(self, indices: list[int]):
-        texts = [self.sources[index] for index in indices]
-        return self.prompter.encode_inputs(self.tokenizer, texts, self.max_source_length).to(
-            self.device
-        )
-
-    def generate(self, setting: Setting | str, input_ids, attention_mask):
-        if setting == "generate":  # eval's reference: transformers' own greedy generate
-            sequences = self.large.generate(
-                input_ids,
-                attention_mask=attention_mask,
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=self.max_new_tokens,
-            )
-            return SimpleNamespace(sequences=sequences, stats=None)
-        if setting == "large":
-            return autoregressive_generate(
-                self.large, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
-            )
-        if setting == "small":
-            return autoregressive_generate(
-                self.small, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
-            )
-        return bild_generate(
-            self.small,
-            self.large,
-            input_ids,
-            attention_mask,
-            policy=setting.policy(self.head),
-            max_new_tokens=self.max_new_tokens,
-            vocab_size=self.vocab_size,
-        )
-
-    def decoded(self, setting: Setting | str, progress) -> dict:
-        """Every row's output and the summed counts, decoded in batches (or kept from before)."""
-        key = setting if isinstance(setting, str) else setting.key
-        if key in self.done:
-            progress.update(len(self.sources))
-            return self.done[key]
-        outputs, counts = [""] * len(self.sources), {}
-        with torch.inference_mode():
-            for indices in chunked(self.order, self.config.search_batch_size):
-                batch = self.encode(indices)
-                out = self.generate(setting, batch.input_ids, batch.attention_mask)
-                texts = self.prompter.completions(self.tokenizer, out.sequences, batch.input_ids)
-                for index, text in zip(indices, texts, strict=True):
-                    outputs[index] = text
-                for name, value in asdict(out.stats).items():
-                    counts[name] = counts.get(name, 0) + value
-                progress.update(len(indices))
-        record = {"key": key, "outputs": outputs, "counts": counts}
-        self.log.append(record)
-        self.done[key] = record
-        return record
-
-    def time_rows(self, settings: list) -> list[list[tuple[float, dict]]]:
-        """Each setting timed one input at a time on the same rows, interleaved per row:
-        [setting][row] -> (seconds, counts)."""
-        count = min(self.config.timing_rows, len(self.sources))
-        rows = np.linspace(0, len(self.sources) - 1, count).round().astype(int).tolist()
-        timings = [[] for _ in settings]
-        with torch.inference_mode():
-            first = self.encode([rows[0]])
-            for setting in settings:  # warm-up
-                self.generate(setting, first.input_ids, first.attention_mask)
-            for row in tqdm(rows, desc="timing", unit="input"):
-                batch = self.encode([row])
-                for place, setting in enumerate(settings):
-                    seconds, out = timed(
-                        lambda s=setting, b=batch: self.generate(s, b.input_ids, b.attention_mask),
-                        self.device,
-                    )
-                    stats = None if out.stats is None else asdict(out.stats)
-                    timings[place].append((seconds, stats))
-        return timings
-
-
-def _rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ...], object]:
-    """The fallback rules to search, and the learned rule's head: without a head beside the
-    small model the learned rule is left out (and said so), or refused when it is the only
-    rule asked for."""
-    rules = config.fallback
-    if "learned" not in rules:
-        return rules, None
-    if (Path(config.small).expanduser() / HEAD_FILE).is_file() or rules == ("learned",):
-        return rules, load_fallback_head(config.small, small_revision)
-    print(
-        f"note: {config.small} has no fallback head ({HEAD_FILE}): the learned rule is left "
-        "out; `bild-align train --recipe R --fallback-head-only` trains one",
-        file=sys.stderr,
-    )
-    return tuple(rule for rule in rules if rule != "learned"), None
-
-
 def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
     if setting == "small":  # the small model alone counts its steps as large calls
         counts = {**counts, "small_steps": counts["large_calls"], "large_calls": 0}
@@ -262,7 +105,9 @@ def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
 
 
 def _run_locked(config: TuneConfig, task, output: Path) -> dict:
-    session = _Session(config, task, output)
+    session = TuneSession(config, task, output)
+    if session.done:
+        print(f"resuming: {len(session.done)} decodings already done ({session.log.path})")
     rows = len(session.sources)
     if session.metric != task.metric:
         print(
@@ -346,7 +191,7 @@ def _score(metric: str, stats) -> float:
     return score_from_statistics(metric, stats.sum(0))
 
 
-def _fit_cost_model(session: _Session, grid: list[Setting]) -> dict:
+def _fit_cost_model(session: TuneSession, grid: list[Setting]) -> dict:
     """Time transformers' generate of the large model (eval's reference), the large and the
     small model alone on the decoders' engine, and two settings (the first and the last of
     the grid), one input at a time, interleaved; fit each decision's cost, and how much
@@ -363,7 +208,7 @@ def _fit_cost_model(session: _Session, grid: list[Setting]) -> dict:
     return {"seconds_per_unit": costs, "generate_over_large": generate / large}
 
 
-def _speedup(session: _Session, key, costs: dict, rows: int) -> float:
+def _speedup(session: TuneSession, key, costs: dict, rows: int) -> float:
     """The modelled time of transformers' generate of the large model (its measured ratio to
     the large model alone on the engine) over the setting's modelled time."""
     per_unit = costs["seconds_per_unit"]
@@ -390,62 +235,30 @@ def _refinements(judged: dict, speed: dict, config: TuneConfig) -> list[Setting]
     return fresh
 
 
-def _report(config: TuneConfig, session: _Session, judged, speed, costs) -> dict:
+def _report(config: TuneConfig, session: TuneSession, judged, speed, costs) -> dict:
     from bild_align import __version__
 
-    points = []
-    for key, judgement in judged.items():
-        record = session.done[key if isinstance(key, str) else key.key]
-        counts = record["counts"]
-        point = {
-            "key": key if isinstance(key, str) else key.key,
-            **({"method": key} if isinstance(key, str) else {"method": "bild", **key.as_dict()}),
-            **judgement,
-            "speedup": speed[key],
-            "large_calls_per_token": counts["large_calls"] / max(1, counts["generated"]),
-            "within_budget": budget_met(judgement, config.max_drop, config.min_quality),
-        }
-        points.append(point)
-    on_front = pareto_front([(p["quality"], p["speedup"]) for p in points])
-    for point, front in zip(points, on_front, strict=True):
-        point["on_front"] = front
+    points = settings_on_front(judged, speed, session.done, config.max_drop, config.min_quality)
     bild = [p for p in points if p["method"] == "bild"]
     allowed = [p for p in bild if p["within_budget"]]
     chosen = max(allowed, key=lambda p: p["speedup"]) if allowed else None
-    small = next(p for p in points if p["method"] == "small")
     if chosen is not None:
         _verify(session, chosen, points)
-    budget = (
-        {"min_quality": config.min_quality, "words": f"quality >= {config.min_quality:g}"}
-        if config.min_quality is not None
-        else {"max_drop": config.max_drop, "words": f"drop <= {config.max_drop:g} points"}
-    )
-    budget["confidence"] = config.confidence
-    advice = None
-    if small["within_budget"] and (chosen is None or small["speedup"] >= chosen["speedup"]):
-        advice = (
-            "the small model alone meets the budget and is faster than every BiLD setting: "
-            "use it alone"
-        )
-    elif chosen is not None and chosen["speedup"] <= 1.0:
-        advice = (
-            "no BiLD setting within the budget is faster than the large model alone on this "
-            "machine: use the large model"
-        )
+    small = next(p for p in points if p["method"] == "small")
     return {
         "config": asdict(config),
         "task": config.task,
         "split": config.split,
         "metric": session.metric,
         "examples": len(session.sources),
-        "budget": budget,
+        "budget": budget_words(config.max_drop, config.min_quality, config.confidence),
         "pair": session.pair,
         "cost_model": {**costs, "timing_rows": config.timing_rows},
         "speedup_reference": "the large model decoded by transformers' generate, as eval "
         "reports it (measured_speedup_same_engine: the large model alone on the lean engine)",
         "chosen": chosen,
         "closest": None if chosen else min(bild, key=lambda p: p["upper_drop"]),
-        "advice": advice,
+        "advice": advice(small, chosen),
         "front": sorted((p for p in points if p["on_front"]), key=lambda p: p["speedup"]),
         "settings": points,
         "environment": environment(session.device),
@@ -453,7 +266,7 @@ def _report(config: TuneConfig, session: _Session, judged, speed, costs) -> dict
     }
 
 
-def _verify(session: _Session, chosen: dict, points: list[dict]) -> None:
+def _verify(session: TuneSession, chosen: dict, points: list[dict]) -> None:
     """Time the chosen setting and its neighbours on the front against the large model, one
     input at a time, interleaved; their measured speedups go beside the modelled ones."""
     front = sorted(

@@ -1,0 +1,186 @@
+"""One `bild-align tune` run's working state: the pair, the split's inputs sorted by length,
+every setting's decodings (kept in the run's partial log, so that Ctrl-C loses none) and the
+one-input-at-a-time timings the cost model is fitted on.
+
+    session = TuneSession(config, task, output)   # loads the pair; resumes a partial log
+    record = session.decoded(setting, progress)   # {"key", "outputs", "counts"}
+    timings = session.time_rows(["large", "small", setting])   # [setting][row] -> (s, counts)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bild_align.configs import TuneConfig
+from bild_align.core.decoding import autoregressive_generate, bild_generate
+from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
+from bild_align.greedy import chunked, length_sorted
+from bild_align.models import (
+    check_loaded_pair,
+    fit_lengths,
+    load_seq2seq_or_causal,
+    resolve_device,
+    use_plain_generation,
+)
+from bild_align.prompts import Prompter
+from bild_align.runs import PartialLog
+from bild_align.tasks import load_rows
+from bild_align.timing import timed
+from bild_align.tuning import Setting
+
+logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
+
+
+class TuneSession:
+    """One tune run's models, inputs, finished decodings and partial file."""
+
+    def __init__(self, config: TuneConfig, task, output: Path) -> None:
+        self.config = config
+        rows = load_rows(task, config.split, config.max_samples)
+        self.device = resolve_device(config.device)
+        self.large, self.tokenizer, large_revision = load_seq2seq_or_causal(
+            config.large, dtype=config.dtype, device=self.device
+        )
+        self.small, small_tokenizer, small_revision = load_seq2seq_or_causal(
+            config.small, dtype=config.dtype, device=self.device
+        )
+        self.vocab_size = check_loaded_pair(self.small, small_tokenizer, self.large, self.tokenizer)
+        self.prompter = Prompter.for_model(
+            self.large, task, config.prompt_template, config.chat_template
+        )
+        self.prompter.check_tokenizer(self.tokenizer)
+        self.max_source_length, self.max_new_tokens = fit_lengths(
+            {config.large: self.large, config.small: self.small},
+            config.max_source_length,
+            config.max_new_tokens,
+            defaults=(task.max_source_length, task.max_target_length),
+        )
+        use_plain_generation(self.large)
+        use_plain_generation(self.small)
+        self.rules, self.head = search_rules(config, small_revision)
+        self.references = list(rows["reference"])
+        self.metric = task.metric if all(self.references) else "bleu"
+        # what the model reads (decoder-only: the prompts), sorted and batched by length
+        self.sources = self.prompter.row_inputs(self.tokenizer, rows, self.max_source_length)
+        lengths = self.prompter.input_lengths(self.tokenizer, self.sources, self.max_source_length)
+        self.prompter.check_fits(self.large, max(lengths), self.max_new_tokens)
+        self.order = length_sorted(lengths)  # batches of similar length pad little
+        self.pair = {
+            "large": config.large,
+            "large_revision": large_revision,
+            "small": config.small,
+            "small_revision": small_revision,
+            "vocab_size": self.vocab_size,
+        }
+        fingerprint = {
+            **{k: v for k, v in asdict(config).items() if k not in ("output", "save", "refine")},
+            **self.pair,
+            "ids": list(rows["id"]),
+            "max_new_tokens": self.max_new_tokens,
+            **(self.prompter.describe() if self.prompter.decoder_only else {}),
+        }
+        self.log = PartialLog(output, "an interrupted tune")
+        records, _ = self.log.open(fingerprint)
+        self.done = {r["key"]: r for r in records if isinstance(r, dict) and "key" in r}
+
+    def encode(self, indices: list[int]):
+        texts = [self.sources[index] for index in indices]
+        return self.prompter.encode_inputs(self.tokenizer, texts, self.max_source_length).to(
+            self.device
+        )
+
+    def generate(self, setting: Setting | str, input_ids, attention_mask):
+        if setting == "generate":  # eval's reference: transformers' own greedy generate
+            sequences = self.large.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=self.max_new_tokens,
+            )
+            return SimpleNamespace(sequences=sequences, stats=None)
+        if setting == "large":
+            return autoregressive_generate(
+                self.large, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
+            )
+        if setting == "small":
+            return autoregressive_generate(
+                self.small, input_ids, attention_mask, max_new_tokens=self.max_new_tokens
+            )
+        return bild_generate(
+            self.small,
+            self.large,
+            input_ids,
+            attention_mask,
+            policy=setting.policy(self.head),
+            max_new_tokens=self.max_new_tokens,
+            vocab_size=self.vocab_size,
+        )
+
+    def decoded(self, setting: Setting | str, progress) -> dict:
+        """Every row's output and the summed counts, decoded in batches (or kept from before)."""
+        key = setting if isinstance(setting, str) else setting.key
+        if key in self.done:
+            progress.update(len(self.sources))
+            return self.done[key]
+        outputs, counts = [""] * len(self.sources), {}
+        with torch.inference_mode():
+            for indices in chunked(self.order, self.config.search_batch_size):
+                batch = self.encode(indices)
+                out = self.generate(setting, batch.input_ids, batch.attention_mask)
+                texts = self.prompter.completions(self.tokenizer, out.sequences, batch.input_ids)
+                for index, text in zip(indices, texts, strict=True):
+                    outputs[index] = text
+                for name, value in asdict(out.stats).items():
+                    counts[name] = counts.get(name, 0) + value
+                progress.update(len(indices))
+        record = {"key": key, "outputs": outputs, "counts": counts}
+        self.log.append(record)
+        self.done[key] = record
+        return record
+
+    def time_rows(self, settings: list) -> list[list[tuple[float, dict]]]:
+        """Each setting timed one input at a time on the same rows, interleaved per row:
+        [setting][row] -> (seconds, counts)."""
+        count = min(self.config.timing_rows, len(self.sources))
+        rows = np.linspace(0, len(self.sources) - 1, count).round().astype(int).tolist()
+        timings = [[] for _ in settings]
+        with torch.inference_mode():
+            first = self.encode([rows[0]])
+            for setting in settings:  # warm-up
+                self.generate(setting, first.input_ids, first.attention_mask)
+            for row in tqdm(rows, desc="timing", unit="input"):
+                batch = self.encode([row])
+                for place, setting in enumerate(settings):
+                    seconds, out = timed(
+                        lambda s=setting, b=batch: self.generate(s, b.input_ids, b.attention_mask),
+                        self.device,
+                    )
+                    stats = None if out.stats is None else asdict(out.stats)
+                    timings[place].append((seconds, stats))
+        return timings
+
+
+def search_rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ...], object]:
+    """The fallback rules to search, and the learned rule's head: without a head beside the
+    small model the learned rule is left out (and said so), or refused when it is the only
+    rule asked for."""
+    rules = config.fallback
+    if "learned" not in rules:
+        return rules, None
+    if (Path(config.small).expanduser() / HEAD_FILE).is_file() or rules == ("learned",):
+        return rules, load_fallback_head(config.small, small_revision)
+    logger.info(
+        "note: %s has no fallback head (%s): the learned rule is left out; `bild-align train "
+        "--recipe R --fallback-head-only` trains one",
+        config.small,
+        HEAD_FILE,
+    )
+    return tuple(rule for rule in rules if rule != "learned"), None
