@@ -57,7 +57,8 @@ def _captured(monkeypatch, module: str, function: str, argv: list[str]):
         eval_report = importlib.import_module("bild_align.eval_report")
         monkeypatch.setattr(eval_report, "format_results", lambda results: "")
     if module.endswith("benchmark"):
-        monkeypatch.setattr(stage, "format_table", lambda results: "")
+        bench_report = importlib.import_module("bild_align.bench_report")
+        monkeypatch.setattr(bench_report, "format_table", lambda results: "")
     assert cli.main(argv) == 0
     return seen["config"]
 

@@ -287,7 +287,8 @@ def _add_bench(subparsers) -> None:
 
 
 def _run_bench(args: Namespace) -> None:
-    from bild_align.stages.benchmark import format_table, run_benchmark
+    from bild_align.bench_report import format_table
+    from bild_align.stages.benchmark import run_benchmark
 
     config = build(BenchConfig, given_options(args), COMMAND_LINE)
     results = run_benchmark(config)
