@@ -248,7 +248,7 @@ def test_ctrl_c_in_a_decoder_only_calibration_keeps_rows_and_resumes(
 
 def test_a_recipe_builds_a_decoder_only_model_from_scratch(causal_pair_dirs):
     from bild_align.configs import TrainRecipe
-    from bild_align.stages.train import _from_config
+    from bild_align.training_setup import model_from_config as _from_config
 
     tokenizer = AutoTokenizer.from_pretrained(causal_pair_dirs[0])
     fields = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,

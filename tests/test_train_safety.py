@@ -12,9 +12,9 @@ from transformers import AutoModelForSeq2SeqLM
 from bild_align.cli import main
 from bild_align.configs import TrainRecipe
 from bild_align.stages.calibrate import CalibrateConfig, run_calibration
-from bild_align.stages.train import _model_and_tokenizer
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 from bild_align.training_runs import RUN_FILE, complete_checkpoints
+from bild_align.training_setup import model_and_tokenizer as _model_and_tokenizer
 
 
 @pytest.fixture(scope="module")
