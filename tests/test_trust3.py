@@ -463,7 +463,7 @@ def test_a_permission_error_anywhere_is_one_line(monkeypatch, capsys):
 def test_chat_keeps_the_session_when_an_input_exceeds_a_position_table():
     from transformers import ByT5Tokenizer
 
-    from bild_align.stages.chat import Console
+    from bild_align.console import Console
     from bild_align.toy_models import deepen_bart, random_bart
 
     small = random_bart("marian", vocab_size=384, d_model=32, seed=7)  # 128 positions
