@@ -515,3 +515,27 @@ def test_push_errors_are_clear_and_keep_the_model(alignment_setup, tmp_path, cap
     assert "holds no model" in capsys.readouterr().err
     assert main(argv[:-2] + ["--private"]) == 2
     assert "--private goes with --push-to-hub" in capsys.readouterr().err
+
+
+def test_on_policy_batches_do_not_warn_at_every_step(tmp_path):
+    """A new-user finding: on-policy training of the demo pair printed transformers' "Both
+    `max_new_tokens` and `max_length` seem to have been set" at every on-policy step."""
+    argv = [
+        "train", "--recipe", "recipes/demo-align.yaml", "--calibration-dataset",
+        "task:gettext-de-en", "--output-dir", str(tmp_path / "aligned"), "--max-steps", "3",
+        "--eval-steps", "3", "--save-steps", "3", "--eval-rows", "4", "--measure-topk", "0",
+        "--per-device-train-batch-size", "4", "--on-policy-fraction", "1",
+        "--fallback-head", "false", "--max-target-length", "12",
+    ]  # fmt: skip
+    import logging
+
+    messages = []
+    collect = logging.Handler()
+    collect.emit = lambda record: messages.append(record.getMessage())
+    transformers_logger = logging.getLogger("transformers")  # it does not propagate
+    transformers_logger.addHandler(collect)
+    try:
+        assert main(argv) == 0
+    finally:
+        transformers_logger.removeHandler(collect)
+    assert not [m for m in messages if "seem to have been set" in m]

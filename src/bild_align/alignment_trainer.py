@@ -189,13 +189,20 @@ class AlignmentTrainer(Seq2SeqTrainer):
         """The small model's decoded outputs for these inputs, as labels."""
         small = self.accelerator.unwrap_model(model)
         small.eval()
-        with torch.no_grad():
-            generated = small.generate(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                generation_config=self.on_policy_generation,
-            )
-        small.train()
+        # max_new_tokens bounds the output; the model's own max_length (which the Trainer sets)
+        # would make transformers warn at every on-policy step that both are set
+        saved_max_length = small.generation_config.max_length
+        small.generation_config.max_length = None
+        try:
+            with torch.no_grad():
+                generated = small.generate(
+                    input_ids=inputs["input_ids"],
+                    attention_mask=inputs["attention_mask"],
+                    generation_config=self.on_policy_generation,
+                )
+        finally:
+            small.generation_config.max_length = saved_max_length
+            small.train()
         labels = generated[:, 1:].clone()  # without the decoder start token
         is_eos = labels == small.config.eos_token_id
         after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
