@@ -33,7 +33,7 @@ from bild_align.prompts import Prompter
 from bild_align.runs import PartialLog
 from bild_align.tasks import load_rows
 from bild_align.timing import timed
-from bild_align.tuning import Setting
+from bild_align.tuning import Setting, cost_features, fit_costs, modelled_seconds
 
 logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
@@ -167,6 +167,33 @@ class TuneSession:
                     timings[place].append((seconds, stats))
         return timings
 
+    def fit_cost_model(self, grid: list[Setting]) -> dict:
+        """Time transformers' generate of the large model (eval's reference), the large and the
+        small model alone on the decoders' engine, and two settings (the first and the last of
+        the grid), one input at a time, interleaved; fit each decision's cost, and how much
+        slower generate is than the large model alone on the engine."""
+        timed_settings = ["generate", "large", "small", grid[0], grid[-1]]
+        timings = self.time_rows(timed_settings)
+        features, seconds = [], []
+        for setting, runs in zip(timed_settings[1:], timings[1:], strict=True):
+            for elapsed, counts in runs:
+                features.append(_features(setting, counts, 1))
+                seconds.append(elapsed)
+        costs = fit_costs(features, seconds)
+        generate, large = (sum(elapsed for elapsed, _ in runs) for runs in timings[:2])
+        return {"seconds_per_unit": costs, "generate_over_large": generate / large}
+
+    def speedup(self, key, costs: dict) -> float:
+        """The modelled time of transformers' generate of the large model (its measured ratio to
+        the large model alone on the engine) over the setting's modelled time."""
+        per_unit = costs["seconds_per_unit"]
+        rows = len(self.sources)
+        counts = self.done["large"]["counts"]
+        large = modelled_seconds(per_unit, _features("large", counts, rows))
+        record = self.done[key if isinstance(key, str) else key.key]
+        mine = modelled_seconds(per_unit, _features(key, record["counts"], rows))
+        return large * costs["generate_over_large"] / mine if mine > 0 else 0.0
+
 
 def search_rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ...], object]:
     """The fallback rules to search, and the learned rule's head: without a head beside the
@@ -184,3 +211,13 @@ def search_rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ..
         HEAD_FILE,
     )
     return tuple(rule for rule in rules if rule != "learned"), None
+
+
+def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
+    if setting == "small":  # the small model alone counts its steps as large calls
+        counts = {**counts, "small_steps": counts["large_calls"], "large_calls": 0}
+    return cost_features(
+        counts,
+        uses_small=rows * (setting != "large"),
+        uses_large=rows * (setting != "small"),
+    )

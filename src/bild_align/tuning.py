@@ -6,6 +6,7 @@
     costs = fit_costs(features, seconds)   # seconds per small step, large call, ... (least squares)
     modelled_seconds(costs, counts)        # a setting's time from its decision counts
     budget_met(judgement, max_drop=1.0, min_quality=None)
+    refinements(judged, speed, max_drop=1.0, min_quality=None)   # where to search next
 
 Why a cost model: wall-clock time of a setting on a shared CPU is noisy, while its decision
 counts (small steps, large calls, tokens checked) are exact and cheap to get by decoding in
@@ -111,3 +112,21 @@ def budget_met(judgement: Mapping[str, float], max_drop: float, min_quality: flo
     if min_quality is not None:
         return judgement["lower_quality"] >= min_quality
     return judgement["upper_drop"] <= max_drop
+
+
+def refinements(
+    judged: dict, speed: dict, max_drop: float, min_quality: float | None
+) -> list[Setting]:
+    """Unexplored neighbours of each rule's fastest setting within the budget (or, where none
+    is, its best-quality one)."""
+    fresh = []
+    for rule in sorted({s.rule for s in judged if isinstance(s, Setting)}):
+        mine = [s for s in judged if isinstance(s, Setting) and s.rule == rule]
+        ok = [s for s in mine if budget_met(judged[s], max_drop, min_quality)]
+        if not mine:
+            continue
+        best = (
+            max(ok, key=lambda s: speed[s]) if ok else max(mine, key=lambda s: judged[s]["quality"])
+        )
+        fresh += [s for s in neighbours(best) if s not in judged and s not in fresh]
+    return fresh

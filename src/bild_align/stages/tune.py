@@ -48,12 +48,8 @@ from bild_align.tune_report import (
 from bild_align.tune_session import TuneSession
 from bild_align.tuning import (
     Setting,
-    budget_met,
     coarse_grid,
-    cost_features,
-    fit_costs,
-    modelled_seconds,
-    neighbours,
+    refinements,
 )
 
 
@@ -92,16 +88,6 @@ def run_tune(config: TuneConfig) -> dict:
     )
     with output_lock("tune", config.output):
         return _run_locked(config, task, output)
-
-
-def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
-    if setting == "small":  # the small model alone counts its steps as large calls
-        counts = {**counts, "small_steps": counts["large_calls"], "large_calls": 0}
-    return cost_features(
-        counts,
-        uses_small=rows * (setting != "large"),
-        uses_large=rows * (setting != "small"),
-    )
 
 
 def _run_locked(config: TuneConfig, task, output: Path) -> dict:
@@ -144,16 +130,16 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
             judged = {"large": judge(large), "small": judge(session.decoded("small", progress))}
             for setting in grid:
                 judged[setting] = judge(session.decoded(setting, progress))
-            costs = _fit_cost_model(session, grid)
-            speed = {key: _speedup(session, key, costs, rows) for key in judged}
+            costs = session.fit_cost_model(grid)
+            speed = {key: session.speedup(key, costs) for key in judged}
             for _ in range(config.refine):
-                fresh = _refinements(judged, speed, config)
+                fresh = refinements(judged, speed, config.max_drop, config.min_quality)
                 if not fresh:
                     break
                 progress.total += rows * len(fresh)
                 for setting in fresh:
                     judged[setting] = judge(session.decoded(setting, progress))
-                    speed[setting] = _speedup(session, setting, costs, rows)
+                    speed[setting] = session.speedup(setting, costs)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: {len(session.done)} finished decodings are kept in "
@@ -189,50 +175,6 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
 
 def _score(metric: str, stats) -> float:
     return score_from_statistics(metric, stats.sum(0))
-
-
-def _fit_cost_model(session: TuneSession, grid: list[Setting]) -> dict:
-    """Time transformers' generate of the large model (eval's reference), the large and the
-    small model alone on the decoders' engine, and two settings (the first and the last of
-    the grid), one input at a time, interleaved; fit each decision's cost, and how much
-    slower generate is than the large model alone on the engine."""
-    timed_settings = ["generate", "large", "small", grid[0], grid[-1]]
-    timings = session.time_rows(timed_settings)
-    features, seconds = [], []
-    for setting, runs in zip(timed_settings[1:], timings[1:], strict=True):
-        for elapsed, counts in runs:
-            features.append(_features(setting, counts, 1))
-            seconds.append(elapsed)
-    costs = fit_costs(features, seconds)
-    generate, large = (sum(elapsed for elapsed, _ in runs) for runs in timings[:2])
-    return {"seconds_per_unit": costs, "generate_over_large": generate / large}
-
-
-def _speedup(session: TuneSession, key, costs: dict, rows: int) -> float:
-    """The modelled time of transformers' generate of the large model (its measured ratio to
-    the large model alone on the engine) over the setting's modelled time."""
-    per_unit = costs["seconds_per_unit"]
-    counts = session.done["large"]["counts"]
-    large = modelled_seconds(per_unit, _features("large", counts, rows))
-    record = session.done[key if isinstance(key, str) else key.key]
-    mine = modelled_seconds(per_unit, _features(key, record["counts"], rows))
-    return large * costs["generate_over_large"] / mine if mine > 0 else 0.0
-
-
-def _refinements(judged: dict, speed: dict, config: TuneConfig) -> list[Setting]:
-    """Unexplored neighbours of each rule's fastest setting within the budget (or, where none
-    is, its best-quality one)."""
-    fresh = []
-    for rule in sorted({s.rule for s in judged if isinstance(s, Setting)}):
-        mine = [s for s in judged if isinstance(s, Setting) and s.rule == rule]
-        ok = [s for s in mine if budget_met(judged[s], config.max_drop, config.min_quality)]
-        if not mine:
-            continue
-        best = (
-            max(ok, key=lambda s: speed[s]) if ok else max(mine, key=lambda s: judged[s]["quality"])
-        )
-        fresh += [s for s in neighbours(best) if s not in judged and s not in fresh]
-    return fresh
 
 
 def _report(config: TuneConfig, session: TuneSession, judged, speed, costs) -> dict:
