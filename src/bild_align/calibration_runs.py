@@ -1,6 +1,7 @@
 """A calibration run's record in its output folder: identity, lock, resume, and the finished
 dataset with its card.
 
+    fingerprint = run_fingerprint(config, task, revision, rows_digest(rows))   # the run's identity
     check_output_folder(output, overwrite)   # new, empty, or a calibration run; never others'
     check_same_run(output, fingerprint)      # another run's folder is refused (OtherRunError)
     claim_output(output, fingerprint, overwrite)   # run.json: the run's identity
@@ -13,8 +14,10 @@ finished rows wait in `.shards/` until `finalize` merges them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 
+from bild_align.configs import CalibrateConfig
 from bild_align.errors import OtherRunError, UserError
 from bild_align.io_utils import (
     check_writable_folder,
@@ -25,10 +28,41 @@ from bild_align.io_utils import (
 )
 from bild_align.runs import RunLock, recorded_differences
 from bild_align.shards import ShardStore
+from bild_align.tasks import Task
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 SHARDS = ".shards"
+
+
+def rows_digest(rows) -> str:
+    """A digest of the rows' ids, sources and references: a resumed run must read the same
+    inputs, not merely the same file name."""
+    digest = hashlib.sha256()
+    for column in ("id", "source", "reference"):
+        for value in rows[column]:
+            digest.update(value.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def run_fingerprint(config: CalibrateConfig, task: Task, revision: str, digest: str) -> dict:
+    """Everything that determines the rows; a resumed run must match it exactly."""
+    return {
+        "large_model": config.large,
+        "large_model_revision": revision,
+        "task": task.name,
+        "task_source": task.source,
+        "split": config.split,
+        "max_samples": config.max_samples,
+        "rows_digest": digest,
+        "prefix": task.prefix,
+        "max_source_length": config.max_source_length,
+        "max_new_tokens": config.max_new_tokens,
+        "batch_size": config.batch_size,
+        "dtype": config.dtype,
+        "source_column": task.source_column,
+        "target_column": task.target_column,
+    }
 
 
 def is_calibration_run(output: Path) -> bool:

@@ -16,7 +16,6 @@ across processes and the main process merges the shards into one dataset.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +32,8 @@ from bild_align.calibration_runs import (
     data_file,
     finalize,
     read_run,
+    rows_digest,
+    run_fingerprint,
     run_lock,
 )
 from bild_align.configs import CalibrateConfig
@@ -42,36 +43,6 @@ from bild_align.models import fit_lengths, load_seq2seq_or_causal, use_plain_gen
 from bild_align.prompts import Prompter
 from bild_align.shards import ShardStore
 from bild_align.tasks import Task, get_task, load_rows
-
-
-def rows_digest(rows) -> str:
-    """A digest of the rows' ids, sources and references: a resumed run must read the same
-    inputs, not merely the same file name."""
-    digest = hashlib.sha256()
-    for column in ("id", "source", "reference"):
-        for value in rows[column]:
-            digest.update(value.encode("utf-8", "surrogatepass") + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def _fingerprint(config: CalibrateConfig, task: Task, revision: str, digest: str) -> dict:
-    """Everything that determines the rows; a resumed run must match it exactly."""
-    return {
-        "large_model": config.large,
-        "large_model_revision": revision,
-        "task": task.name,
-        "task_source": task.source,
-        "split": config.split,
-        "max_samples": config.max_samples,
-        "rows_digest": digest,
-        "prefix": task.prefix,
-        "max_source_length": config.max_source_length,
-        "max_new_tokens": config.max_new_tokens,
-        "batch_size": config.batch_size,
-        "dtype": config.dtype,
-        "source_column": task.source_column,
-        "target_column": task.target_column,
-    }
 
 
 def default_output(task: Task) -> Path:
@@ -123,7 +94,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
     )
     generation = use_plain_generation(model)
     inputs = prompter.row_inputs(tokenizer, rows, config.max_source_length)
-    fingerprint = _fingerprint(config, task, revision, rows_digest(rows))
+    fingerprint = run_fingerprint(config, task, revision, rows_digest(rows))
     if prompter.decoder_only:  # (absent for encoder-decoder runs, whose records predate it)
         fingerprint.update(prompter.describe())
     if not config.overwrite:

@@ -1,0 +1,80 @@
+"""What `bild-align demo` prints at the end: one table of the unaligned and aligned pair, the
+fixed and the tuned setting, at batch 1 and batch 8.
+
+    print(summary_table(results, config))
+"""
+
+from __future__ import annotations
+
+from bild_align.configs import DemoConfig
+
+
+def _find(results: dict, method: str, setting: dict | None = None) -> dict | None:
+    for row in results["methods"]:
+        if row["method"] == method and (setting is None or row["setting"] == setting):
+            return row
+    return None
+
+
+def _line(label: str, row: dict, reference: str = "median") -> str:
+    stats = row.get("stats")
+    calls = f"{stats['large_calls_per_token']:.3f}" if stats else ""
+    timing = (
+        f"{row['latency']['median_s'] * 1000:>11.1f}"
+        if reference == "median"
+        else f"{row['tokens_per_s']:>11.1f}"
+    )
+    return f"{label:<44}{row['quality']['score']:>7.2f}{timing}{row['speedup']:>8.2f}x{calls:>13}"
+
+
+def summary_table(results: dict, config: DemoConfig) -> str:
+    """The demo's tables: quality, latency (or tokens/s at batch 8), speedup over the large
+    model and large-model calls per token of every run."""
+    unaligned, aligned = results["unaligned"], results["aligned"]
+    chosen = {"rb": config.rb, "fb": config.fb}
+    best = aligned["sweep"]["best"]
+    rows = [
+        ("large model alone", _find(unaligned, "large")),
+        ("small model alone (unaligned)", _find(unaligned, "small")),
+        ("small model alone (aligned)", _find(aligned, "small")),
+        ("assisted generation (transformers)", _find(unaligned, "assisted")),
+        (f"BiLD unaligned rb={config.rb:g} fb={config.fb:g}", _find(unaligned, "bild", chosen)),
+        (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(aligned, "bild", chosen)),
+    ]
+    if best is not None:
+        setting = {"rb": best["rb"], "fb": best["fb"]}
+        label = f"BiLD aligned, best sweep rb={best['rb']:g} fb={best['fb']:g}"
+        rows.append((label, _find(aligned, "bild", setting)))
+    tuned = results.get("tuned_batch1")
+    if tuned is not None:
+        rows.append((f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")))
+    metric = unaligned["config"]["metric"].upper()
+    environment = unaligned["environment"]
+    lines = [
+        f"\ngettext-de-en test split, {len(unaligned['config']['sample_ids'])} sentences, batch 1,"
+        f" {environment['device']} ({environment['cpu_threads']} threads)",
+        f"{'run':<44}{metric:>7}{'median ms':>11}{'speedup':>9}{'L calls/tok':>13}",
+    ]
+    lines += [_line(label, row) for label, row in rows if row is not None]
+    if "tuned_batch8" in results:
+        fixed, tuned = results["fixed_batch8"], results["tuned_batch8"]
+        lines += [
+            "\nbatch 8 (tokens/s; speedup over the large model's batched generate)",
+            f"{'run':<44}{metric:>7}{'tokens/s':>11}{'speedup':>9}{'L calls/tok':>13}",
+            _line("large model alone", _find(fixed, "large"), "tokens"),
+            _line(
+                f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(fixed, "bild"), "tokens"
+            ),
+            _line(f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild"), "tokens"),
+        ]
+    lines.append(f"BLEU: {unaligned['methods'][0]['quality']['signature']}")
+    lines.append(f"sweep plot: {aligned['sweep']['plot']}  (CSV: {aligned['sweep']['csv']})")
+    return "\n".join(lines)
+
+
+def _tuned_words(results: dict) -> str:
+    config = results["config"]
+    return (
+        f"{config['fallback']} rb={config['rb'][0]:g} fb={config['fb'][0]:g} "
+        f"steps={config['max_small_steps']}"
+    )
