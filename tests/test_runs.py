@@ -51,3 +51,16 @@ def test_output_lock_refuses_a_second_run_on_one_output(tmp_path):
     with output_lock("eval", tmp_path / "r.json"), refusal:
         output_lock("eval", tmp_path / "r.json").acquire()
     output_lock("eval", tmp_path / "r.json").acquire().release()
+
+
+def test_a_torn_line_is_dropped_so_the_next_finished_record_is_kept(tmp_path):
+    output = tmp_path / "tune.json"
+    log = PartialLog(output, "an interrupted tune")
+    log.open({"seed": 1})
+    log.append({"key": "a"})
+    with log.path.open("a") as handle:
+        handle.write('{"key": "b", "outp')  # Ctrl-C or a crash in the middle of a line
+    resumed = PartialLog(output, "an interrupted tune")
+    assert resumed.open({"seed": 1}) == ([{"key": "a"}], 1)
+    resumed.append({"key": "b"})
+    assert PartialLog(output, "x").open({"seed": 1}) == ([{"key": "a"}, {"key": "b"}], 0)

@@ -171,7 +171,7 @@ def resume(
             break
         kept.append(record)
         _add_example(methods, record["runs"])
-    if records:
+    if len(kept) < len(records):  # resume continues right after the batches kept
         log.rewrite(kept)
     return sum(len(record["ids"]) for record in kept), damaged
 

@@ -161,7 +161,7 @@ def _guess_parse(f: dataclasses.Field) -> Callable[[str], Any] | None:
         return switch
     if isinstance(default, float):
         return finite_float
-    if isinstance(default, int) and not isinstance(default, bool):
+    if isinstance(default, int):  # bool is handled above
         return int
     return None
 

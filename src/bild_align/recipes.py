@@ -73,7 +73,7 @@ def _type_name(annotation: Any) -> str:
     """The type in a user's words: true or false, a list of numbers, ..."""
     words = {
         bool: "true or false",
-        list[float]: "a list of numbers (e.g. 1,2,3 on the command line)",
+        list[float]: "a list of numbers, e.g. [1, 2, 3]",
     }
     if annotation in words:
         return words[annotation]
@@ -200,16 +200,16 @@ def load_recipe(
 
 
 # a training recipe's top-level keys of earlier versions, now in its `eval:` section
-_EVAL_KEYS_MOVED = {"eval_split": "split", "rb": "rb", "fb": "fb"} | {
-    key: key for key in ("sweep_rb", "sweep_fb")
-}
+_EVAL_KEYS_MOVED = {
+    "eval_split": "split", "rb": "rb", "fb": "fb", "sweep_rb": "sweep_rb", "sweep_fb": "sweep_fb"
+}  # fmt: skip
 
 
 def _moved_into_eval_section(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Old recipes keep working: their top-level eval keys go into the `eval:` section."""
     moved = [key for key in _EVAL_KEYS_MOVED if key in values]
-    if not moved:
-        return values
+    if not moved or not isinstance(values.get("eval", {}), dict):
+        return values  # (a section that is no mapping is refused as such by `build`)
     logger.warning(
         "bild-align: %s: key(s) %s now go in the recipe's `eval:` section (read from there)",
         source,

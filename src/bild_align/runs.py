@@ -66,14 +66,15 @@ class PartialLog:
 
     def open(self, fingerprint: dict) -> tuple[list, int]:
         """The finished records of an interrupted run with this fingerprint (a new log when
-        there is none), and how many lines could not be read; another run's log is refused."""
+        there is none), and how many lines could not be read (dropped from the log, so that
+        appends never continue a torn line); another run's log is refused."""
         self.header = {"fingerprint": json.loads(json.dumps(fingerprint))}
         records, unreadable = read_jsonl(self.path)
         if not records:
             self.path.unlink(missing_ok=True)
             append_jsonl(self.path, self.header)
             return [], 0
-        if not holds_partial_log(self.path):
+        if not (isinstance(records[0], dict) and "fingerprint" in records[0]):
             raise UserError(
                 f"{self.path} holds something other than bild-align's partial results; move it "
                 "away or choose another --output"
@@ -83,6 +84,8 @@ class PartialLog:
                 f"{self.path} holds {self.what} with other settings; run that command again "
                 "to finish it, choose another --output, or delete the file"
             )
+        if unreadable:
+            self.rewrite(records[1:])
         return records[1:], len(unreadable)
 
     def rewrite(self, kept: list) -> None:

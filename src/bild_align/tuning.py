@@ -123,8 +123,6 @@ def refinements(
     for rule in sorted({s.rule for s in judged if isinstance(s, Setting)}):
         mine = [s for s in judged if isinstance(s, Setting) and s.rule == rule]
         ok = [s for s in mine if budget_met(judged[s], max_drop, min_quality)]
-        if not mine:
-            continue
         best = (
             max(ok, key=lambda s: speed[s]) if ok else max(mine, key=lambda s: judged[s]["quality"])
         )

@@ -22,9 +22,11 @@ class RecipeEval(Config):
     sweep_rb: list[float] = option([1.0, 2.0, 3.0, 5.0], "rollback grid for `eval --sweep`")
     sweep_fb: list[float] = option([0.3, 0.5, 0.7, 0.9], "fallback grid for `eval --sweep`")
 
-    def problems(self) -> list[str]:
+    def problems(self, section: str = "") -> list[str]:
+        """Each threshold list that is empty or holds a value that is not a finite number >= 0
+        (`section`: the prefix its keys are named with, e.g. "eval.")."""
         return [
-            f"key {key!r} must be a list of finite numbers >= 0"
+            f"key '{section}{key}' must be a list of finite numbers >= 0"
             for key in ("rb", "fb", "sweep_rb", "sweep_fb")
             if not getattr(self, key) or not all(_finite(v) and v >= 0 for v in getattr(self, key))
         ]
@@ -151,7 +153,7 @@ class TrainRecipe(Config):
             for key, (valid, meaning) in _RANGES.items()
             if not valid(getattr(self, key))
         ]
-        found += [f"key 'eval.{problem[5:]}" for problem in self.eval.problems()]
+        found += self.eval.problems(section="eval.")
         if self.save_steps % self.eval_steps:
             found.append(
                 f"key 'save_steps' ({self.save_steps}) must be a multiple of 'eval_steps' "

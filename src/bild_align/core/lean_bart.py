@@ -127,7 +127,7 @@ class LeanBartDecoder:
             )
         hidden, mask = encode(model, input_ids, attention_mask)
         rows = input_ids.shape[0]
-        self.batch_size, self.capacity = rows, capacity
+        self.batch_size = rows
         projections = [(layer.cross_k, layer.cross_v) for layer in self.layers]
         source_mask = None if mask is None else (mask[:, None, None, :] > 0)
         self.source = SourceAttention(hidden, projections, self.heads, source_mask)

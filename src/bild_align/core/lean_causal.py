@@ -122,7 +122,7 @@ class LeanCausalDecoder:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim**-0.5
-        self.batch_size, self.capacity = rows, capacity
+        self.batch_size = rows
         self.cache = StaticCache(
             len(self.layers), rows, self.kv_heads, capacity, self.head_dim, like=self.embed
         )
