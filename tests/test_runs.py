@@ -64,3 +64,15 @@ def test_a_torn_line_is_dropped_so_the_next_finished_record_is_kept(tmp_path):
     assert resumed.open({"seed": 1}) == ([{"key": "a"}], 1)
     resumed.append({"key": "b"})
     assert PartialLog(output, "x").open({"seed": 1}) == ([{"key": "a"}, {"key": "b"}], 0)
+
+
+def test_a_released_lock_leaves_nothing_behind(tmp_path):
+    """A new-user finding: every tune left `.tune.json.lock` beside its output, and a tune
+    that failed to start left a `results/` folder holding only that file."""
+    lock = output_lock("tune", tmp_path / "results" / "tune.json")
+    with lock:
+        assert lock.path.is_file()
+    assert not (tmp_path / "results").exists()  # a failed start: no folder of its own left
+    with lock:
+        (tmp_path / "results" / "tune.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["tune.json"]

@@ -16,6 +16,7 @@ lock behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -108,34 +109,45 @@ def output_lock(command: str, output: str | os.PathLike) -> RunLock:
 
 class RunLock:
     """An exclusive lock on `path`, held by a `bild-align COMMAND` writing `output` (the words
-    the refusal names it with, e.g. "--output results/eval.json")."""
+    the refusal names it with, e.g. "--output results/eval.json"). Released, it leaves nothing
+    behind: its file goes, and so does the folder acquiring it created if nothing else came."""
 
     def __init__(self, path: Path, command: str, output: str) -> None:
         self.path = Path(path)
         self.command = command
         self.output = output
         self._handle = None
+        self._new_folder = False
 
     def acquire(self) -> RunLock:
         import fcntl
 
+        self._new_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise UserError(
-                f"another `bild-align {self.command}` is writing {self.output} right now; wait "
-                "for it to finish (or stop it), then run this command again to resume"
-            ) from None
+        while True:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise UserError(
+                    f"another `bild-align {self.command}` is writing {self.output} right now; "
+                    "wait for it to finish (or stop it), then run this command again to resume"
+                ) from None
+            if self.path.exists() and os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()  # its holder released and removed it meanwhile: lock the new file
         self._handle = handle
         return self
 
     def release(self) -> None:
         if self._handle is not None:
+            self.path.unlink(missing_ok=True)  # while still held: no other run holds it now
             self._handle.close()
             self._handle = None
+            if self._new_folder:  # a failed start leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()
 
     def probe(self) -> None:
         """Fail now if another run holds the lock (and hold nothing)."""

@@ -18,7 +18,6 @@ Pareto front and a PNG plot.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -74,17 +73,8 @@ def run_eval(config: EvalConfig) -> dict:
         prefix=config.prefix,
     )
     check_outputs(config, task.local_path)
-    folder = Path(config.output).expanduser().parent
-    new_folder = not folder.exists()
-    lock = output_lock("eval", config.output).acquire()
-    try:
+    with output_lock("eval", config.output):
         return _run_locked(config, task)
-    finally:
-        lock.path.unlink(missing_ok=True)  # while still held: no other run can hold it now
-        lock.release()
-        if new_folder:  # a failed start leaves no empty results folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
 
 
 def _with_saved_policy(config: EvalConfig, large_revision: str, vocab_size: int) -> EvalConfig:
