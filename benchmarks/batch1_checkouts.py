@@ -3,7 +3,8 @@ two checkouts (before / after a change) in alternating runs on an idle machine.
 
     git worktree add /tmp/old HEAD~1
     for i in 1 2 3; do for src in /tmp/old/src src; do
-        PYTHONPATH=$src .venv/bin/python benchmarks/batch1_checkouts.py --rows 100; done; done
+        PYTHONPATH=$src taskset -c 0 .venv/bin/python benchmarks/batch1_checkouts.py \
+            --rows 100 --threads 1; done; done
 
 Each run prints one JSON line: the checkout, the seconds BiLD (rb=6 fb=0.3 by default) and the
 large model alone took over the first N test sentences of gettext-de-en, and the tokens made
@@ -31,8 +32,9 @@ def main() -> None:
     parser.add_argument("--small", default=str(DEMO_DIR / "small"), help="small model folder")
     parser.add_argument("--rb", type=float, default=6.0, help="rollback threshold")
     parser.add_argument("--fb", type=float, default=0.3, help="fallback threshold")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1: steadier)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(DEMO_DIR / "large")
     small = AutoModelForSeq2SeqLM.from_pretrained(args.small, dtype=torch.float32).eval()
     large = AutoModelForSeq2SeqLM.from_pretrained(DEMO_DIR / "large", dtype=torch.float32).eval()

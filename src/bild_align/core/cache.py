@@ -1,4 +1,5 @@
-"""transformers' own forward, with a croppable KV cache, behind the lean steps' contract.
+"""transformers' own forward, with a croppable KV cache, behind the lean steps' contract: the
+decode loop's path for models without a lean step (and for `engine="transformers"`).
 
     state = DecoderState(model, input_ids, attention_mask)   # one row; runs the encoder once
     logits = state.feed(token_ids[:, state.length:])         # (k, vocab) for the k new tokens
@@ -6,15 +7,10 @@
     decoder = TransformersDecoder(model, input_ids, attention_mask)  # a batch, one state a row
     logits = decoder.step(new_ids, starts, rows, keep)       # as `lean_t5.LeanT5Decoder.step`
 
-Encoder-decoder models (T5, BART, ...) cache the decoder tokens; decoder-only models (GPT-2,
-Llama, ...) cache the prompt and the tokens after it, so for them the prompt is simply the
-first tokens fed. The state knows nothing about which tokens are "right": the decoder decides
-what to feed and where to crop. Cropping touches the self-attention cache only; the
-cross-attention keys/values depend on the input alone and stay valid for the whole generation.
-
-The decode loop drives every model through the lean steps' `step` contract; models without a
-lean step (and `engine="transformers"`) get it from `TransformersDecoder`, which runs each row
-on its own `DecoderState`, so a row's arithmetic never depends on the rows beside it.
+Decoder-only models cache the prompt and the tokens after it (the prompt is simply the first
+tokens fed); encoder-decoder models cache the decoder tokens, and their cross-attention keys and
+values, which depend on the input alone, are never cropped. Each row has its own state, so a
+row's arithmetic never depends on the rows beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +18,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
+
+from bild_align.core.checks import is_encoder_decoder
 
 
 class DecoderState:
@@ -35,7 +33,7 @@ class DecoderState:
     ) -> None:
         self.model = model
         self.device = model.device
-        self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.is_encoder_decoder = is_encoder_decoder(model)
         if self.is_encoder_decoder:
             self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
             encoder_output = model.get_encoder()(

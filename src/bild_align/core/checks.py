@@ -9,9 +9,11 @@ prefixes(large, input_ids, mask)               # what each row's decoder is fed 
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import PreTrainedModel
+if TYPE_CHECKING:  # the policies import the number checks, and must not import torch (`configs`)
+    import torch
+    from transformers import PreTrainedModel
 
 
 def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
@@ -93,9 +95,9 @@ def check_pair(
         )
 
 
-def check_number(name: str, value: object, minimum: float, meaning: str) -> None:
-    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= minimum):
-        raise ValueError(f"{name} must be a number >= {minimum:g} (got {value!r}): {meaning}")
+def check_number(name: str, value: object, meaning: str) -> None:
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0):
+        raise ValueError(f"{name} must be a number >= 0 (got {value!r}): {meaning}")
 
 
 def check_count(name: str, value: object) -> None:
@@ -133,5 +135,6 @@ def prefixes(large, input_ids, attention_mask) -> list[list[int]]:
     (decoder-only) the row's prompt without its padding, so a token's position is its slot."""
     if is_encoder_decoder(large):
         return [[special_tokens(large)[0]]] * input_ids.shape[0]
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    return [row[keep > 0].tolist() for row, keep in zip(input_ids, mask, strict=True)]
+    if attention_mask is None:
+        return input_ids.tolist()
+    return [row[keep > 0].tolist() for row, keep in zip(input_ids, attention_mask, strict=True)]

@@ -3,49 +3,35 @@ autoregressive baseline, greedy or sampled, for encoder-decoder and decoder-only
 
     from bild_align import bild_generate, speculative_generate, autoregressive_generate
     out = bild_generate(small, large, input_ids, fallback_threshold=0.6, rollback_threshold=2.0)
-    out.sequences                    # encoder-decoder: start token + output; decoder-only:
-                                     # prompt + output (the `generate` convention)
+    out.sequences                    # like `generate`'s: start token (or prompt) + output
     out.stats.large_calls_per_token  # exact counts and derived rates, see `BiLDStats`
     out = speculative_generate(small, large, input_ids, gamma=4, do_sample=True, seed=0)
     out = bild_generate(small, large, batch_ids, batch_mask)   # (B, L): each row on its own
-    out.sequences                    # (B, longest), padded with the pad token like `generate`
-    out.row_stats[i]                 # row i's counts; out.stats holds the totals
+    out.row_stats[i], out.from_small[i]                        # row i's counts and sources
 
-Token ids in, token ids and counts out: no tokenizer, no timing, no I/O. This module checks the
-arguments (`checks`), turns them into a policy (`policies`) and a sampler (`sampling`), and hands
-them to the one decode loop (`loop.decode`): the small model drafts, the large one checks the
-drafts in one pass and corrects or continues.
+Token ids in, token ids and counts out: no tokenizer, no timing, no I/O. These functions turn
+their arguments into a policy (`policies`: what is decided) and a sampler (`sampling`: how a
+token is chosen) for the one decode loop (`loop.decode`).
 
-- BiLD: the small model drafts (from the first token on) until it is unsure (fallback) or has
-  drafted `max_small_steps` tokens; the large model checks the drafts in one pass, replaces the
-  first drafted token it finds unlikely (rollback) or else adds one token of its own, and the
-  small model drafts on. `rollback_threshold=0` (or `fallback_threshold > 1`) gives
-  exactly the large model's greedy output.
-- Batches: all rows decode together, each row making exactly the decisions it makes alone
-  (models without a lean step run each row on its own transformers cache). Sampled, row i
-  draws from its own generator seeded with `seed + i` (`Sampler.for_row`): it
-  is the output of decoding that row alone with that seed, whichever way the batch runs.
-  `engine="transformers"` runs transformers' own forward instead of the lean steps (`lean`):
-  the reference path.
-- Speculative decoding: the small model drafts `gamma` tokens; the large model accepts each
-  with probability min(1, p/q) and resamples the first rejected one from max(0, p - q)
-  (Leviathan et al. 2023; Chen et al. 2023), so the output follows the large model's sampling
-  distribution exactly; greedy, it is the large model's greedy output.
+- BiLD: the small model drafts until it is unsure (fallback) or has drafted `max_small_steps`
+  tokens; the large model checks the drafts in one pass, replaces the first one it finds
+  unlikely (rollback) or else adds a token of its own. `rollback_threshold=0` (or
+  `fallback_threshold > 1`) gives exactly the large model's greedy output.
+- Speculative decoding: `gamma` drafts per check; the large model accepts each with
+  probability min(1, p/q) and resamples the first rejected one from max(0, p - q) (Leviathan
+  et al. 2023; Chen et al. 2023): the output follows the large model's distribution exactly.
+- Batches: each row makes exactly the decisions it makes alone; sampled, row i draws what it
+  draws alone with seed + i.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 from transformers import PreTrainedModel
 
-from bild_align.core.checks import (
-    check_count,
-    check_inputs,
-    check_number,
-    check_pair,
-    eos_token_ids,
-    pad_token_id,
-)
+from bild_align.core.checks import check_count, check_pair, eos_token_ids, pad_token_id
 from bild_align.core.loop import decode
 from bild_align.core.policies import (
     FALLBACK_THRESHOLD,
@@ -58,7 +44,6 @@ from bild_align.core.policies import (
 from bild_align.core.sampling import Sampler
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
-ENGINES = ("auto", "transformers")
 __all__ = [
     "BiLDOutput",
     "BiLDStats",
@@ -131,34 +116,15 @@ def bild_generate(
             pass serves all of them (a row then no longer decides exactly as it would alone;
             the exact mode stays exact). Without it each row is checked on its own schedule.
     """
-    settings = {
-        "fallback_threshold": fallback_threshold,
-        "rollback_threshold": rollback_threshold,
-        "max_small_steps": max_small_steps,
-        "fallback_rule": fallback_rule,
-        "fallback_head": fallback_head,
-    }
-    if policy is not None:
-        settings = {name: getattr(policy, name) for name in settings}
-    check_number(
-        "fallback_threshold",
-        settings["fallback_threshold"],
-        0,
-        "the small model hands over "
-        "when its confidence is below it; 0 never falls back, above 1 always does",
-    )
-    check_number(
-        "rollback_threshold",
-        settings["rollback_threshold"],
-        0,
-        "the large model's cross-entropy "
-        "above which a drafted token is replaced; 0 is the exact mode",
-    )
-    check_count("max_small_steps", settings["max_small_steps"])
-    for name in ("fallback_threshold", "rollback_threshold"):
-        settings[name] = float(settings[name])
-    policy = (ReferencePolicy if reference_compat else BiLDPolicy)(**settings)
-    return _decode(
+    if policy is None:
+        policy = BiLDPolicy(
+            fallback_threshold, rollback_threshold, max_small_steps, fallback_rule, fallback_head
+        )
+    if reference_compat:
+        policy = ReferencePolicy(
+            **{entry.name: getattr(policy, entry.name) for entry in fields(policy)}
+        )
+    return decode(
         small,
         large,
         input_ids,
@@ -193,7 +159,7 @@ def speculative_generate(
     `out.stats.acceptance_rate` is accepted drafts / drafted tokens. `vocab_size`, `engine`:
     as in `bild_generate`."""
     check_count("gamma", gamma)
-    return _decode(
+    return decode(
         small,
         large,
         input_ids,
@@ -222,7 +188,7 @@ def autoregressive_generate(
     """One model alone, one token per forward pass, through the same machinery as the two-model
     decoders: the fair baseline for timing them. `engine`: as in `bild_generate`."""
     # the one model takes the large model's place: it checks nothing, it only appends
-    return _decode(
+    return decode(
         None,
         model,
         input_ids,
@@ -233,39 +199,3 @@ def autoregressive_generate(
         vocab_size=None,
         engine=engine,
     )
-
-
-def _decode(
-    small: PreTrainedModel | None,
-    large: PreTrainedModel,
-    input_ids: torch.LongTensor,
-    attention_mask: torch.Tensor | None,
-    policy: BiLDPolicy,
-    sampler: Sampler,
-    *,
-    max_new_tokens: int,
-    vocab_size: int | None,
-    engine: str,
-    shared_checks: bool = False,
-) -> BiLDOutput:
-    check_count("max_new_tokens", max_new_tokens)
-    if vocab_size is not None:
-        check_count("vocab_size", vocab_size)
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)} (got {engine!r})")
-    if small is not None:
-        check_pair(small, large, vocab_size)
-    input_ids, attention_mask = check_inputs(input_ids, attention_mask)
-    with torch.inference_mode():
-        return decode(
-            small,
-            large,
-            input_ids,
-            attention_mask,
-            policy,
-            sampler,
-            max_new_tokens=max_new_tokens,
-            vocab_size=vocab_size,
-            engine=engine,
-            shared_checks=shared_checks,
-        )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 
 import torch
 from transformers import PreTrainedModel
@@ -29,6 +30,9 @@ from transformers import PreTrainedModel
 from bild_align.core import lean
 from bild_align.core.cache import TransformersDecoder
 from bild_align.core.checks import (
+    check_count,
+    check_inputs,
+    check_pair,
     eos_token_ids,
     forced_first,
     is_encoder_decoder,
@@ -36,9 +40,10 @@ from bild_align.core.checks import (
     prefixes,
 )
 from bild_align.core.policies import BiLDPolicy
-from bild_align.core.sampling import Sampler, confidence, large_check, speculative_verdict
+from bild_align.core.sampling import Sampler, confidence, speculative_verdict
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
+ENGINES = ("auto", "transformers")
 DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
 # An observer of every model step (`before()`, `after()`), for timing instrumentation
 # (`bild_align.timing.ForwardClock`); a context variable, so it is seen only where it is set.
@@ -85,56 +90,36 @@ def decode(
     engine: str = "auto",
     shared_checks: bool = False,
 ) -> BiLDOutput:
-    """Decode validated inputs (see `checks`); `small=None` decodes with the large model alone."""
-    row_prefixes = prefixes(large, input_ids, attention_mask)
-    # a row's step is padded to the widest row's, past its own end: room for one round, and
-    # for a whole prompt (a row's first check feeds it to the large model with the drafts)
-    longest = max(map(len, row_prefixes))
-    widest = longest + policy.max_small_steps + 1
-    capacity = (longest if len(row_prefixes) > 1 else 0) + max_new_tokens + widest
-    steppers = [
-        None if model is None else _stepper(model, input_ids, attention_mask, capacity, engine)
-        for model in (small, large)
-    ]
-    if policy.fallback_head is not None and small is not None:
-        steppers[0].capture_hidden = True  # transformers' forward keeps it only when asked
-        policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))
-    loop = DecodeLoop(
-        *steppers,
-        prefixes=row_prefixes,
-        samplers=[sampler.for_row(index) for index in range(len(row_prefixes))],
-        policy=policy,
-        forced_first=forced_first(large),
-        eos_ids=eos_token_ids(large),
-        max_new_tokens=max_new_tokens,
-        vocab_size=vocab_size,
-        shared_checks=shared_checks,
-    )
-    return _output(loop.run(), large, input_ids)
-
-
-def _stepper(model, input_ids, attention_mask, capacity: int, engine: str):
-    decoder = None
-    if engine == "auto":
-        decoder = lean.lean_decoder(model, input_ids, attention_mask, capacity)
-    return decoder or TransformersDecoder(model, input_ids, attention_mask)
+    """Check the arguments (a ValueError says what to do), then decode; `small=None` decodes
+    with the large model alone."""
+    check_count("max_new_tokens", max_new_tokens)
+    if vocab_size is not None:
+        check_count("vocab_size", vocab_size)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)} (got {engine!r})")
+    if small is not None:
+        check_pair(small, large, vocab_size)
+    input_ids, attention_mask = check_inputs(input_ids, attention_mask)
+    with torch.inference_mode():
+        rows = DecodeLoop(
+            small, large, input_ids, attention_mask, policy, sampler,
+            max_new_tokens=max_new_tokens, vocab_size=vocab_size, engine=engine,
+            shared_checks=shared_checks,
+        ).run()  # fmt: skip
+    return _output(rows, large, input_ids)
 
 
 def _output(rows: list[Row], large: PreTrainedModel, input_ids: torch.LongTensor) -> BiLDOutput:
     """The rows' sequences padded into one tensor like `generate`'s: encoder-decoder rows are
     the start token and the new tokens; decoder-only rows the prompt as given (padding
     included), then the new tokens."""
-    device = large.device
-    if is_encoder_decoder(large):
-        pieces = [torch.tensor(row.tokens, dtype=torch.long, device=device) for row in rows]
-    else:
+    pieces = [torch.tensor(row.tokens, dtype=torch.long) for row in rows]
+    if not is_encoder_decoder(large):
         pieces = [
-            torch.cat((prompt.to(device), torch.tensor(row.tokens[row.prefix_length :])))
-            for prompt, row in zip(input_ids, rows, strict=True)
+            torch.cat((prompt.cpu(), piece[row.prefix_length :]))
+            for prompt, piece, row in zip(input_ids, pieces, rows, strict=True)
         ]
-    width = max(len(piece) for piece in pieces)
-    sequences = torch.full((len(rows), width), pad_token_id(large), dtype=torch.long)
-    sequences = sequences.to(device)
+    sequences = torch.full((len(rows), max(map(len, pieces))), pad_token_id(large))
     for index, piece in enumerate(pieces):
         sequences[index, : len(piece)] = piece
     total = BiLDStats()
@@ -142,7 +127,7 @@ def _output(rows: list[Row], large: PreTrainedModel, input_ids: torch.LongTensor
         row.stats.generated = row.generated
         total += row.stats
     return BiLDOutput(
-        sequences=sequences,
+        sequences=sequences.to(large.device),
         stats=total,
         from_small=[row.from_small for row in rows],
         row_stats=[row.stats for row in rows],
@@ -161,43 +146,57 @@ def _observed(step, *args, **kwargs) -> torch.Tensor:
 
 
 class DecodeLoop:
-    """One decoding call (see the module docstring). `small`, `large`: steppers (the lean
-    decoders' contract); `samplers`: one per row."""
+    """One decoding call over checked arguments (see the module docstring and `decode`)."""
 
     def __init__(
         self,
-        small,
-        large,
-        *,
-        prefixes: list[list[int]],
-        samplers: list[Sampler],
+        small: PreTrainedModel | None,
+        large: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
         policy: BiLDPolicy,
-        forced_first: int | None,
-        eos_ids: frozenset[int],
+        sampler: Sampler,
+        *,
         max_new_tokens: int,
-        vocab_size: int | None = None,
-        shared_checks: bool = False,
+        vocab_size: int | None,
+        engine: str,
+        shared_checks: bool,
     ) -> None:
-        self.small, self.large, self.policy = small, large, policy
-        self.sampled = samplers[0].do_sample
-        self.forced_first = forced_first
-        self.eos_ids = eos_ids
-        self.max_new_tokens = max_new_tokens
-        self.vocab_size = vocab_size
+        row_prefixes = prefixes(large, input_ids, attention_mask)
+        # a row's step is padded to the widest row's, past its own end: room for one round, and
+        # for a whole prompt (a row's first check feeds it to the large model with the drafts)
+        longest = max(map(len, row_prefixes))
+        widest = longest + policy.max_small_steps + 1
+        capacity = (longest if len(row_prefixes) > 1 else 0) + max_new_tokens + widest
+
+        def stepper(model: PreTrainedModel):
+            decoder = None
+            if engine == "auto":
+                decoder = lean.lean_decoder(model, input_ids, attention_mask, capacity)
+            return decoder or TransformersDecoder(model, input_ids, attention_mask)
+
+        self.small = None if small is None else stepper(small)
+        self.large = stepper(large)
+        if policy.fallback_head is not None and small is not None:
+            self.small.capture_hidden = True  # transformers' forward keeps it only when asked
+            policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))
+        self.policy, self.sampled = policy, sampler.do_sample
+        self.forced_first, self.eos_ids = forced_first(large), eos_token_ids(large)
+        self.max_new_tokens, self.vocab_size = max_new_tokens, vocab_size
         self.shared_checks = shared_checks
         large_first = small is None or policy.large_first
         self.rows = [
             Row(
                 tokens=list(prefix),
-                sampler=sampler,
+                sampler=sampler.for_row(index),
                 prefix_length=len(prefix),
                 phase=WAITING if large_first else DRAFTING,
             )
-            for prefix, sampler in zip(prefixes, samplers, strict=True)
+            for index, prefix in enumerate(row_prefixes)
         ]
-        if forced_first is not None and not large_first:
+        if self.forced_first is not None and not large_first:
             for row in self.rows:  # known without a forward pass
-                self._append_large_token(row, forced_first)
+                self._append_large_token(row, self.forced_first)
 
     def run(self) -> list[Row]:
         while True:
@@ -246,17 +245,14 @@ class DecodeLoop:
         chunks = [
             self.rows[index].tokens[start:] for index, start in zip(indices, fed, strict=True)
         ]
-        widths = [len(chunk) for chunk in chunks]
-        width = max(widths)
-        padded = [chunk + [FILLER] * (width - len(chunk)) for chunk in chunks]
-        columns = torch.arange(width, device=device)
-        ends = torch.tensor(widths, device=device)[:, None]
-        keep = (columns >= ends - torch.tensor(read, device=device)[:, None]) & (columns < ends)
-        whole = len(indices) == stepper.batch_size
-        selected = None if whole else torch.tensor(indices, device=device)
-        new_ids = torch.tensor(padded, device=device)
+        width = max(map(len, chunks))
+        new_ids = torch.tensor([chunk + [FILLER] * (width - len(chunk)) for chunk in chunks])
+        ends = torch.tensor(list(map(len, chunks)))[:, None]
+        columns = torch.arange(width)
+        keep = (columns >= ends - torch.tensor(read)[:, None]) & (columns < ends)
+        rows = None if len(indices) == stepper.batch_size else torch.tensor(indices, device=device)
         starts = torch.tensor(fed, device=device)
-        logits = _observed(stepper.step, new_ids, starts, selected, keep=keep)
+        logits = _observed(stepper.step, new_ids.to(device), starts, rows, keep=keep.to(device))
         return logits[:, : self.vocab_size]
 
     # -- the two model steps --
@@ -264,18 +260,18 @@ class DecodeLoop:
     def _small_step(self, indices: list[int]) -> None:
         fed = [self.rows[index].small_length for index in indices]
         last = self._feed(self.small, indices, fed, [1] * len(indices))
-        if not self.sampled:
-            probabilities = torch.softmax(last.float(), dim=-1)
-            confidences = self._confidence(probabilities)
-            tops, tokens = torch.stack((confidences, probabilities.argmax(-1).float())).tolist()
-        else:  # the rows share their settings, not their draws
-            last = last.to(self.large.device)  # where the samplers' generators live
-            probabilities = self.rows[indices[0]].sampler.distribution(last)
-            tops = self._confidence(probabilities).tolist()
+        # the rows share their sampling settings, not their draws; the samplers' generators
+        # (and a learned fallback head) live on the large model's device
+        probabilities = self.rows[indices[0]].sampler.distribution(last.to(self.large.device))
+        if self.sampled:
             tokens = [
                 self.rows[index].sampler.choose(probabilities[place])
                 for place, index in enumerate(indices)
             ]
+            tokens = torch.stack(tokens)
+        else:
+            tokens = probabilities.argmax(-1)
+        tops, tokens = torch.stack((self._confidence(probabilities), tokens.float())).tolist()
         for place, index in enumerate(indices):
             row = self.rows[index]
             row.small_length = len(row.tokens)
@@ -307,45 +303,45 @@ class DecodeLoop:
 
     def _large_step(self, indices: list[int]) -> None:
         # each row reads the position before its first draft, and one per draft
-        fed = [self.rows[index].large_length for index in indices]
-        read = [self.rows[index].pending + 1 for index in indices]
+        rows = [self.rows[index] for index in indices]
+        fed, read = [row.large_length for row in rows], [row.pending + 1 for row in rows]
         logits = self._feed(self.large, indices, fed, read).float()
-        ends = torch.tensor(read).cumsum(0).tolist()
+        spans = [(end - count, end) for count, end in zip(read, accumulate(read), strict=True)]
         if self.forced_first is not None:  # a first token the large model must produce
-            for index, end in zip(indices, ends, strict=True):
-                if self.rows[index].generated == 0:
+            for row, (_, end) in zip(rows, spans, strict=True):
+                if row.generated == 0:
                     logits[end - 1] = -math.inf
                     logits[end - 1, self.forced_first] = 0.0
-        if self.sampled:
-            for index, count, end in zip(indices, read, ends, strict=True):
-                self._sampled_verdict(self.rows[index], logits[end - count : end])
+        if self.policy.lossless_sampling and self.sampled:
+            for row, (start, end) in zip(rows, spans, strict=True):
+                target = row.sampler.distribution(logits[start:end])
+                verdict = speculative_verdict(
+                    row.sampler, target, row.drafted, row.draft_distributions
+                )
+                row.draft_distributions.clear()
+                self._verdict(row, *verdict)
             return
-        # greedy: every row's cross-entropies and choices in one pass, one transfer
-        following = [token for index in indices for token in self.rows[index].drafted + [0]]
-        log_probs = torch.log_softmax(logits, dim=-1)
+        # every row's cross-entropies of its drafts, and the large model's choices (draws when
+        # sampling: each row with its own sampler, in the order a row alone draws), one transfer
+        following = [token for row in rows for token in row.drafted + [FILLER]]
+        log_probs = rows[0].sampler.log_distribution(logits)
         nll = -log_probs.gather(-1, torch.tensor(following, device=logits.device)[:, None])
-        both = torch.stack((nll[:, 0], log_probs.argmax(-1).float())).tolist()
-        for index, count, end in zip(indices, read, ends, strict=True):
-            row_nll = both[0][end - count : end - 1]  # the last read predicts a new token
-            row_choices = [int(token) for token in both[1][end - count : end]]
-            self._verdict(self.rows[index], *self._rollback(self.rows[index], row_nll, row_choices))
-
-    def _rollback(self, row: Row, nll: list[float], choices: list[int]) -> tuple[int | None, int]:
-        """The policy's rule for one row: (the first replaced draft or None, the large
-        model's token)."""
-        index = self.policy.rejected(row.drafted, nll, choices[:-1])
-        return index, choices[-1] if index is None else choices[index]
-
-    def _sampled_verdict(self, row: Row, logits: torch.Tensor) -> None:
-        """One row's check with its own sampler, drawing in the order a row alone draws."""
-        if self.policy.lossless_sampling:
-            target = row.sampler.distribution(logits)
-            verdict = speculative_verdict(row.sampler, target, row.drafted, row.draft_distributions)
+        if self.sampled:
+            choices = [
+                row.sampler.choose(row.sampler.distribution(logits[start:end]))
+                for row, (start, end) in zip(rows, spans, strict=True)
+            ]
+            choices = torch.cat(choices)
         else:
-            drafted = torch.tensor(row.drafted, dtype=torch.long)
-            verdict = self._rollback(row, *large_check(row.sampler, logits, drafted))
-        row.draft_distributions.clear()
-        self._verdict(row, *verdict)
+            choices = log_probs.argmax(-1)
+        nll, choices = torch.stack((nll[:, 0], choices.float())).tolist()
+        for row, (start, end) in zip(rows, spans, strict=True):
+            # the last position read predicts a token after the drafts: it has no cross-entropy
+            rejected = self.policy.rejected(
+                row.drafted, nll[start : end - 1], choices[start : end - 1]
+            )
+            token = choices[end - 1 if rejected is None else start + rejected]
+            self._verdict(row, rejected, int(token))
 
     def _verdict(self, row: Row, index: int | None, token: int) -> None:
         """Keep the drafts before `index` (all of them when None), then the large model's

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from bild_align.core.checks import check_count, check_number
+
 # The defaults of every tool and of bild_generate. rb=2 keeps quality close to the large model's
 # on the pairs we measured; the demo's tuned setting (rb=6, fb=0.3) trades more for speed.
 FALLBACK_THRESHOLD = 0.6
@@ -74,8 +76,16 @@ class BiLDPolicy:
     checks_final_drafts: ClassVar[bool] = True  # drafts that end the output are checked
     large_after_correction: ClassVar[bool] = False  # ... and the token after a correction
     lossless_sampling: ClassVar[bool] = False  # sampled checks by speculative sampling
+    first_above_only: ClassVar[bool] = False  # the rollback looks at one token (`rollback_index`)
 
     def __post_init__(self) -> None:
+        fallback = "the small model hands over below it; 0 never falls back, above 1 always"
+        check_number("fallback_threshold", self.fallback_threshold, fallback)
+        rollback = "the large model's cross-entropy above which a draft is replaced; 0: exact"
+        check_number("rollback_threshold", self.rollback_threshold, rollback)
+        check_count("max_small_steps", self.max_small_steps)
+        for name in ("fallback_threshold", "rollback_threshold"):  # frozen: set as dataclasses do
+            object.__setattr__(self, name, float(getattr(self, name)))
         if self.fallback_rule not in FALLBACK_RULES:
             raise ValueError(
                 f"fallback_rule must be one of {', '.join(FALLBACK_RULES)} "
@@ -95,7 +105,7 @@ class BiLDPolicy:
         self, drafted: Sequence[int], nll: Sequence[float], choices: Sequence[int]
     ) -> int | None:
         """The first drafted token the large model replaces, or None."""
-        return rollback_index(drafted, nll, choices, self.rollback_threshold)
+        return rollback_index(drafted, nll, choices, self.rollback_threshold, self.first_above_only)
 
 
 @dataclass(frozen=True)
@@ -108,11 +118,7 @@ class ReferencePolicy(BiLDPolicy):
     large_first: ClassVar[bool] = True
     checks_final_drafts: ClassVar[bool] = False
     large_after_correction: ClassVar[bool] = True
-
-    def rejected(
-        self, drafted: Sequence[int], nll: Sequence[float], choices: Sequence[int]
-    ) -> int | None:
-        return rollback_index(drafted, nll, choices, self.rollback_threshold, True)
+    first_above_only: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

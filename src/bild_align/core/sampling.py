@@ -5,7 +5,6 @@
     token = sampler.choose(probabilities)              # argmax when greedy, else a draw
     row_sampler = sampler.for_row(3)                   # row 3 of a batch: its own draws
     confidence(probabilities, "entropy")              # what the fallback rule compares
-    nll, choices = large_check(sampler, logits, drafted)  # BiLD's check of drafted tokens
     index, token = speculative_verdict(row_sampler, target, drafted, draft_distributions)
 
 The distribution a sampler draws from is the *target* distribution of every mode: BiLD's
@@ -92,21 +91,6 @@ def confidence(probabilities: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "entropy":
         return torch.exp(-torch.special.entr(probabilities).sum(-1))
     return probabilities.max(-1).values
-
-
-def large_check(
-    sampler: Sampler, logits: torch.Tensor, drafted: torch.Tensor
-) -> tuple[list[float], list[int]]:
-    """The large model's view of `drafted` tokens from its `logits` at each draft's position
-    and one more: the cross-entropy of each drafted token, and its own choice at every
-    position (a draw when sampling)."""
-    choices = sampler.choose(sampler.distribution(logits))
-    if not len(drafted):
-        return [], [int(choices.item())]
-    log_probs = sampler.log_distribution(logits[:-1])
-    nll = -log_probs.gather(-1, drafted.to(logits.device)[:, None])[:, 0]
-    both = torch.cat((nll, choices.float())).tolist()  # one transfer to the host
-    return both[: len(drafted)], [int(token) for token in both[len(drafted) :]]
 
 
 def speculative_verdict(
