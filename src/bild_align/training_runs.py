@@ -3,6 +3,7 @@
     check_output_dir(recipe, resume=False)    # refuse another run's or the user's folder
     record_run(recipe)                        # bild_align_train.json: the run's fingerprint
     checkpoints = complete_checkpoints(recipe.output_dir)   # whole ones, oldest first
+    checkpoint, skipped, aside = resume_point(recipe.output_dir)   # partial ones moved aside
     record_result(recipe, trainer, metrics, seconds, resumed)   # what the model card tells
 
 `bild_align_train.json` holds the fingerprint (the recipe without the keys a resumed run may
@@ -13,6 +14,7 @@ revision, steps, time and the held-out measures before and after.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -104,6 +106,22 @@ def complete_checkpoints(output_dir: str) -> list[Path]:
         if step.isdigit() and has_state and any(_readable_weights(path) for path in weights):
             found.append((int(step), folder))
     return [folder for _, folder in sorted(found)]
+
+
+def resume_point(output_dir: str) -> tuple[str | None, list[str], Path]:
+    """The newest complete checkpoint (None: none yet), the incomplete ones' names, and the
+    folder they were moved to: moved aside, not deleted, because the Trainer would count them
+    as this run's newest checkpoints and rotate the good ones away."""
+    checkpoints = complete_checkpoints(output_dir)
+    aside = Path(output_dir) / "incomplete-checkpoints"
+    partial = sorted(
+        folder.name for folder in Path(output_dir).glob("checkpoint-*") if folder not in checkpoints
+    )
+    if partial:
+        aside.mkdir(exist_ok=True)
+        for name in partial:
+            Path(output_dir, name).rename(aside / f"{name}-{time.time_ns()}")
+    return (str(checkpoints[-1]) if checkpoints else None), partial, aside
 
 
 def _readable_weights(path: Path) -> bool:

@@ -6,16 +6,24 @@ held-out metrics, and the dtype the aligned model is saved in.
     arguments = training_arguments(recipe)
     optimizer = adafactor_optimizers(recipe, model)
     compute_metrics = metrics_function(tokenizer, held_out, task.metric)
+    teacher = load_teacher(recipe, tokenizer)     # the frozen large model, or None
+    with wandb_offline_unless_logged_in(recipe): trainer.train()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError, first_line
 from bild_align.metrics import bleu, chrf, score
 from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
+
+logger = logging.getLogger(__name__)
 
 
 def model_and_tokenizer(recipe: TrainRecipe):
@@ -183,3 +191,42 @@ def save_dtype(recipe: TrainRecipe):
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def load_teacher(recipe: TrainRecipe, tokenizer, small_is_encoder_decoder: bool = True):
+    """The large model, frozen, for the token objective, on-policy batches and the measures;
+    None without large_model. Float32 like the trained weights (bfloat16 with bf16: true).
+    UserError when it cannot serve (the stage decides whether training goes on without it)."""
+    if recipe.large_model is None or not (recipe.uses_teacher or recipe.measure_topk):
+        return None
+    from bild_align.models import check_same_tokenizer, load_seq2seq_or_causal
+
+    teacher, teacher_tokenizer, _ = load_seq2seq_or_causal(
+        recipe.large_model, dtype="bfloat16" if recipe.bf16 else "float32", device="cpu"
+    )
+    check_same_tokenizer(tokenizer, teacher_tokenizer)
+    if teacher.config.is_encoder_decoder != small_is_encoder_decoder:
+        raise UserError(
+            f"large_model {recipe.large_model} and the small model are not the same kind "
+            "(one encoder-decoder, one decoder-only); pair two of one kind"
+        )
+    return teacher.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def wandb_offline_unless_logged_in(recipe: TrainRecipe) -> Iterator[None]:
+    """W&B logs offline during training when nobody is logged in (it would otherwise wait for
+    a login); the process environment is restored afterwards."""
+    netrc = Path.home() / ".netrc"
+    logged_in = "WANDB_API_KEY" in os.environ or (
+        netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
+    if recipe.report_to != "wandb" or "WANDB_MODE" in os.environ or logged_in:
+        yield
+        return
+    logger.info("wandb: no login found, logging offline (sync later with `wandb sync`)")
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        yield
+    finally:
+        os.environ.pop("WANDB_MODE", None)

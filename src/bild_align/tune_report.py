@@ -1,12 +1,16 @@
 """What `bild-align tune` reports: every setting judged against the budget and the front, the
 advice, the front's plot and the terminal summary.
 
+points = settings_on_front(judged, speed, session.done, max_drop, min_quality)
+chosen = fastest_within_budget(points)
+results = tune_results(config, session, points, chosen, costs)   # what tune.json holds
 plot_front(results, Path("results/tune.png"))
 print(format_summary(results))
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from bild_align.pareto import pareto_front
@@ -14,6 +18,40 @@ from bild_align.plots import new_plot, save_plot
 from bild_align.tuning import budget_met
 
 PNG_MARKER = "bild-align tune front"
+
+
+def fastest_within_budget(points: list[dict]) -> dict | None:
+    allowed = [p for p in points if p["method"] == "bild" and p["within_budget"]]
+    return max(allowed, key=lambda p: p["speedup"]) if allowed else None
+
+
+def tune_results(config, session, points: list[dict], chosen: dict | None, costs: dict) -> dict:
+    """What tune.json holds: the configuration, the budget, the pair, the cost model, the
+    chosen setting (or the closest one), the advice, the front and every setting."""
+    from bild_align import __version__
+    from bild_align.timing import environment
+
+    bild = [p for p in points if p["method"] == "bild"]
+    small = next(p for p in points if p["method"] == "small")
+    return {
+        "config": asdict(config),
+        "task": config.task,
+        "split": config.split,
+        "metric": session.metric,
+        "examples": len(session.sources),
+        "budget": budget_words(config.max_drop, config.min_quality, config.confidence),
+        "pair": session.pair,
+        "cost_model": {**costs, "timing_rows": config.timing_rows},
+        "speedup_reference": "the large model decoded by transformers' generate, as eval "
+        "reports it (measured_speedup_same_engine: the large model alone on the lean engine)",
+        "chosen": chosen,
+        "closest": None if chosen else min(bild, key=lambda p: p["upper_drop"]),
+        "advice": advice(small, chosen),
+        "front": sorted((p for p in points if p["on_front"]), key=lambda p: p["speedup"]),
+        "settings": points,
+        "environment": environment(session.device),
+        "versions": {"bild_align": __version__},
+    }
 
 
 def settings_on_front(

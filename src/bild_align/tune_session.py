@@ -167,6 +167,25 @@ class TuneSession:
                     timings[place].append((seconds, stats))
         return timings
 
+    def measure_speedups(self, chosen: dict, points: list[dict]) -> None:
+        """Time the chosen setting and its neighbours on the front against the large model, one
+        input at a time, interleaved; their measured speedups go beside the modelled ones."""
+        front = sorted(
+            (p for p in points if p["on_front"] and p["method"] == "bild"),
+            key=lambda p: p["speedup"],
+        )
+        place = next((i for i, p in enumerate(front) if p["key"] == chosen["key"]), None)
+        checked = [chosen]
+        if place is not None:
+            checked += [front[i] for i in (place - 1, place + 1) if 0 <= i < len(front)]
+        settings = [Setting(p["rule"], p["rb"], p["fb"], p["steps"]) for p in checked]
+        timings = self.time_rows(["generate", "large", *settings])
+        generate, large = (sum(seconds for seconds, _ in runs) for runs in timings[:2])
+        for point, runs in zip(checked, timings[2:], strict=True):
+            mine = sum(seconds for seconds, _ in runs)
+            point["measured_speedup"] = generate / mine
+            point["measured_speedup_same_engine"] = large / mine
+
     def fit_cost_model(self, grid: list[Setting]) -> dict:
         """Time transformers' generate of the large model (eval's reference), the large and the
         small model alone on the decoders' engine, and two settings (the first and the last of

@@ -16,101 +16,41 @@ task's metric against them; the checkpoint with the best agreement is kept besid
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError
-from bild_align.io_utils import (
-    write_text_atomic,
-)
+from bild_align.io_utils import write_text_atomic
 from bild_align.tasks import get_task
 from bild_align.training_data import right_padding, split_calibration, tokenized, with_prompts
-from bild_align.training_runs import (
-    check_output_dir,
-    complete_checkpoints,
-    record_result,
-    record_run,
-)
+from bild_align.training_runs import check_output_dir, record_result, record_run, resume_point
 from bild_align.training_setup import (
     adafactor_optimizers,
+    load_teacher,
     metrics_function,
     model_and_tokenizer,
     save_dtype,
     training_arguments,
+    wandb_offline_unless_logged_in,
 )
 
 
-@contextlib.contextmanager
-def _wandb_offline_unless_logged_in(recipe: TrainRecipe) -> Iterator[None]:
-    """W&B logs offline during training when nobody is logged in (it would otherwise wait for
-    a login); the process environment is restored afterwards."""
-    netrc = Path.home() / ".netrc"
-    logged_in = "WANDB_API_KEY" in os.environ or (
-        netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-    )
-    if recipe.report_to != "wandb" or "WANDB_MODE" in os.environ or logged_in:
-        yield
-        return
-    print("wandb: no login found, logging offline (sync later with `wandb sync`)")
-    os.environ["WANDB_MODE"] = "offline"
-    try:
-        yield
-    finally:
-        os.environ.pop("WANDB_MODE", None)
-
-
-def _load_teacher(recipe: TrainRecipe, tokenizer, small_is_encoder_decoder: bool = True):
-    """The large model, frozen, for the token objective, on-policy batches and the measures;
-    None without large_model. Float32 like the trained weights (bfloat16 with bf16: true)."""
-    if recipe.large_model is None or not (recipe.uses_teacher or recipe.measure_topk):
-        return None
-    from bild_align.models import check_same_tokenizer, load_seq2seq_or_causal
-
-    try:
-        teacher, teacher_tokenizer, _ = load_seq2seq_or_causal(
-            recipe.large_model, dtype="bfloat16" if recipe.bf16 else "float32", device="cpu"
-        )
-        check_same_tokenizer(tokenizer, teacher_tokenizer)
-        if teacher.config.is_encoder_decoder != small_is_encoder_decoder:
-            raise UserError(
-                f"large_model {recipe.large_model} and the small model are not the same kind "
-                "(one encoder-decoder, one decoder-only); pair two of one kind"
-            )
-    except UserError as error:
-        if recipe.uses_teacher:
-            raise
-        print(f"bild-align: warning: {error}; the alignment measures are skipped", file=sys.stderr)
-        return None
-    return teacher.requires_grad_(False)
-
-
 def _resume_point(output_dir: str) -> str | None:
-    checkpoints = complete_checkpoints(output_dir)
-    partial = sorted(
-        folder.name for folder in Path(output_dir).glob("checkpoint-*") if folder not in checkpoints
-    )
-    if partial:
-        # moved aside, not deleted: the Trainer would count them as this run's newest
-        # checkpoints and rotate the good ones away
-        aside = Path(output_dir) / "incomplete-checkpoints"
-        aside.mkdir(exist_ok=True)
-        for name in partial:
-            Path(output_dir, name).rename(aside / f"{name}-{time.time_ns()}")
+    checkpoint, skipped, aside = resume_point(output_dir)
+    if skipped:
         print(
-            f"--resume: skipping incomplete checkpoint(s) {', '.join(partial)} (moved to "
+            f"--resume: skipping incomplete checkpoint(s) {', '.join(skipped)} (moved to "
             f"{aside}: a file is missing or its weights are truncated)"
         )
-    if not checkpoints:
+    if checkpoint is None:
         print(f"--resume: no complete checkpoint in {output_dir} yet, starting from the beginning")
-        return None
-    print(f"--resume: continuing from {checkpoints[-1]}")
-    return str(checkpoints[-1])
+    else:
+        print(f"--resume: continuing from {checkpoint}")
+    return checkpoint
 
 
 def run_training(
@@ -143,7 +83,13 @@ def run_training(
     if decoder_only:
         split = with_prompts(split, recipe, model, tokenizer)
     train_set, eval_set = tokenized(split, tokenizer, recipe, decoder_only)
-    teacher = _load_teacher(recipe, tokenizer, not decoder_only)
+    try:
+        teacher = load_teacher(recipe, tokenizer, not decoder_only)
+    except UserError as error:
+        if recipe.uses_teacher:
+            raise
+        print(f"bild-align: warning: {error}; the alignment measures are skipped", file=sys.stderr)
+        teacher = None
     trainer = AlignmentTrainer(
         model=model,
         args=training_arguments(recipe),
@@ -170,7 +116,7 @@ def run_training(
         record_run(recipe)
     checkpoint = _resume_point(recipe.output_dir) if resume else None
     started = time.monotonic()
-    with _wandb_offline_unless_logged_in(recipe):
+    with wandb_offline_unless_logged_in(recipe):
         trainer.train(resume_from_checkpoint=checkpoint)
         final_metrics = trainer.evaluate()
     output = Path(recipe.output_dir)

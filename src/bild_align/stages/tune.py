@@ -18,7 +18,6 @@ as it finishes: Ctrl-C keeps them, and the same command resumes.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -37,13 +36,12 @@ from bild_align.runs import output_lock
 from bild_align.saved_policy import save_policy
 from bild_align.significance import lower_bound, paired_drop, resample_weights, resampled_scores
 from bild_align.tasks import get_task
-from bild_align.timing import environment
 from bild_align.tune_report import (
     PNG_MARKER,
-    advice,
-    budget_words,
+    fastest_within_budget,
     plot_front,
     settings_on_front,
+    tune_results,
 )
 from bild_align.tune_session import TuneSession
 from bild_align.tuning import (
@@ -147,11 +145,14 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
             file=sys.stderr,
         )
         raise
-    results = _report(config, session, judged, speed, costs)
+    points = settings_on_front(judged, speed, session.done, config.max_drop, config.min_quality)
+    chosen = fastest_within_budget(points)
+    if chosen is not None:  # its measured speedup, and its neighbours' on the front
+        session.measure_speedups(chosen, points)
+    results = tune_results(config, session, points, chosen, costs)
     write_json_atomic(output, results)
     plot_front(results, output.with_suffix(".png"))
     session.log.finish()
-    chosen = results["chosen"]
     if chosen is None:
         closest = results["closest"]
         raise UserError(
@@ -175,53 +176,3 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
 
 def _score(metric: str, stats) -> float:
     return score_from_statistics(metric, stats.sum(0))
-
-
-def _report(config: TuneConfig, session: TuneSession, judged, speed, costs) -> dict:
-    from bild_align import __version__
-
-    points = settings_on_front(judged, speed, session.done, config.max_drop, config.min_quality)
-    bild = [p for p in points if p["method"] == "bild"]
-    allowed = [p for p in bild if p["within_budget"]]
-    chosen = max(allowed, key=lambda p: p["speedup"]) if allowed else None
-    if chosen is not None:
-        _verify(session, chosen, points)
-    small = next(p for p in points if p["method"] == "small")
-    return {
-        "config": asdict(config),
-        "task": config.task,
-        "split": config.split,
-        "metric": session.metric,
-        "examples": len(session.sources),
-        "budget": budget_words(config.max_drop, config.min_quality, config.confidence),
-        "pair": session.pair,
-        "cost_model": {**costs, "timing_rows": config.timing_rows},
-        "speedup_reference": "the large model decoded by transformers' generate, as eval "
-        "reports it (measured_speedup_same_engine: the large model alone on the lean engine)",
-        "chosen": chosen,
-        "closest": None if chosen else min(bild, key=lambda p: p["upper_drop"]),
-        "advice": advice(small, chosen),
-        "front": sorted((p for p in points if p["on_front"]), key=lambda p: p["speedup"]),
-        "settings": points,
-        "environment": environment(session.device),
-        "versions": {"bild_align": __version__},
-    }
-
-
-def _verify(session: TuneSession, chosen: dict, points: list[dict]) -> None:
-    """Time the chosen setting and its neighbours on the front against the large model, one
-    input at a time, interleaved; their measured speedups go beside the modelled ones."""
-    front = sorted(
-        (p for p in points if p["on_front"] and p["method"] == "bild"), key=lambda p: p["speedup"]
-    )
-    place = next((i for i, p in enumerate(front) if p["key"] == chosen["key"]), None)
-    checked = [chosen]
-    if place is not None:
-        checked += [front[i] for i in (place - 1, place + 1) if 0 <= i < len(front)]
-    settings = [Setting(p["rule"], p["rb"], p["fb"], p["steps"]) for p in checked]
-    timings = session.time_rows(["generate", "large", *settings])
-    generate, large = (sum(seconds for seconds, _ in runs) for runs in timings[:2])
-    for point, runs in zip(checked, timings[2:], strict=True):
-        mine = sum(seconds for seconds, _ in runs)
-        point["measured_speedup"] = generate / mine
-        point["measured_speedup_same_engine"] = large / mine
