@@ -8,7 +8,8 @@
     bild-align chat | demo | bench                            # chat.py, demo.py, benchmark.py
     bild-align export-generate DIR | push DIR --repo R        # publish.py
 
-Only parsing lives here: each subcommand's options are generated from its config dataclass
+Only parsing lives here: `COMMANDS` lists the subcommands, each with its handler; a
+subcommand's options are generated from its config dataclass
 (bild_align.configs; defaults and help live on the fields), the values typed are checked into a
 config (defaults < recipe < command line), and one stage module runs it. Heavy imports (torch,
 transformers) happen inside the handlers so that `--help` is instant. A user mistake prints
@@ -63,26 +64,17 @@ class _OneLineParser(ArgumentParser):
         raise UserError(f"{message} ({where} lists the options)")
 
 
-def _subcommand(subparsers, name: str, help: str, description: str, handler) -> ArgumentParser:
-    parser = subparsers.add_parser(name, help=help, description=description)
-    parser.set_defaults(handler=handler)
-    return parser
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, one-line help, description, handler, the config whose fields
+    become its options, and a function adding the options that are not config fields."""
 
-
-def _add_calibrate(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
-        "calibrate",
-        "decode a benchmark's inputs with the large model into a calibration dataset",
-        "Greedy-decode every input of a benchmark split with the large model and save "
-        "(source, large-model output, reference) as a dataset with a dataset card: "
-        "OUTPUT/data/*.parquet and OUTPUT/README.md (datasets.load_dataset(OUTPUT) reads "
-        "it). Inputs are batched by length; each output equals unbatched greedy decoding. "
-        "Interrupted runs resume: run the same command again. Under `accelerate launch` "
-        "the inputs are split across processes.",
-        _run_calibrate,
-    )
-    add_options(parser, CalibrateConfig)
+    name: str
+    help: str
+    about: str
+    run: Callable[[Namespace], None]
+    config: type | None = None
+    arguments: Callable[[ArgumentParser], None] | None = None
 
 
 def _run_calibrate(args: Namespace) -> None:
@@ -93,19 +85,94 @@ def _run_calibrate(args: Namespace) -> None:
     print(f"calibration dataset: {output}")
 
 
-def _add_train(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
-        "train",
-        "align the small model: fine-tune it on a calibration dataset (Adafactor)",
-        "Fine-tune the small model on the large model's outputs (a `bild-align calibrate` "
-        "dataset) with transformers' Seq2SeqTrainer and Adafactor at a constant learning "
-        "rate. Settings come from the YAML recipe; every recipe key can be overridden on "
-        "the command line (--learning-rate 1e-4, --max-steps 100, ...). Checkpoints "
-        "(safetensors) keep the best and the last; --resume continues from the last. "
-        "Under `accelerate launch` it trains on several processes.",
-        _run_train,
+def _run_train(args: Namespace) -> None:
+    from bild_align.stages.train import run_fallback_head, run_training
+
+    recipe = load_recipe(args.recipe, given_options(args))
+    if args.private and not args.push_to_hub:
+        raise UserError("--private goes with --push-to-hub REPO")
+    if args.fallback_head_only:
+        if args.resume or args.push_to_hub:
+            raise UserError(
+                "--fallback-head-only trains no model: leave out --resume and --push-to-hub "
+                "(`bild-align push` uploads the model with its head)"
+            )
+        run_fallback_head(recipe)
+        return
+    run_training(recipe, resume=args.resume, push_to_hub=args.push_to_hub, private=args.private)
+
+
+def _run_eval(args: Namespace) -> None:
+    from bild_align.eval_report import format_results
+    from bild_align.stages.evaluate import run_eval
+
+    given = given_options(args)
+    values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}
+    values = fill_defaults({**values, **given}, "small", "large", "task")
+    thresholds = {"rb", "fb", "max_small_steps", "fallback", "sweep", "reference_compat"}
+    values.setdefault("saved_policy", not thresholds & set(values))
+    config = build(EvalConfig, values, COMMAND_LINE)
+    results = run_eval(config)
+    print(format_results(results))
+    print(f"results written to {config.output}")
+
+
+def _run_tune(args: Namespace) -> None:
+    from bild_align.stages.tune import run_tune
+    from bild_align.tune_report import format_summary
+
+    values = fill_defaults(given_options(args), "small", "large", "task")
+    config = build(TuneConfig, values, COMMAND_LINE)
+    results = run_tune(config)
+    print(format_summary(results))
+    print(f"results written to {config.output}")
+
+
+def _run_chat(args: Namespace) -> None:
+    from bild_align.stages.chat import run_chat
+
+    given = given_options(args)
+    setting_names = {f.name for f in dataclasses.fields(ChatSettings)}
+    settings = build(
+        ChatSettings, {k: v for k, v in given.items() if k in setting_names}, COMMAND_LINE
     )
+    values = {k: v for k, v in given.items() if k not in setting_names}
+    config = build(ChatConfig, fill_defaults(values, "small", "large"), COMMAND_LINE)
+    run_chat(config, settings, given=set(given) & setting_names)
+
+
+def _run_demo(args: Namespace) -> None:
+    from bild_align.stages.demo import run_demo
+
+    run_demo(build(DemoConfig, given_options(args), COMMAND_LINE))
+
+
+def _run_bench(args: Namespace) -> None:
+    from bild_align.bench_report import format_table
+    from bild_align.stages.benchmark import run_benchmark
+
+    config = build(BenchConfig, given_options(args), COMMAND_LINE)
+    results = run_benchmark(config)
+    print(format_table(results))
+    print(f"\nresults written to {config.output}")
+
+
+def _run_export_generate(args: Namespace) -> None:
+    from bild_align.stages.publish import run_export_generate
+
+    values = {**given_options(args), "output": args.output}
+    output = run_export_generate(build(ExportGenerateConfig, values, COMMAND_LINE))
+    print(f"custom_generate folder: {output}")
+
+
+def _run_push(args: Namespace) -> None:
+    from bild_align.stages.publish import run_push
+
+    values = {**given_options(args), "model_dir": args.model_dir}
+    print(f"pushed to {run_push(build(PushConfig, values, COMMAND_LINE))}")
+
+
+def _train_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--recipe", help="YAML recipe, e.g. recipes/iwslt.yaml")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in output_dir"
@@ -133,26 +200,57 @@ def _add_train(subparsers) -> None:
     )
 
 
-def _run_train(args: Namespace) -> None:
-    from bild_align.stages.train import run_fallback_head, run_training
-
-    recipe = load_recipe(args.recipe, given_options(args))
-    if args.private and not args.push_to_hub:
-        raise UserError("--private goes with --push-to-hub REPO")
-    if args.fallback_head_only:
-        if args.resume or args.push_to_hub:
-            raise UserError(
-                "--fallback-head-only trains no model: leave out --resume and --push-to-hub "
-                "(`bild-align push` uploads the model with its head)"
-            )
-        run_fallback_head(recipe)
-        return
-    run_training(recipe, resume=args.resume, push_to_hub=args.push_to_hub, private=args.private)
+def _eval_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipe",
+        help="an eval recipe (YAML with any of the keys below, e.g. small, large, task, rb, "
+        "fb, sweep), or a training recipe, which supplies --small (its output_dir), --large, "
+        "--task, and from its eval: section --split and the thresholds (rb / fb, or "
+        "sweep_rb / sweep_fb with --sweep); options given here win",
+    )
 
 
-def _add_eval(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+def _chat_arguments(parser: ArgumentParser) -> None:
+    add_options(parser, ChatConfig)
+    add_options(
+        parser.add_argument_group("settings (the console's /commands change them)"), ChatSettings
+    )
+
+
+def _export_generate_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("output", metavar="DIR", help="the folder to write (new or empty)")
+
+
+def _push_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the aligned model's folder")
+
+
+COMMANDS = [
+    Command(
+        "calibrate",
+        "decode a benchmark's inputs with the large model into a calibration dataset",
+        "Greedy-decode every input of a benchmark split with the large model and save "
+        "(source, large-model output, reference) as a dataset with a dataset card: "
+        "OUTPUT/data/*.parquet and OUTPUT/README.md (datasets.load_dataset(OUTPUT) reads "
+        "it). Inputs are batched by length; each output equals unbatched greedy decoding. "
+        "Interrupted runs resume: run the same command again. Under `accelerate launch` "
+        "the inputs are split across processes.",
+        _run_calibrate,
+        CalibrateConfig,
+    ),
+    Command(
+        "train",
+        "align the small model: fine-tune it on a calibration dataset (Adafactor)",
+        "Fine-tune the small model on the large model's outputs (a `bild-align calibrate` "
+        "dataset) with transformers' Seq2SeqTrainer and Adafactor at a constant learning "
+        "rate. Settings come from the YAML recipe; every recipe key can be overridden on "
+        "the command line (--learning-rate 1e-4, --max-steps 100, ...). Checkpoints "
+        "(safetensors) keep the best and the last; --resume continues from the last. "
+        "Under `accelerate launch` it trains on several processes.",
+        _run_train,
+        arguments=_train_arguments,
+    ),
+    Command(
         "eval",
         "measure a small/large pair with BiLD beside the baselines; sweep thresholds",
         "Run the large model alone, the chosen baselines (small alone, transformers' "
@@ -163,35 +261,10 @@ def _add_eval(subparsers) -> None:
         "With --sweep, every (rb, fb) pair of the lists is run and a CSV, the Pareto front "
         "and a PNG plot are written beside --output.",
         _run_eval,
-    )
-    parser.add_argument(
-        "--recipe",
-        help="an eval recipe (YAML with any of the keys below, e.g. small, large, task, rb, "
-        "fb, sweep), or a training recipe, which supplies --small (its output_dir), --large, "
-        "--task, and from its eval: section --split and the thresholds (rb / fb, or "
-        "sweep_rb / sweep_fb with --sweep); options given here win",
-    )
-    add_options(parser, EvalConfig)
-
-
-def _run_eval(args: Namespace) -> None:
-    from bild_align.eval_report import format_results
-    from bild_align.stages.evaluate import run_eval
-
-    given = given_options(args)
-    values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}
-    values = fill_defaults({**values, **given}, "small", "large", "task")
-    thresholds = {"rb", "fb", "max_small_steps", "fallback", "sweep", "reference_compat"}
-    values.setdefault("saved_policy", not thresholds & set(values))
-    config = build(EvalConfig, values, COMMAND_LINE)
-    results = run_eval(config)
-    print(format_results(results))
-    print(f"results written to {config.output}")
-
-
-def _add_tune(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+        EvalConfig,
+        arguments=_eval_arguments,
+    ),
+    Command(
         "tune",
         "find the fastest BiLD setting within a quality budget (rb, fb, steps, fallback rule)",
         "Decode a held-out split (default: validation) with the large model, the small model "
@@ -203,24 +276,9 @@ def _add_tune(subparsers) -> None:
         "small model for eval and chat. Exits 2 (after writing the front) when no setting "
         "meets the budget.",
         _run_tune,
-    )
-    add_options(parser, TuneConfig)
-
-
-def _run_tune(args: Namespace) -> None:
-    from bild_align.stages.tune import run_tune
-    from bild_align.tune_report import format_summary
-
-    values = fill_defaults(given_options(args), "small", "large", "task")
-    config = build(TuneConfig, values, COMMAND_LINE)
-    results = run_tune(config)
-    print(format_summary(results))
-    print(f"results written to {config.output}")
-
-
-def _add_chat(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+        TuneConfig,
+    ),
+    Command(
         "chat",
         "interactive console: BiLD beside large, small and speculative decoding",
         "Type an input and see BiLD's output beside the large model's, the small model's "
@@ -229,29 +287,9 @@ def _add_chat(subparsers) -> None:
         "gamma, sampling, length and which outputs are shown. Reads standard input, so it "
         "can be scripted: `printf 'Hallo Welt\\n' | bild-align chat`.",
         _run_chat,
-    )
-    add_options(parser, ChatConfig)
-    add_options(
-        parser.add_argument_group("settings (the console's /commands change them)"), ChatSettings
-    )
-
-
-def _run_chat(args: Namespace) -> None:
-    from bild_align.stages.chat import run_chat
-
-    given = given_options(args)
-    setting_names = {f.name for f in dataclasses.fields(ChatSettings)}
-    settings = build(
-        ChatSettings, {k: v for k, v in given.items() if k in setting_names}, COMMAND_LINE
-    )
-    values = {k: v for k, v in given.items() if k not in setting_names}
-    config = build(ChatConfig, fill_defaults(values, "small", "large"), COMMAND_LINE)
-    run_chat(config, settings, given=set(given) & setting_names)
-
-
-def _add_demo(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+        arguments=_chat_arguments,
+    ),
+    Command(
         "demo",
         "the whole pipeline, offline, on the shipped demo pair and gettext-de-en",
         "calibrate (the demo's large model over gettext-de-en's train split), train (align "
@@ -260,19 +298,9 @@ def _add_demo(subparsers) -> None:
         "sweep with its Pareto plot), then one summary table. Steps already done are "
         "reused when run again.",
         _run_demo,
-    )
-    add_options(parser, DemoConfig)
-
-
-def _run_demo(args: Namespace) -> None:
-    from bild_align.stages.demo import run_demo
-
-    run_demo(build(DemoConfig, given_options(args), COMMAND_LINE))
-
-
-def _add_bench(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+        DemoConfig,
+    ),
+    Command(
         "bench",
         "time the decoder against large-only, small-only and assisted generation",
         "Decoder micro-benchmark on pairs built in code (no downloads): the large model is "
@@ -282,23 +310,9 @@ def _add_bench(subparsers) -> None:
         "BiLD at the default thresholds, interleaved on the same inputs; tuned methods run at "
         "their fastest setting. Prints a table and writes a JSON file with the configuration.",
         _run_bench,
-    )
-    add_options(parser, BenchConfig)
-
-
-def _run_bench(args: Namespace) -> None:
-    from bild_align.bench_report import format_table
-    from bild_align.stages.benchmark import run_benchmark
-
-    config = build(BenchConfig, given_options(args), COMMAND_LINE)
-    results = run_benchmark(config)
-    print(format_table(results))
-    print(f"\nresults written to {config.output}")
-
-
-def _add_export_generate(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+        BenchConfig,
+    ),
+    Command(
         "export-generate",
         "write BiLD as a transformers custom_generate folder (uploadable as a Hub repository)",
         "Write DIR/custom_generate/generate.py, its requirements.txt and a README card: "
@@ -307,22 +321,10 @@ def _add_export_generate(subparsers) -> None:
         "BiLD. With --push-to-hub REPO the folder is uploaded, and custom_generate=REPO "
         "works wherever bild-align is installed.",
         _run_export_generate,
-    )
-    parser.add_argument("output", metavar="DIR", help="the folder to write (new or empty)")
-    add_options(parser, ExportGenerateConfig)
-
-
-def _run_export_generate(args: Namespace) -> None:
-    from bild_align.stages.publish import run_export_generate
-
-    values = {**given_options(args), "output": args.output}
-    output = run_export_generate(build(ExportGenerateConfig, values, COMMAND_LINE))
-    print(f"custom_generate folder: {output}")
-
-
-def _add_push(subparsers) -> None:
-    parser = _subcommand(
-        subparsers,
+        ExportGenerateConfig,
+        arguments=_export_generate_arguments,
+    ),
+    Command(
         "push",
         "upload an aligned model with its model card to the Hugging Face Hub",
         "Render MODEL_DIR/README.md from what train (and tune --save) recorded in the folder "
@@ -331,16 +333,10 @@ def _add_push(subparsers) -> None:
         "speedup) and upload it with the model, tokenizer, generation config, fallback head "
         "and tuned policy; checkpoints stay local.",
         _run_push,
-    )
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the aligned model's folder")
-    add_options(parser, PushConfig)
-
-
-def _run_push(args: Namespace) -> None:
-    from bild_align.stages.publish import run_push
-
-    values = {**given_options(args), "model_dir": args.model_dir}
-    print(f"pushed to {run_push(build(PushConfig, values, COMMAND_LINE))}")
+        PushConfig,
+        arguments=_push_arguments,
+    ),
+]
 
 
 def build_parser() -> ArgumentParser:
@@ -353,15 +349,13 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bild-align {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _add_calibrate(subparsers)
-    _add_train(subparsers)
-    _add_eval(subparsers)
-    _add_tune(subparsers)
-    _add_chat(subparsers)
-    _add_demo(subparsers)
-    _add_bench(subparsers)
-    _add_export_generate(subparsers)
-    _add_push(subparsers)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.about)
+        sub.set_defaults(handler=command.run)
+        if command.arguments is not None:
+            command.arguments(sub)
+        if command.config is not None:
+            add_options(sub, command.config)
     return parser
 
 
