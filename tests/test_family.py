@@ -244,3 +244,47 @@ def test_sampler_filters():
     assert top_p[0] == pytest.approx(1.0)  # the first token alone holds >= 60%
     full = Sampler(do_sample=True, temperature=2.0, seed=0).distribution(logits)
     assert full.argmax() == 0 and (full > 0).all()
+
+
+def test_a_given_policy_is_used_as_it_is():
+    """`policy=` runs the policy's own mode: a SpeculativePolicy is speculative decoding (the
+    same tokens and counts as speculative_generate, sampled too), and reference_compat turns
+    a given BiLD policy into the original implementation's decisions."""
+    from bild_align.core.policies import BiLDPolicy, SpeculativePolicy
+
+    small = random_t5(vocab_size=128, d_model=64, num_layers=2, confidence=3.0, seed=7)
+    large = deepen(small, extra_layers=2, eps=0.1, head_noise=0.3, seed=8)
+    for input_ids in random_inputs(3, vocab_size=128, seed=7):
+        for sampling in ({}, {"do_sample": True, "seed": 3, "temperature": 0.8}):
+            given = bild_generate(
+                small, large, input_ids, policy=SpeculativePolicy(max_small_steps=3), **sampling
+            )
+            expected = speculative_generate(small, large, input_ids, gamma=3, **sampling)
+            assert given.sequences.tolist() == expected.sequences.tolist()
+            assert given.stats == expected.stats
+        policy = BiLDPolicy(fallback_threshold=0.5, rollback_threshold=1.0)
+        compat = bild_generate(small, large, input_ids, policy=policy, reference_compat=True)
+        typed = bild_generate(
+            small, large, input_ids, fallback_threshold=0.5, rollback_threshold=1.0,
+            reference_compat=True,
+        )  # fmt: skip
+        assert compat.sequences.tolist() == typed.sequences.tolist()
+        assert compat.stats == typed.stats
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"fallback_threshold": -0.5}, "fallback_threshold must be a number >= 0"),
+        ({"rollback_threshold": float("nan")}, "rollback_threshold must be a number >= 0"),
+        ({"rollback_threshold": "2"}, "rollback_threshold must be a number >= 0"),
+        ({"max_small_steps": 0}, "max_small_steps must be a positive integer"),
+        ({"fallback_rule": "top1"}, "fallback_rule must be one of"),
+    ],
+)
+def test_a_policy_refuses_bad_settings_when_made(settings, message):
+    from bild_align.core.policies import BiLDPolicy
+
+    with pytest.raises(ValueError, match=message):
+        BiLDPolicy(**settings)
+    assert BiLDPolicy(rollback_threshold=3).rollback_threshold == 3.0
