@@ -41,6 +41,15 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
     for label in ("large model alone", "assisted generation", "BiLD unaligned", "BiLD aligned"):
         assert label in out
     assert "BiLD aligned, tuned" in out and "batch 8" in out
+    for header in ("median ms", "tokens/s"):  # each table's columns line up, long labels too
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if header in line and line.startswith("run"))
+        table = []
+        for line in lines[start:]:
+            if not line.strip() or line.startswith("BLEU:"):
+                break
+            table.append(line)
+        assert len(table) >= 3 and len({len(line) for line in table}) == 1, table
     tune = json.loads((tmp_path / "tune.json").read_text())
     assert tune["examples"] == 6 and results["tuned_batch8"]["config"]["batch_size"] == 8
     assert (tmp_path / "aligned" / "bild_fallback_head.safetensors").is_file()

@@ -16,7 +16,7 @@ def _find(results: dict, method: str, setting: dict | None = None) -> dict | Non
     return None
 
 
-def _line(label: str, row: dict, reference: str = "median") -> str:
+def _line(label: str, row: dict, reference: str = "median", width: int = 44) -> str:
     stats = row.get("stats")
     calls = f"{stats['large_calls_per_token']:.3f}" if stats else ""
     timing = (
@@ -24,7 +24,8 @@ def _line(label: str, row: dict, reference: str = "median") -> str:
         if reference == "median"
         else f"{row['tokens_per_s']:>11.1f}"
     )
-    return f"{label:<44}{row['quality']['score']:>7.2f}{timing}{row['speedup']:>8.2f}x{calls:>13}"
+    quality = row["quality"]["score"]
+    return f"{label:<{width}}{quality:>7.2f}{timing}{row['speedup']:>8.2f}x{calls:>13}"
 
 
 def summary_table(results: dict, config: DemoConfig) -> str:
@@ -48,25 +49,30 @@ def summary_table(results: dict, config: DemoConfig) -> str:
     tuned = results.get("tuned_batch1")
     if tuned is not None:
         rows.append((f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")))
+    rows = [(label, row) for label, row in rows if row is not None]
+    batched = []
+    if "tuned_batch8" in results:
+        fixed, tuned = results["fixed_batch8"], results["tuned_batch8"]
+        batched = [
+            ("large model alone", _find(fixed, "large")),
+            (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(fixed, "bild")),
+            (f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")),
+        ]
+    width = max(44, *(len(label) + 2 for label, _ in rows + batched))  # the labels line up
     metric = unaligned["config"]["metric"].upper()
     environment = unaligned["environment"]
     lines = [
         f"\ngettext-de-en test split, {len(unaligned['config']['sample_ids'])} sentences, batch 1,"
         f" {environment['device']} ({environment['cpu_threads']} threads)",
-        f"{'run':<44}{metric:>7}{'median ms':>11}{'speedup':>9}{'L calls/tok':>13}",
+        f"{'run':<{width}}{metric:>7}{'median ms':>11}{'speedup':>9}{'L calls/tok':>13}",
     ]
-    lines += [_line(label, row) for label, row in rows if row is not None]
-    if "tuned_batch8" in results:
-        fixed, tuned = results["fixed_batch8"], results["tuned_batch8"]
+    lines += [_line(label, row, width=width) for label, row in rows]
+    if batched:
         lines += [
             "\nbatch 8 (tokens/s; speedup over the large model's batched generate)",
-            f"{'run':<44}{metric:>7}{'tokens/s':>11}{'speedup':>9}{'L calls/tok':>13}",
-            _line("large model alone", _find(fixed, "large"), "tokens"),
-            _line(
-                f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(fixed, "bild"), "tokens"
-            ),
-            _line(f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild"), "tokens"),
+            f"{'run':<{width}}{metric:>7}{'tokens/s':>11}{'speedup':>9}{'L calls/tok':>13}",
         ]
+        lines += [_line(label, row, "tokens", width) for label, row in batched]
     lines.append(f"BLEU: {unaligned['methods'][0]['quality']['signature']}")
     lines.append(f"sweep plot: {aligned['sweep']['plot']}  (CSV: {aligned['sweep']['csv']})")
     return "\n".join(lines)

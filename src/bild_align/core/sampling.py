@@ -1,6 +1,6 @@
 """Token choice: greedy, or sampling with temperature / top-k / top-p, seedable.
 
-    sampler = Sampler(temperature=0.7, top_k=50, top_p=0.9, seed=0, device=device)
+    sampler = Sampler(do_sample=True, temperature=0.7, top_k=50, top_p=0.9, seed=0)
     probabilities = sampler.distribution(logits)      # (..., vocab), float32, sums to 1
     token = sampler.choose(probabilities)              # argmax when greedy, else a draw
     row_sampler = sampler.for_row(3)                   # row 3 of a batch: its own draws
