@@ -6,16 +6,39 @@ upload that keeps the local copy and says how to push it later when it fails.
     ...                                                    # hours of work
     url = upload(api, folder, "me/iwslt-calibration", repo_type="dataset",
                  allow_patterns=["README.md", "data/*"], later=f"hf upload ... {folder}")
+    hub_reachable()     # False only when the Hub's host name cannot be resolved: no network
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from bild_align.errors import UserError, first_line
 
 KINDS = {"dataset": "dataset", "model": "model"}
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hub's host name resolves (asked once a process). Offline mode, a proxy
+    (which may resolve names itself) or an answer of any kind count as reachable: only a
+    certain "no network" skips the Hub."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in proxies):
+        return True
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
 
 
 def hub_url(repo_id: str, repo_type: str) -> str:

@@ -6,7 +6,8 @@ recorded = use_plain_generation(model)   # generate() then applies no logits pro
 
 Checks made before any weights are read: the device exists, the dtype suits the architecture
 (T5-family activations overflow float16), and a name that looks like a local path but does not
-exist is reported as such (not as a Hub repository problem after network retries). After
+exist is reported as such (not as a Hub repository problem after network retries), and
+without a network a Hub id is read from the local cache only (`hub_options`). After
 loading, the tokenizer must actually know words: transformers builds an empty tokenizer for a
 model directory whose tokenizer files are missing, which would silently produce empty outputs.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from bild_align.errors import UserError, first_line
+from bild_align.hub import hub_reachable
 
 # Architectures whose activations exceed float16's range (T5 v1.0/1.1, mT5 and their kin).
 FLOAT16_UNSAFE = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
@@ -106,6 +108,15 @@ def local_path_or_hub_id(name: str, what: str = "model") -> str:
     return name
 
 
+def hub_options(name: str) -> dict:
+    """Extra `from_pretrained` arguments for `name`: `local_files_only=True` when it is a Hub id
+    and the Hub's host cannot even be resolved (no network), so that loading reads the local
+    cache at once, or fails at once, instead of after half a minute of retries."""
+    if Path(name).exists() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
 # what a model folder's revision digests: its weights, configuration and tokenizer; files
 # users or tools put beside them (results, notes, bild-align's own records) leave it unchanged
 _MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".index.json")
@@ -165,13 +176,18 @@ def _load_config(name: str, kind: str):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(name)
+        return AutoConfig.from_pretrained(name, **hub_options(name))
     except (OSError, ValueError) as error:
         raise _cannot_load(kind, name, error) from None
 
 
 def _cannot_load(kind: str, name: str, error: BaseException) -> ModelLoadError:
-    where = "directory" if Path(name).exists() else "Hub id (no network, or unknown id?)"
+    if Path(name).exists():
+        where = "directory"
+    elif hub_options(name):
+        where = "Hub id; the Hub cannot be reached from here and nothing is cached for it"
+    else:
+        where = "Hub id (no network, or unknown id?)"
     return ModelLoadError(f"could not load a {kind} from {name} ({where}): {first_line(error)}")
 
 
@@ -186,11 +202,11 @@ def _load(auto_class, kind: str, name: str, dtype: str, device, config=None):
         config = _load_config(name, f"{kind} model")
     check_dtype(config.model_type, dtype)
     try:
-        model = auto_class.from_pretrained(name, dtype=torch_dtype)
+        model = auto_class.from_pretrained(name, dtype=torch_dtype, **hub_options(name))
     except (OSError, ValueError) as error:
         raise _cannot_load(f"{kind} model", name, error) from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, **hub_options(name))
     except (OSError, ValueError, TypeError) as error:
         raise ModelLoadError(
             f"could not load the tokenizer of {name}: {first_line(error)}. Save it "

@@ -179,6 +179,16 @@ def get_task(
 def _load_hub_split(task: Task, split: str):
     import datasets
 
+    from bild_align.hub import hub_reachable
+
+    if not hub_reachable():  # `datasets` would retry for most of a minute
+        raise TaskError(
+            f"could not load {task.name} ({task.hub_path}): the Hub cannot be reached from "
+            "this machine (no network). Set HF_HUB_OFFLINE=1 to use a copy in the local cache, "
+            "or pass the data as a local .parquet/.jsonl file with --source-column/"
+            "--target-column."
+        )
+
     attempts = [
         dict(path=task.hub_path, name=task.hub_config),
         dict(path=task.hub_path, revision="refs/convert/parquet", data_dir=task.parquet_data_dir),

@@ -171,9 +171,9 @@ def small_revision(recipe: TrainRecipe) -> str | None:
         return None
     from transformers import AutoConfig
 
-    from bild_align.models import local_fingerprint
+    from bild_align.models import hub_options, local_fingerprint
 
     name = local_path_or_hub_id(recipe.small_model)
     if Path(name).is_dir():
         return f"local:{local_fingerprint(name)}"
-    return getattr(AutoConfig.from_pretrained(name), "_commit_hash", None)
+    return getattr(AutoConfig.from_pretrained(name, **hub_options(name)), "_commit_hash", None)

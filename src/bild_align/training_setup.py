@@ -21,7 +21,7 @@ from pathlib import Path
 from bild_align.configs import TrainRecipe
 from bild_align.errors import UserError, first_line
 from bild_align.metrics import bleu, chrf, score
-from bild_align.models import check_dtype, check_tokenizer, local_path_or_hub_id
+from bild_align.models import check_dtype, check_tokenizer, hub_options, local_path_or_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +43,18 @@ def model_and_tokenizer(recipe: TrainRecipe):
     if tokenizer_name is None:
         raise UserError("the recipe needs small_model, or small_config with tokenizer")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, **hub_options(tokenizer_name))
         if small_model is not None:
             extra = {} if recipe.dropout_rate is None else {"dropout_rate": recipe.dropout_rate}
             # float32 master weights whatever the checkpoint's dtype: pure float16/bfloat16
             # updates lose precision, and CPUs without float16 arithmetic run ~10x slower
-            config = AutoConfig.from_pretrained(small_model)
+            config = AutoConfig.from_pretrained(small_model, **hub_options(small_model))
             kind = (
                 AutoModelForSeq2SeqLM
                 if getattr(config, "is_encoder_decoder", False)
                 else AutoModelForCausalLM
             )
+            extra.update(hub_options(small_model))
             model = kind.from_pretrained(small_model, dtype=torch.float32, **extra)
         elif recipe.small_config is not None:
             model = model_from_config(recipe, tokenizer)
@@ -185,9 +186,8 @@ def save_dtype(recipe: TrainRecipe):
         return torch.float32
     from transformers import AutoConfig
 
-    dtype = getattr(
-        AutoConfig.from_pretrained(local_path_or_hub_id(recipe.small_model)), "dtype", None
-    )
+    name = local_path_or_hub_id(recipe.small_model)
+    dtype = getattr(AutoConfig.from_pretrained(name, **hub_options(name)), "dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
