@@ -101,12 +101,41 @@ def decode(
         check_pair(small, large, vocab_size)
     input_ids, attention_mask = check_inputs(input_ids, attention_mask)
     with torch.inference_mode():
-        rows = DecodeLoop(
-            small, large, input_ids, attention_mask, policy, sampler,
-            max_new_tokens=max_new_tokens, vocab_size=vocab_size, engine=engine,
-            shared_checks=shared_checks,
-        ).run()  # fmt: skip
-    return _output(rows, large, input_ids)
+        row_prefixes = prefixes(large, input_ids, attention_mask)
+        # a row's step is padded to the widest row's, past its own end: room for one round, and
+        # for a whole prompt (a row's first check feeds it to the large model with the drafts)
+        longest = max(map(len, row_prefixes))
+        widest = longest + policy.max_small_steps + 1
+        capacity = (longest if len(row_prefixes) > 1 else 0) + max_new_tokens + widest
+        steppers = [
+            None if model is None else _stepper(model, input_ids, attention_mask, capacity, engine)
+            for model in (small, large)
+        ]
+        if policy.fallback_head is not None and small is not None:
+            steppers[0].capture_hidden = True  # transformers' forward keeps it only when asked
+            policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))
+        large_first = small is None or policy.large_first
+        rows = [
+            Row(
+                tokens=list(prefix),
+                sampler=sampler.for_row(index),
+                prefix_length=len(prefix),
+                phase=WAITING if large_first else DRAFTING,
+            )
+            for index, prefix in enumerate(row_prefixes)
+        ]
+        loop = DecodeLoop(
+            *steppers, policy, rows, eos_token_ids(large), max_new_tokens,
+            forced_first(large), vocab_size, shared_checks,
+        )  # fmt: skip
+        return _output(loop.run(), large, input_ids)
+
+
+def _stepper(model, input_ids, attention_mask, capacity: int, engine: str):
+    decoder = None
+    if engine == "auto":
+        decoder = lean.lean_decoder(model, input_ids, attention_mask, capacity)
+    return decoder or TransformersDecoder(model, input_ids, attention_mask)
 
 
 def _output(rows: list[Row], large: PreTrainedModel, input_ids: torch.LongTensor) -> BiLDOutput:
@@ -145,57 +174,25 @@ def _observed(step, *args, **kwargs) -> torch.Tensor:
         observer.after()
 
 
+@dataclass
 class DecodeLoop:
-    """One decoding call over checked arguments (see the module docstring and `decode`)."""
+    """One decoding call's state (see the module docstring): the two models' steppers (the
+    lean steps' contract; `small` None: the large model alone), the policy and the rows."""
 
-    def __init__(
-        self,
-        small: PreTrainedModel | None,
-        large: PreTrainedModel,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None,
-        policy: BiLDPolicy,
-        sampler: Sampler,
-        *,
-        max_new_tokens: int,
-        vocab_size: int | None,
-        engine: str,
-        shared_checks: bool,
-    ) -> None:
-        row_prefixes = prefixes(large, input_ids, attention_mask)
-        # a row's step is padded to the widest row's, past its own end: room for one round, and
-        # for a whole prompt (a row's first check feeds it to the large model with the drafts)
-        longest = max(map(len, row_prefixes))
-        widest = longest + policy.max_small_steps + 1
-        capacity = (longest if len(row_prefixes) > 1 else 0) + max_new_tokens + widest
+    small: object | None
+    large: object
+    policy: BiLDPolicy
+    rows: list[Row]
+    eos_ids: frozenset[int]
+    max_new_tokens: int
+    forced_first: int | None = None  # a first token the large model's config forces
+    vocab_size: int | None = None  # the ids the pair shares, when the logits hold more
+    shared_checks: bool = False
 
-        def stepper(model: PreTrainedModel):
-            decoder = None
-            if engine == "auto":
-                decoder = lean.lean_decoder(model, input_ids, attention_mask, capacity)
-            return decoder or TransformersDecoder(model, input_ids, attention_mask)
-
-        self.small = None if small is None else stepper(small)
-        self.large = stepper(large)
-        if policy.fallback_head is not None and small is not None:
-            self.small.capture_hidden = True  # transformers' forward keeps it only when asked
-            policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))
-        self.policy, self.sampled = policy, sampler.do_sample
-        self.forced_first, self.eos_ids = forced_first(large), eos_token_ids(large)
-        self.max_new_tokens, self.vocab_size = max_new_tokens, vocab_size
-        self.shared_checks = shared_checks
-        large_first = small is None or policy.large_first
-        self.rows = [
-            Row(
-                tokens=list(prefix),
-                sampler=sampler.for_row(index),
-                prefix_length=len(prefix),
-                phase=WAITING if large_first else DRAFTING,
-            )
-            for index, prefix in enumerate(row_prefixes)
-        ]
-        if self.forced_first is not None and not large_first:
-            for row in self.rows:  # known without a forward pass
+    def __post_init__(self) -> None:
+        self.sampled = self.rows[0].sampler.do_sample
+        if self.forced_first is not None and self.rows[0].phase == DRAFTING:
+            for row in self.rows:  # the small model drafts after it: known without a forward pass
                 self._append_large_token(row, self.forced_first)
 
     def run(self) -> list[Row]:
