@@ -284,6 +284,7 @@ def padded(inputs: list[torch.Tensor], pad: int, left: bool) -> tuple[torch.Tens
 
 
 def strip_padding(row: list[int], pad: int) -> list[int]:
-    while row and row[-1] == pad:
-        row = row[:-1]
-    return row
+    end = len(row)
+    while end and row[end - 1] == pad:
+        end -= 1
+    return row[:end]

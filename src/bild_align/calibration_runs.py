@@ -110,7 +110,7 @@ def remove_run(output: Path) -> None:
         shard.unlink()
     with contextlib.suppress(OSError):
         (output / SHARDS).rmdir()
-    for data in (output / "data").glob(f"{split or '*'}-00000-of-00001.parquet"):
+    for data in (output / "data").glob(data_file(output, split or "*").name):
         data.unlink()
     with contextlib.suppress(OSError):
         (output / "data").rmdir()  # only if nothing else is there

@@ -234,6 +234,3 @@ class Console:
                     self.decode(line)
             except ValueError as error:  # e.g. settings the decoder refuses
                 self.say(f"error: {error}")
-
-
-# the settings a saved policy stands in for when none of them is given

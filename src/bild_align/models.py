@@ -15,12 +15,14 @@ model directory whose tokenizer files are missing, which would silently produce 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import logging
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -323,6 +325,31 @@ def check_loaded_pair(small, small_tokenizer, large, large_tokenizer) -> int:
     except ValueError as error:  # mismatched vocabularies, special tokens, model kinds, ...
         raise UserError(str(error)) from None
     return len(large_tokenizer)
+
+
+@dataclasses.dataclass
+class LoadedPair:
+    small: Any
+    large: Any
+    tokenizer: Any  # the large model's; `check_loaded_pair` made sure the small one's is equal
+    small_revision: str
+    large_revision: str
+    vocab_size: int  # the token ids the pair shares: the decoders' `vocab_size`
+
+
+def load_pair(small: str, large: str, *, dtype: str, device) -> LoadedPair:
+    """The large model, then the small one on the same device, refused (UserError) unless the
+    two can decode together."""
+    large_model, tokenizer, large_revision = load_seq2seq_or_causal(
+        large, dtype=dtype, device=device
+    )
+    small_model, small_tokenizer, small_revision = load_seq2seq_or_causal(
+        small, dtype=dtype, device=large_model.device
+    )
+    vocab_size = check_loaded_pair(small_model, small_tokenizer, large_model, tokenizer)
+    return LoadedPair(
+        small_model, large_model, tokenizer, small_revision, large_revision, vocab_size
+    )
 
 
 # encoder-decoder families whose position tables end at max_position_embeddings (T5's relative

@@ -2,7 +2,7 @@
 
     recipe = load_recipe("recipes/iwslt.yaml", overrides={"learning_rate": 1e-4})
     recipe.learning_rate      # 1e-4: the command line wins
-    add_recipe_arguments(parser, TrainRecipe)   # --learning-rate, --max-steps, ... for every field
+    config = build(EvalConfig, {"small": "S", "rb": [2.0]}, COMMAND_LINE)   # any stage's config
 
 Unknown keys, values of the wrong type and missing required keys are errors (`RecipeError`,
 a `UserError`) that name the key and the file.
@@ -190,6 +190,16 @@ def load_recipe(
         values = resolve_paths(read_yaml(path), path)
     else:
         values = {}
+    return _recipe(values, path, overrides, recipe_class)
+
+
+def _recipe(
+    values: dict[str, Any],
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    recipe_class: type = TrainRecipe,
+) -> Any:
+    """`load_recipe` once the file (found and read) gave `values`."""
     source = str(path) if path is not None else COMMAND_LINE
     if recipe_class is TrainRecipe:
         values = _moved_into_eval_section(values, source)
@@ -240,7 +250,7 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
     values = resolve_paths(read_yaml(path), path)
     if not any(key in values for key in _TRAINING_ONLY):
         return check_values(EvalConfig, values, str(path))
-    recipe = load_recipe(path)
+    recipe = _recipe(values, path)
     chosen = {
         "small": recipe.output_dir,
         "large": recipe.large_model,

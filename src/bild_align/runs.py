@@ -51,7 +51,8 @@ def partial_path(output: str | os.PathLike) -> Path:
 def holds_partial_log(path: Path) -> bool:
     """Whether `path` is a PartialLog (its first line a fingerprint), which may be replaced."""
     try:
-        first = json.loads(path.read_bytes().split(b"\n", 1)[0])
+        with open(path, "rb") as handle:
+            first = json.loads(handle.readline())
     except (OSError, ValueError):
         return False
     return isinstance(first, dict) and "fingerprint" in first

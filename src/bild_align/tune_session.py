@@ -22,13 +22,7 @@ from bild_align.configs import TuneConfig
 from bild_align.core.decoding import autoregressive_generate, bild_generate
 from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.greedy import chunked, length_sorted
-from bild_align.models import (
-    check_loaded_pair,
-    fit_lengths,
-    load_seq2seq_or_causal,
-    resolve_device,
-    use_plain_generation,
-)
+from bild_align.models import fit_lengths, load_pair, resolve_device, use_plain_generation
 from bild_align.prompts import Prompter
 from bild_align.runs import PartialLog
 from bild_align.tasks import load_rows
@@ -45,13 +39,10 @@ class TuneSession:
         self.config = config
         rows = load_rows(task, config.split, config.max_samples)
         self.device = resolve_device(config.device)
-        self.large, self.tokenizer, large_revision = load_seq2seq_or_causal(
-            config.large, dtype=config.dtype, device=self.device
-        )
-        self.small, small_tokenizer, small_revision = load_seq2seq_or_causal(
-            config.small, dtype=config.dtype, device=self.device
-        )
-        self.vocab_size = check_loaded_pair(self.small, small_tokenizer, self.large, self.tokenizer)
+        pair = load_pair(config.small, config.large, dtype=config.dtype, device=self.device)
+        self.small, self.large, self.tokenizer = pair.small, pair.large, pair.tokenizer
+        self.vocab_size = pair.vocab_size
+        small_revision, large_revision = pair.small_revision, pair.large_revision
         self.prompter = Prompter.for_model(
             self.large, task, config.prompt_template, config.chat_template
         )

@@ -74,8 +74,8 @@ class ChatSettings(Config):
     )
     fallback: str = option(
         "max_prob",
-        "BiLD's fallback rule: max_prob (the small model's top probability) or entropy "
-        "(exp(-entropy) of its distribution)",
+        "BiLD's fallback rule: max_prob (the small model's top probability), entropy "
+        "(exp(-entropy) of its distribution) or learned (the small model's fallback head)",
         choices=FALLBACK_RULES,
     )
     gamma: int = option(4, "speculative decoding's draft length", parse=positive_int)

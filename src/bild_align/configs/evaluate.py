@@ -63,8 +63,9 @@ class EvalConfig(Config):
     )
     fallback: str = option(
         "max_prob",
-        "fallback rule: max_prob (the small model's top probability, the paper's) or entropy "
-        "(exp(-entropy) of its distribution)",
+        "fallback rule: max_prob (the small model's top probability, the paper's), entropy "
+        "(exp(-entropy) of its distribution) or learned (the fallback head beside the small "
+        "model, from `bild-align train --fallback-head-only`)",
         choices=FALLBACK_RULES,
     )
     saved_policy: bool = option(
@@ -166,7 +167,8 @@ class TuneConfig(Config):
     fallback: tuple[str, ...] = option(
         FALLBACK_RULES,
         "fallback rules searched: max_prob (the small model's top probability), entropy "
-        "(exp(-entropy) of its distribution)",
+        "(exp(-entropy) of its distribution), learned (the small model's fallback head; left "
+        "out when it has none)",
         parse=name_list,
     )
     rb: tuple[float, ...] = option(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bild_align.configs.common import DIVERGENCES, OBJECTIVES, Config
+from bild_align.configs.common import DIVERGENCES, DTYPES, OBJECTIVES, Config
 from bild_align.core.policies import FALLBACK_THRESHOLD, ROLLBACK_THRESHOLD
 from bild_align.options import finite_float, option, yaml_value
 
@@ -208,8 +208,5 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "calibration_weight": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     "on_policy_fraction": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
     "measure_topk": (_at_least(0), ">= 0 (0: no alignment measures)"),
-    "save_dtype": (
-        lambda v: v in (None, "float32", "bfloat16", "float16"),
-        "float32, bfloat16 or float16",
-    ),
+    "save_dtype": (lambda v: v is None or v in DTYPES, " or ".join(DTYPES)),
 }

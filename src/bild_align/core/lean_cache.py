@@ -90,16 +90,17 @@ class StaticCache:
                 cache[:, :, place.starts : place.starts + new.shape[1]] = new.transpose(1, 2)
             else:
                 cache[place.slots[0], :, place.slots[1]] = new
-        keys, values = self.keys[layer], self.values[layer]
-        if place.rows is not None:
-            keys, values = keys[place.rows], values[place.rows]
+        # one indexing: selecting rows first would copy every row's whole capacity
+        seen = slice(first, place.extent)
+        if place.rows is None:
+            keys, values = self.keys[layer][:, :, seen], self.values[layer][:, :, seen]
+        else:
+            keys, values = (
+                self.keys[layer][place.rows, :, seen],
+                self.values[layer][place.rows, :, seen],
+            )
         return F.scaled_dot_product_attention(
-            query,
-            keys[:, :, first : place.extent],
-            values[:, :, first : place.extent],
-            attn_mask=mask,
-            scale=scale,
-            enable_gqa=enable_gqa,
+            query, keys, values, attn_mask=mask, scale=scale, enable_gqa=enable_gqa
         )
 
 

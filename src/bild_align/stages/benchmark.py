@@ -98,7 +98,6 @@ def _measure_level(config: BenchConfig, eps: float, device, dtype, progress) -> 
     return {"eps": eps, "agreement": level_agreement, "methods": rows, "batches": batches}
 
 
-# the methods with a batch row (sampled: each row with its own seed, `Sampler.for_row`)
 def _measure_batches(config, size: int, small, large, methods, device, progress) -> dict:
     """Throughput rows: padded batches of `size` inputs, each method at its batch-1 setting."""
     count = max(1, config.examples // size)

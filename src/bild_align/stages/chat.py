@@ -22,7 +22,7 @@ from bild_align.configs import ChatConfig, ChatSettings, check
 from bild_align.console import Console
 from bild_align.errors import UserError
 from bild_align.fallback_heads import HEAD_FILE, load_fallback_head
-from bild_align.models import check_loaded_pair, load_seq2seq_or_causal
+from bild_align.models import load_pair
 from bild_align.prompts import check_template
 from bild_align.saved_policy import policy_path, saved_policy_for
 
@@ -54,13 +54,10 @@ def run_chat(
     when it is not one). `given`: the settings the user typed."""
     check(settings)  # before minutes of model loading
     check_template(config.prompt_template)
-    large, tokenizer, large_revision = load_seq2seq_or_causal(
-        config.large, dtype=config.dtype, device=config.device
-    )
-    small, small_tokenizer, small_revision = load_seq2seq_or_causal(
-        config.small, dtype=config.dtype, device=large.device
-    )
-    settings.vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
+    pair = load_pair(config.small, config.large, dtype=config.dtype, device=config.device)
+    small, large, tokenizer = pair.small, pair.large, pair.tokenizer
+    large_revision, small_revision = pair.large_revision, pair.small_revision
+    settings.vocab_size = pair.vocab_size
     if not given & set(POLICY_SETTINGS):
         saved = saved_policy_for(config.small, large_revision, settings.vocab_size)
         if saved is not None:

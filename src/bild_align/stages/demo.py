@@ -117,16 +117,18 @@ def run_demo(config: DemoConfig) -> dict:
     )
     results = {"unaligned": unaligned, "aligned": aligned}
     if tuned is not None:
-        settings = {"fixed": {}, "tuned": _eval_settings(tuned)}
+        settings = {
+            "fixed": {"rb": (config.rb,), "fb": (config.fb,)},
+            "tuned": _eval_settings(tuned),
+        }
         for batch_size in (1, 8):
             for name, setting in settings.items():
                 if batch_size == 1 and name == "fixed":
                     continue  # the aligned sweep above holds it
-                fixed = {"rb": (config.rb,), "fb": (config.fb,)}
                 results[f"{name}_batch{batch_size}"] = run_eval(
                     EvalConfig(
                         small=str(aligned_dir),
-                        **(setting or fixed),
+                        **setting,
                         baselines=("large",),
                         batch_size=batch_size,
                         output=str(root / f"eval_{name}_batch{batch_size}.json"),

@@ -41,13 +41,7 @@ from bild_align.greedy import chunked
 from bild_align.io_utils import (
     write_json_atomic,
 )
-from bild_align.models import (
-    check_loaded_pair,
-    fit_lengths,
-    load_seq2seq_or_causal,
-    resolve_device,
-    use_plain_generation,
-)
+from bild_align.models import fit_lengths, load_pair, resolve_device, use_plain_generation
 from bild_align.prompts import Prompter
 from bild_align.runs import PartialLog, output_lock
 from bild_align.saved_policy import policy_path, saved_policy_for
@@ -102,13 +96,9 @@ def _with_saved_policy(config: EvalConfig, large_revision: str, vocab_size: int)
 def _run_locked(config: EvalConfig, task) -> dict:
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
-    large, tokenizer, large_revision = load_seq2seq_or_causal(
-        config.large, dtype=config.dtype, device=device
-    )
-    small, small_tokenizer, small_revision = load_seq2seq_or_causal(
-        config.small, dtype=config.dtype, device=device
-    )
-    vocab_size = check_loaded_pair(small, small_tokenizer, large, tokenizer)
+    pair = load_pair(config.small, config.large, dtype=config.dtype, device=device)
+    small, large, tokenizer, vocab_size = pair.small, pair.large, pair.tokenizer, pair.vocab_size
+    small_revision, large_revision = pair.small_revision, pair.large_revision
     prompter = Prompter.for_model(large, task, config.prompt_template, config.chat_template)
     prompter.check_tokenizer(tokenizer)
     if config.saved_policy and not config.sweep:
