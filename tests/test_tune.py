@@ -426,3 +426,28 @@ def test_chat_uses_the_saved_policy_and_switches_rules(policy_pair, capsys):
     settings = ChatSettings(max=6, rb=1.0)
     run_chat(ChatConfig(small=small, large=large), settings, given={"rb"}, lines=["/settings"])
     assert "tuned policy" not in capsys.readouterr().err and settings.fallback == "max_prob"
+
+
+def test_the_summary_shows_the_chosen_setting_even_off_the_front():
+    """A setting within the budget can be beaten on quality and speed by one outside it (small
+    samples): the front then leaves it out, but the summary's starred row is the choice."""
+    from bild_align.tune_report import format_summary
+
+    def point(key, quality, speedup, drop, bound):
+        return {
+            "key": key, "quality": quality, "speedup": speedup, "drop": drop,
+            "upper_drop": bound, "large_calls_per_token": 0.5,
+        }  # fmt: skip
+
+    chosen = point("max_prob rb=0 fb=0.4 steps=7", 17.3, 1.64, 0.0, 0.0)
+    front = [point("max_prob rb=4 fb=0.05 steps=10", 24.6, 1.80, -7.3, 5.0)]
+    results = {
+        "task": "t", "split": "validation", "examples": 24, "metric": "bleu",
+        "budget": {"words": "drop <= 1 points", "confidence": 0.95},
+        "front": front, "chosen": chosen,
+    }  # fmt: skip
+    lines = format_summary(results).splitlines()
+    starred = [line for line in lines if line.startswith(chosen["key"] + " *")]
+    assert len(starred) == 1 and "1.64x" in starred[0]
+    keys = [line.split("  ")[0].rstrip(" *") for line in lines[2:4]]
+    assert keys == [chosen["key"], front[0]["key"]]  # ordered by speedup
