@@ -333,3 +333,51 @@ def test_publishing_mistakes_name_the_command_line_given(tmp_path, capsys, monke
     (tmp_path / "file").write_text("x")
     assert main(["export-generate", str(tmp_path / "file")]) == 2
     assert "is a file; give a folder to export into" in capsys.readouterr().err
+
+
+def _long_rows(path, count=3, length=700):
+    rows = [{"de": "Haus " * (length // 5), "en": "house"}] + [
+        {"de": f"das Haus {i}", "en": f"the house {i}"} for i in range(count - 1)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_default_lengths_leave_room_for_the_template_and_the_output(causal_pair_dirs, tmp_path):
+    """A new-user finding: a long row with default lengths was refused with "lower
+    --max-source-length", an option never given. A default source cut leaves room (the
+    context is 512 positions); a length the user gives is still checked."""
+    small, large = map(str, causal_pair_dirs)
+    pairs = _long_rows(tmp_path / "long.jsonl")
+    common = ["--task", str(pairs), "--source-column", "de", "--target-column", "en",
+              "--split", "train", "--max-new-tokens", "300", "--baselines", "large"]  # fmt: skip
+    output = tmp_path / "e.json"
+    assert main(["eval", "--small", small, "--large", large, *common, "--rb", "0",
+                 "--output", str(output)]) == 0  # fmt: skip
+    config = json.loads(output.read_text())["config"]
+    assert config["max_source_length"] + 300 < 512
+
+
+def test_a_refused_start_leaves_nothing_that_blocks_the_corrected_command(
+    causal_pair_dirs, tmp_path, capsys
+):
+    """A new-user finding: a prompt too long for the model was refused after eval had opened
+    its partial log and calibrate had written run.json; the corrected command on the same
+    --output was then refused."""
+    small, large = map(str, causal_pair_dirs)
+    pairs = _long_rows(tmp_path / "long.jsonl", length=100)
+    long_template = "Translate German to English, carefully. " * 12 + "{source}\n"
+    eval_output = tmp_path / "e.json"
+    eval_argv = ["eval", "--small", small, "--large", large, "--task", str(pairs),
+                 "--source-column", "de", "--target-column", "en", "--split", "train",
+                 "--max-new-tokens", "100", "--baselines", "large", "--rb", "0",
+                 "--output", str(eval_output)]  # fmt: skip
+    assert main([*eval_argv, "--prompt-template", long_template]) == 2
+    assert "context of 512 positions" in capsys.readouterr().err
+    assert not list(tmp_path.glob("e.*"))
+    assert main(eval_argv) == 0
+    calibration = tmp_path / "calibration"
+    calibrate_argv = _calibrate_argv(large, pairs, calibration, max_new_tokens=100)
+    assert main([*calibrate_argv, "--prompt-template", long_template]) == 2
+    assert not calibration.exists() or not any(calibration.iterdir())
+    assert main(calibrate_argv) == 0

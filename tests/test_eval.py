@@ -303,3 +303,42 @@ def test_recipe_supplies_models_task_and_thresholds(byte_pair_dirs, pairs_file, 
     assert saved["config"]["fb"] == [0.2]  # the command line wins
     bild = next(row for row in saved["methods"] if row["method"] == "bild")
     assert bild["identical_to_large"] == 2
+
+
+def test_a_method_that_fails_keeps_the_others_results(
+    byte_pair_dirs, pairs_file, tmp_path, monkeypatch, capsys
+):
+    """A baseline that raises (transformers' assisted generation, here on the fourth input)
+    is reported in one line and left out; the others are measured and written; exit 1. The
+    partial log keeps the failure, so a resumed run does not retry the failed method."""
+    import bild_align.eval_runs as eval_runs
+
+    calls = {"n": 0}
+    real = eval_runs.assisted_inputs
+
+    def failing(model, input_ids):
+        calls["n"] += 1
+        if calls["n"] >= 4:  # the warm-up and two examples pass
+            raise IndexError("index out of range in self")
+        return real(model, input_ids)
+
+    monkeypatch.setattr(eval_runs, "assisted_inputs", failing)
+    small, large = byte_pair_dirs
+    output = tmp_path / "r.json"
+    code = main(
+        ["eval", "--small", str(small), "--large", str(large), "--task", str(pairs_file),
+         "--source-column", "de", "--target-column", "en", "--split", "validation",
+         "--max-new-tokens", "20", "--rb", "0", "--output", str(output)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    saved = json.loads(output.read_text())
+    assert [row["method"] for row in saved["methods"]] == ["large", "small", "bild"]
+    assert all(len(row["outputs"]) == 6 for row in saved["methods"])
+    assert saved["failed_methods"] == [
+        {"method": "assisted", "setting": {"assistant": "small"},
+         "error": "IndexError: index out of range in self"}
+    ]  # fmt: skip
+    assert "failed: assisted assistant=small: IndexError" in captured.out
+    assert "assisted failed" in captured.err and "Traceback" not in captured.err
+    assert calls["n"] == 4  # never called again after it failed

@@ -190,8 +190,15 @@ def test_files_put_beside_a_model_leave_its_revision_and_head_valid(byte_pair_di
     (small_dir / "results").mkdir()
     assert model_revision(None, str(small_dir)) == revision
     load_fallback_head(small_dir, revision)
+    # a copy as `cp -r` makes it (new modification times) is the same model, head included
+    copied = shutil.copytree(small_dir, tmp_path / "copied", copy_function=shutil.copy)
+    os.utime(copied / "model.safetensors", ns=(1, 1))
+    assert model_revision(None, str(copied)) == revision
+    load_fallback_head(copied, model_revision(None, str(copied)))
     weights = small_dir / "model.safetensors"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
     assert model_revision(None, str(small_dir)) != revision  # new weights: another model
     with pytest.raises(UserError, match="another version"):
         load_fallback_head(small_dir, model_revision(None, str(small_dir)))

@@ -251,3 +251,56 @@ def test_a_policy_saved_in_the_small_models_hub_repository_is_fetched(tmp_path, 
         expected = bild_generate(small, large, ids, mask, policy=policy, max_new_tokens=10)
         assert torch.equal(out, expected.sequences)
     assert fetched == [("me/aligned", "bild_policy.json"), ("me/aligned", HEAD)]
+
+
+@pytest.mark.parametrize("own", ["README.md", "custom_generate/generate.py"])
+def test_export_generate_never_replaces_the_users_own_files(tmp_path, capsys, own):
+    """A new-user finding: a folder holding the user's README.md (a name an export also
+    writes) was taken for an earlier export and overwritten."""
+    mine = tmp_path / "mine" / own
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own")
+    assert main(["export-generate", str(tmp_path / "mine")]) == 2
+    assert "not an earlier export" in capsys.readouterr().err
+    assert mine.read_text() == "my own"
+
+
+def test_publishing_offline_suggests_only_what_can_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_value")
+    folder = tmp_path / "gen"
+    assert main(["export-generate", str(folder), "--push-to-hub", "me/bild"]) == 2
+    err = capsys.readouterr().err
+    # the folder the message says to upload was written
+    assert f"hf upload me/bild {folder}" in err and (folder / "README.md").is_file()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    assert main(["push", str(tmp_path / "model"), "--repo", "me/x"]) == 2
+    err = capsys.readouterr().err
+    assert "--repo me/x: cannot reach the Hub" in err and "--push-to-hub" not in err
+    assert "bild-align push" not in err
+
+
+@pytest.mark.parametrize("route", ["callable", "folder"])
+def test_a_streamer_is_refused_on_both_routes(route):
+    """A new-user finding: the callable route (transformers drops the streamer before calling
+    it) accepted a streamer and never fed it."""
+    from transformers.generation.streamers import BaseStreamer
+
+    import bild_align
+
+    class Collect(BaseStreamer):
+        def put(self, value):
+            pass
+
+        def end(self):
+            pass
+
+    small, large = _t5_pair(5)
+    custom = bild_align.generate_bild if route == "callable" else bild_align.CUSTOM_GENERATE
+    extra = {} if route == "callable" else {"trust_remote_code": True}
+    with pytest.raises(ValueError, match="cannot honour streamer"):
+        large.generate(
+            torch.tensor([[5, 6, 7, 1]]), assistant_model=small, custom_generate=custom,
+            streamer=Collect(), max_new_tokens=4, rollback_threshold=0, **extra,
+        )  # fmt: skip

@@ -52,7 +52,7 @@ def _captured(monkeypatch, module: str, function: str, argv: list[str]):
 
     seen = {}
     stage = importlib.import_module(module)
-    monkeypatch.setattr(stage, function, lambda config, **kw: seen.setdefault("config", config))
+    monkeypatch.setattr(stage, function, lambda config, **kw: seen.update(config=config) or {})
     if module.endswith("evaluate"):
         eval_report = importlib.import_module("bild_align.eval_report")
         monkeypatch.setattr(eval_report, "format_results", lambda results: "")
@@ -222,3 +222,39 @@ def test_demo_objectives_get_their_own_aligned_folder():
         "on_policy_fraction": 0.5,
     }
     assert DemoConfig(on_policy_fraction=1.0).aligned_folder() == "aligned-sequence-on-policy-1"
+
+
+def test_recipe_keys_given_twice_or_in_two_places_are_refused(tmp_path):
+    from bild_align.recipes import RecipeError, load_recipe
+
+    recipe = tmp_path / "train.yaml"
+    head = "task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n"
+    recipe.write_text(head + "max_steps: 10\nmax_steps: 20\n")
+    with pytest.raises(RecipeError, match="'max_steps' is given twice"):
+        load_recipe(recipe)
+    recipe.write_text(head + "eval:\n  rb: [1]\n  rb: [2]\n")
+    with pytest.raises(RecipeError, match="'rb' is given twice"):
+        load_recipe(recipe)
+    recipe.write_text(head + "rb: [2]\neval:\n  rb: [4]\n")
+    with pytest.raises(RecipeError, match="disagree; keep the one in the eval: section"):
+        load_recipe(recipe)
+    recipe.write_text(head + "rb: [4]\neval:\n  rb: [4]\n")  # the same value twice is fine
+    assert load_recipe(recipe).eval.rb == [4.0]
+
+
+def test_a_training_recipe_without_thresholds_leaves_eval_to_the_saved_policy(
+    monkeypatch, tmp_path
+):
+    """The README: eval uses a saved policy when given no thresholds; a training recipe
+    without rb / fb gives none (its section's defaults are not thresholds the user chose)."""
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text("task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n")
+    config = _captured(
+        monkeypatch, "bild_align.stages.evaluate", "run_eval", ["eval", "--recipe", str(recipe)]
+    )
+    assert config.saved_policy is True
+    recipe.write_text(recipe.read_text() + "eval:\n  rb: [3]\n")
+    config = _captured(
+        monkeypatch, "bild_align.stages.evaluate", "run_eval", ["eval", "--recipe", str(recipe)]
+    )
+    assert config.saved_policy is False and config.rb == (3.0,)

@@ -539,3 +539,29 @@ def test_on_policy_batches_do_not_warn_at_every_step(tmp_path):
     finally:
         transformers_logger.removeHandler(collect)
     assert not [m for m in messages if "seem to have been set" in m]
+
+
+def test_a_drafter_trains_its_decoder_and_keeps_the_shared_encoder(alignment_setup, tmp_path):
+    """`bild-align drafter` then `train --small-model DRAFTER`: the encoder stays the large
+    model's weight for weight, the decoder changes, and the pair then encodes once."""
+    from bild_align.drafters import encoders_equal, shares_encoder
+    from bild_align.models import load_pair
+
+    drafter = tmp_path / "drafter"
+    large_dir = alignment_setup["large"]
+    assert main(["drafter", "--large", str(large_dir), "--layers", "1", "--output",
+                 str(drafter)]) == 0  # fmt: skip
+    before = AutoModelForSeq2SeqLM.from_pretrained(drafter).eval()
+    output = tmp_path / "aligned"
+    argv = _train_argv(alignment_setup, output, *_steps(6))
+    argv[argv.index("--small-model") + 1] = str(drafter)
+    assert main(argv) == 0
+    trained = AutoModelForSeq2SeqLM.from_pretrained(output).eval()
+    large = AutoModelForSeq2SeqLM.from_pretrained(large_dir).eval()
+    assert encoders_equal(trained, large)
+    assert not torch.equal(
+        trained.decoder.block[0].layer[2].DenseReluDense.wo.weight,
+        before.decoder.block[0].layer[2].DenseReluDense.wo.weight,
+    )
+    pair = load_pair(str(output), str(large_dir), dtype="float32", device="cpu")
+    assert shares_encoder(pair.small, pair.large)

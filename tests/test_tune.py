@@ -2,6 +2,7 @@
 saved policy, resume after Ctrl-C, and one line with exit 2 for every user mistake."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,7 +246,8 @@ def test_tune_writes_the_front_and_saves_the_choice(byte_pair_dirs, task, tmp_pa
     )
     assert chosen["measured_speedup"] > 0
     assert output.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
-    assert not (tmp_path / "out" / "tune.json.partial.jsonl").exists()
+    # the decodings are kept for a rerun with another budget
+    assert (tmp_path / "out" / "tune.json.partial.jsonl").exists()
     policy = load_policy(byte_pair_dirs[0])
     assert policy == Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy()
     saved = json.loads((byte_pair_dirs[0] / "bild_policy.json").read_text())
@@ -277,6 +279,7 @@ def test_ctrl_c_keeps_finished_decodings_and_the_rerun_resumes(
     assert main(argv) == 0
     expected = json.loads(output.read_text())
     output.unlink()
+    (tmp_path / "tune.json.partial.jsonl").unlink()  # a fresh start
     real, calls = TuneSession.decoded, []
 
     def interrupted(self, setting, progress):
@@ -451,3 +454,66 @@ def test_the_summary_shows_the_chosen_setting_even_off_the_front():
     assert len(starred) == 1 and "1.64x" in starred[0]
     keys = [line.split("  ")[0].rstrip(" *") for line in lines[2:4]]
     assert keys == [chosen["key"], front[0]["key"]]  # ordered by speedup
+
+
+def test_another_budget_judges_the_kept_decodings_without_decoding(
+    byte_pair_dirs, task, tmp_path, monkeypatch, capsys
+):
+    """A new-user finding: a rerun with another --max-drop (or --bootstrap, --timing-rows)
+    was refused as "other settings" mid-run, and after a finished run decoded everything
+    again. Budgets change no decoding."""
+    output = tmp_path / "tune.json"
+    argv = _argv(byte_pair_dirs, task, output, "--max-drop", "100", "--refine", "0")
+    assert main(argv) == 0
+    first = json.loads(output.read_text())
+    from bild_align.runs import PartialLog
+
+    decoded = []  # a fresh decoding is appended to the log; a kept one is not
+    real = PartialLog.append
+    monkeypatch.setattr(PartialLog, "append", lambda self, r: decoded.append(r) or real(self, r))
+    again = [*argv[:-4], "--max-drop", "0", "--bootstrap", "200", "--refine", "0"]
+    code = main(again)
+    assert code in (0, 2)  # a zero budget may be unmeetable; either way it was judged
+    out = capsys.readouterr().out
+    assert f"resuming: {len(first['settings'])} decodings already done" in out
+    assert decoded == []
+    assert json.loads(output.read_text())["budget"]["max_drop"] == 0
+
+
+def test_other_decoding_settings_are_refused_by_name(byte_pair_dirs, task, tmp_path, capsys):
+    output = tmp_path / "tune.json"
+    assert main(_argv(byte_pair_dirs, task, output, "--max-drop", "100", "--refine", "0")) == 0
+    changed = _argv(byte_pair_dirs, task, output, "--max-drop", "100", "--refine", "0",
+                    "--max-new-tokens", "5")  # fmt: skip
+    assert main(changed) == 2
+    assert "with other settings (max_new_tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows", ["1", "2"])
+def test_too_few_rows_to_bound_a_drop_are_refused(byte_pair_dirs, task, tmp_path, capsys, rows):
+    argv = _argv(byte_pair_dirs, task, tmp_path / "t.json", "--max-samples", rows)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 10 rows" in err and err.count("bild-align: error:") == 1
+
+
+def test_save_into_a_folder_that_cannot_be_written_is_refused_before_work(
+    byte_pair_dirs, task, tmp_path, capsys, monkeypatch
+):
+    """A new-user finding: the whole tune ran, then --save failed with a raw OS error."""
+    import os
+    import shutil
+
+    import bild_align.io_utils as io_utils
+
+    small = shutil.copytree(byte_pair_dirs[0], tmp_path / "small")
+    real_access = os.access  # (root may write anywhere: the folder is made read-only here)
+    monkeypatch.setattr(
+        io_utils.os, "access", lambda path, mode: Path(path) != small and real_access(path, mode)
+    )
+    argv = _argv(byte_pair_dirs, task, tmp_path / "t.json", "--save")
+    argv[argv.index("--small") + 1] = str(small)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--save (the small model's folder)" in err and "permission denied" in err
+    assert err.count("bild-align: error:") == 1 and not (tmp_path / "t.json.partial.jsonl").exists()

@@ -21,7 +21,7 @@ from bild_align.core.decoding import (
 )
 from bild_align.core.policies import FALLBACK_THRESHOLD, MAX_SMALL_STEPS, ROLLBACK_THRESHOLD
 from bild_align.harness import Method, fastest
-from bild_align.models import assisted_generation_warnings_hidden
+from bild_align.models import assisted_generation_warnings_hidden, assisted_inputs
 from bild_align.toy_models import (
     deepen,
     deepen_bart,
@@ -123,6 +123,7 @@ def generate_method(
                     temperature=temperature,
                     max_new_tokens=max_new_tokens,
                     assistant_model=assistant,
+                    **({} if assistant is None else assisted_inputs(model, input_ids)),
                 )
         finally:
             if assistant is not None:

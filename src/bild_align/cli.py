@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import errno
 import sys
-from argparse import ArgumentParser, Namespace
+from argparse import ArgumentParser, ArgumentTypeError, Namespace
 from collections.abc import Callable, Sequence
 
 from bild_align.configs import (
@@ -31,6 +31,7 @@ from bild_align.configs import (
     ChatConfig,
     ChatSettings,
     DemoConfig,
+    DrafterConfig,
     EvalConfig,
     ExportGenerateConfig,
     PushConfig,
@@ -102,7 +103,7 @@ def _run_train(args: Namespace) -> None:
     run_training(recipe, resume=args.resume, push_to_hub=args.push_to_hub, private=args.private)
 
 
-def _run_eval(args: Namespace) -> None:
+def _run_eval(args: Namespace) -> int | None:
     from bild_align.eval_report import format_results
     from bild_align.stages.evaluate import run_eval
 
@@ -115,6 +116,25 @@ def _run_eval(args: Namespace) -> None:
     results = run_eval(config)
     print(format_results(results))
     print(f"results written to {config.output}")
+    if results.get("failed_methods"):
+        names = ", ".join(failed["method"] for failed in results["failed_methods"])
+        print(
+            f"bild-align: error: {names} failed (see above); the rest is written", file=sys.stderr
+        )
+        return 1
+    return None
+
+
+def _run_drafter(args: Namespace) -> None:
+    from bild_align.stages.drafter import run_drafter
+
+    values = given_options(args)
+    result = run_drafter(build(DrafterConfig, values, COMMAND_LINE))
+    print(
+        f"drafter written to {result['output']}: decoder layers {result['layers']} "
+        f"({result['decoder_layers']}), {result['parameters']:,} parameters "
+        f"(the large model: {result['large_parameters']:,}), sharing its {result['shares']}"
+    )
 
 
 def _run_tune(args: Namespace) -> None:
@@ -301,6 +321,19 @@ COMMANDS = [
         DemoConfig,
     ),
     Command(
+        "drafter",
+        "make a small model from the large one: its encoder (or embeddings) and a few layers",
+        "Write a drafter of the large model into --output: an ordinary model folder that the "
+        "Auto classes load. Encoder-decoder models (T5/mT5, BART family): the large model's "
+        "encoder, embeddings and output layer, and --layers of its decoder layers; decoder-only "
+        "models (Llama family): --layers of its layers with its embeddings, final norm and "
+        "output layer. Align it with `bild-align train --small-model DIR` (the shared encoder "
+        "stays frozen); paired with its large model, every decoder runs the encoder once per "
+        "input.",
+        _run_drafter,
+        DrafterConfig,
+    ),
+    Command(
         "bench",
         "time the decoder against large-only, small-only and assisted generation",
         "Decoder micro-benchmark on pairs built in code (no downloads): the large model is "
@@ -347,7 +380,12 @@ def build_parser() -> ArgumentParser:
         description="Big Little Decoder (BiLD) inference, and alignment of the small model to "
         "the large one.",
     )
-    parser.add_argument("--version", action="version", version=f"bild-align {__version__}")
+    from bild_align.versions import installed_versions
+
+    libraries = ", ".join(f"{name} {version}" for name, version in installed_versions().items())
+    parser.add_argument(
+        "--version", action="version", version=f"bild-align {__version__} ({libraries})"
+    )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for command in COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.about)
@@ -356,7 +394,25 @@ def build_parser() -> ArgumentParser:
             command.arguments(sub)
         if command.config is not None:
             add_options(sub, command.config)
+        sub.add_argument(
+            "--threads",
+            type=_thread_count,
+            default=None,
+            help="CPU threads for torch's arithmetic (default: torch's, usually one per core). "
+            "On a busy machine, or with small models where a second thread gains nothing, 1 "
+            "can be many times faster; results record the count used",
+        )
     return parser
+
+
+def _thread_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ArgumentTypeError(f"{text!r}: give a whole number of threads, 1 or more")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,7 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"bild-align: error: {error}", file=sys.stderr)
         return 2
-    handler: Callable[[Namespace], None] = args.handler
+    handler: Callable[[Namespace], int | None] = args.handler
+    if args.threads is not None:  # (torch is imported only when asked: --help stays quick)
+        import torch
+
+        torch.set_num_threads(args.threads)
     with _notes_on_stderr():
         return _run(handler, args)
 
@@ -389,9 +449,10 @@ def _notes_on_stderr():
         logger.setLevel(previous)
 
 
-def _run(handler: Callable[[Namespace], None], args: Namespace) -> int:
+def _run(handler: Callable[[Namespace], int | None], args: Namespace) -> int:
+    """The handler's exit code (None: 0), or 2 for a user mistake, 130 for Ctrl-C."""
     try:
-        handler(args)
+        code = handler(args)
     except UserError as error:
         print(f"bild-align: error: {error}", file=sys.stderr)
         return 2
@@ -404,7 +465,7 @@ def _run(handler: Callable[[Namespace], None], args: Namespace) -> int:
         where = f": {error.filename}" if error.filename else ""
         print(f"bild-align: error: {error.strerror}{where}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

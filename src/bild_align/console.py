@@ -234,3 +234,7 @@ class Console:
                     self.decode(line)
             except ValueError as error:  # e.g. settings the decoder refuses
                 self.say(f"error: {error}")
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                self.say("\n(stopped; type the next input, or /quit)")

@@ -34,6 +34,7 @@ def method_rows(methods: list[Method], references: list[str], metric: str) -> li
     """The harness's rows, with quality: the task's metric on the rows that have a reference
     (rows without one are left out of it), and BLEU against the large model."""
     scored = [index for index, reference in enumerate(references) if reference]
+    methods = [method for method in methods if method.error is None]
     large_outputs = methods[0].outputs
     rows = summaries(methods)
     for method, row in zip(methods, rows, strict=True):
@@ -125,12 +126,26 @@ def plot_sweep(methods, bild_rows, points, front, path: Path) -> None:
     )
 
 
+def failed_methods(methods: list[Method]) -> list[dict]:
+    """The methods that raised, each with its setting and the error in one line."""
+    return [
+        {"method": method.name, "setting": method.setting, "error": method.error}
+        for method in methods
+        if method.error is not None
+    ]
+
+
+def _setting_text(setting: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in setting.items())
+
+
 def format_results(results: dict) -> str:
     config = results["config"]
     metric = config["metric"]
     lines = [
         f"{config['task']} / {config['split']}: {len(config['sample_ids'])} examples, batch "
-        f"{config['batch_size']}, {results['environment']['device']} {config['dtype']}",
+        f"{config['batch_size']}, {results['environment']['device']} {config['dtype']}"
+        f" ({results['environment'].get('cpu_threads', '?')} threads)",
         f"{'method':<10}{'rb':>5}{'fb':>6}{metric:>11}{'vs large':>9}{'median ms':>11}"
         f"{'tokens/s':>10}{'speedup':>9}{'L calls/tok':>12}{'fallback':>9}{'rollback':>9}",
     ]
@@ -160,6 +175,11 @@ def format_results(results: dict) -> str:
         lines.append(
             "note: with --reference-compat, rb=0 is not exact: the original decoder does not "
             "check the drafted tail (outputs may differ from the large model's)"
+        )
+    for failed in results.get("failed_methods", []):
+        lines.append(
+            f"failed: {failed['method']} {_setting_text(failed['setting'])}: {failed['error']} "
+            "(left out; the other methods' results are kept)"
         )
     missing = config.get("rows_without_reference") or 0
     if results["methods"][0]["quality"] and missing:

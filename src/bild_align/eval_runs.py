@@ -24,7 +24,7 @@ from bild_align.eval_report import CSV_HEADER, PNG_MARKER
 from bild_align.greedy import chunked
 from bild_align.harness import Method, new_tokens, run_example, warm_up
 from bild_align.io_utils import check_output_file, holds_json_keys
-from bild_align.models import assisted_generation_warnings_hidden
+from bild_align.models import assisted_generation_warnings_hidden, assisted_inputs
 from bild_align.plots import holds_plot
 from bild_align.prompts import Prompter
 from bild_align.runs import PartialLog, holds_partial_log, partial_path
@@ -44,6 +44,7 @@ def eval_methods(
                     do_sample=False,
                     num_beams=1,
                     max_new_tokens=max_new_tokens,
+                    **(assisted_inputs(model, input_ids) if extra else {}),
                     **extra,
                 )
             return sequences, None
@@ -142,7 +143,9 @@ def _valid_record(record, methods: list[Method]) -> bool:
     try:
         runs, ids = record["runs"], record["ids"]
         return len(runs) == len(methods) and all(
-            isinstance(run["seconds"], int | float)
+            isinstance(run["error"], str)
+            if "error" in run
+            else isinstance(run["seconds"], int | float)
             and len(run["outputs"]) == len(ids)
             and isinstance(run["tokens"], int)
             and (run["stats"] is None or BiLDStats(**run["stats"]) is not None)
@@ -180,6 +183,9 @@ def _add_example(methods: list[Method], results: list[dict]) -> None:
     """Add one batch's results (one per method, in order: time, outputs, tokens, stats)."""
     large_outputs = results[0]["outputs"]
     for method, result in zip(methods, results, strict=True):
+        if "error" in result:  # failed on this batch or before: it runs no more
+            method.error = method.error or result["error"]
+            continue
         stats = None if result["stats"] is None else BiLDStats(**result["stats"])
         outputs = result["outputs"]
         identical = sum(a == b for a, b in zip(outputs, large_outputs, strict=True))
@@ -210,7 +216,7 @@ def measure(
     append each finished batch to the log as soon as all its methods are done."""
     with torch.inference_mode():
         first = encoded[0].to(device)
-        warm_up(methods, first.input_ids, first.attention_mask)
+        warm_up(methods, first.input_ids, first.attention_mask, tolerate=True)
         total = len(encoded) * len(methods)
         batch_size = len(first.input_ids)
         finished = done // batch_size  # a resumed run stopped after a whole batch
@@ -225,9 +231,12 @@ def measure(
                     batch.attention_mask,
                     device,
                     on_done=lambda method: progress.update(1),
+                    tolerate=True,
                 )
                 record = [
-                    {
+                    {"error": result.error}
+                    if result.error is not None
+                    else {
                         "seconds": result.seconds,
                         "outputs": prompter.completions(
                             tokenizer, result.sequences, batch.input_ids

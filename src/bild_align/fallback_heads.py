@@ -177,16 +177,26 @@ def save_head(
 
 
 def load_fallback_head(
-    small_dir: str | Path, small_revision: str | None = None, width: int | None = None
+    small_dir: str | Path,
+    small_revision: str | None = None,
+    width: int | None = None,
+    rule_from: str = "option",
 ) -> FallbackHead:
     """The head saved beside the small model; refused (UserError) when missing, damaged, or
-    trained for another revision or width of the small model."""
+    trained for another revision or width of the small model. `rule_from` says who asked for
+    the learned rule ("option": --fallback learned; "policy": a saved policy), for the message."""
     from safetensors import safe_open
 
     path = Path(small_dir).expanduser() / HEAD_FILE
     if not path.is_file():
+        who = (
+            f"the tuned policy in {Path(small_dir) / 'bild_policy.json'} uses the learned "
+            "fallback rule, which"
+            if rule_from == "policy"
+            else "--fallback learned"
+        )
         raise UserError(
-            f"--fallback learned needs a fallback head in {small_dir} ({HEAD_FILE}); train one "
+            f"{who} needs a fallback head in {small_dir} ({HEAD_FILE}); train one "
             "with `bild-align train --recipe R --fallback-head-only` (or fallback_head: true)"
         )
     try:

@@ -39,6 +39,7 @@ class Method:
     stats: BiLDStats | None = None  # set for the decoders that count (BiLD, speculative)
     identical: int = 0  # examples whose output equals the reference method's
     tokens: int = 0  # new tokens generated (for tokens per second)
+    error: str | None = None  # why it failed, where failures are tolerated: it runs no more
 
     def add(self, seconds: float, output: Any, stats: BiLDStats | None, identical: bool) -> None:
         self.add_batch(seconds, [output], stats, int(identical), 0)
@@ -64,8 +65,15 @@ class Method:
 @dataclass
 class Result:
     seconds: float
-    sequences: torch.Tensor
+    sequences: torch.Tensor | None
     stats: BiLDStats | None
+    error: str | None = None  # the method failed (or had failed before): no sequences
+
+
+def _failure(error: Exception) -> str:
+    """A failure in one line: the exception's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def new_tokens(sequences: torch.Tensor, eos_ids: set[int], prefix_length: int) -> int:
@@ -78,10 +86,20 @@ def new_tokens(sequences: torch.Tensor, eos_ids: set[int], prefix_length: int) -
     return count
 
 
-def warm_up(methods: list[Method], input_ids: torch.Tensor, attention_mask=None) -> None:
-    """One untimed call each: kernels, caches and the allocator settle before timing."""
-    for method in methods:
-        method.generate(input_ids, attention_mask)
+def warm_up(
+    methods: list[Method], input_ids: torch.Tensor, attention_mask=None, tolerate: bool = False
+) -> None:
+    """One untimed call each: kernels, caches and the allocator settle before timing. With
+    `tolerate`, a method after the reference that raises is marked failed (`Method.error`)."""
+    for index, method in enumerate(methods):
+        if method.error is not None:
+            continue
+        try:
+            method.generate(input_ids, attention_mask)
+        except Exception as error:
+            if not tolerate or index == 0:
+                raise
+            method.error = _failure(error)
 
 
 def run_example(
@@ -90,14 +108,25 @@ def run_example(
     attention_mask: torch.Tensor | None,
     device: torch.device,
     on_done: Callable[[Method], None] | None = None,
+    tolerate: bool = False,
 ) -> list[Result]:
-    """Every method on this example, in order, each timed with the device synchronised."""
+    """Every method on this example, in order, each timed with the device synchronised. With
+    `tolerate`, a method after the reference that raises is marked failed and skipped from
+    then on (its results carry the error), so that the others' work is kept."""
     results = []
-    for method in methods:
-        seconds, (sequences, stats) = timed(
-            lambda m=method: m.generate(input_ids, attention_mask), device
-        )
-        results.append(Result(seconds, sequences, stats))
+    for index, method in enumerate(methods):
+        if method.error is None:
+            try:
+                seconds, (sequences, stats) = timed(
+                    lambda m=method: m.generate(input_ids, attention_mask), device
+                )
+                results.append(Result(seconds, sequences, stats))
+            except Exception as error:
+                if not tolerate or index == 0:
+                    raise
+                method.error = _failure(error)
+        if method.error is not None:
+            results.append(Result(0.0, None, None, method.error))
         if on_done is not None:
             on_done(method)
     return results

@@ -125,8 +125,9 @@ def generate_bild(
     `bild_generate`); `speculative=True` runs speculative decoding instead, drafting
     `num_assistant_tokens` (default 4) per check; `seed` seeds sampling (row i: seed + i)."""
     prepared = inputs_tensor is not None  # the callable route: generate prepared the inputs
-    if assistant_model is None and prepared:
-        assistant_model = _assistant_of_calling_generate()
+    if prepared:  # transformers dropped these two: read them from its `generate` call
+        assistant_model = assistant_model or _of_calling_generate("assistant_model")
+        streamer = streamer or _of_calling_generate("streamer")
     if assistant_model is None:
         raise ValueError(
             "BiLD needs the small model: pass assistant_model=small to generate (the model "
@@ -200,14 +201,14 @@ def generate_bild(
     return _as_generate_output(model, out, bool(config.return_dict_in_generate))
 
 
-def _assistant_of_calling_generate():
+def _of_calling_generate(name: str):
     """transformers 5.x hands a custom_generate *callable* neither `assistant_model` nor the
     streamer (its `_extract_generation_mode_kwargs` replaces them with the callable's own
-    extra arguments): read the small model from the `generate` call that called us."""
+    extra arguments): read the argument `name` from the `generate` call that called us."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_name != "generate":
         frame = frame.f_back
-    return None if frame is None else frame.f_locals.get("assistant_model")
+    return None if frame is None else frame.f_locals.get(name)
 
 
 def _refuse_unhonoured(**arguments) -> None:

@@ -46,9 +46,12 @@ def hub_url(repo_id: str, repo_type: str) -> str:
     return f"https://huggingface.co/{prefix}{repo_id}"
 
 
-def check_hub_access(repo_id: str, private: bool, *, repo_type: str, later: str):
+def check_hub_access(
+    repo_id: str, private: bool, *, repo_type: str, later: str, option: str = "--push-to-hub"
+):
     """A token that may write `repo_id` (the repository is created now if it does not exist);
-    returns the `HfApi` to upload with. `later` says how to do without the push for now."""
+    returns the `HfApi` to upload with. `later` says how to do without the push for now;
+    `option` is the option that named the repository, as the user typed it."""
     from huggingface_hub import HfApi, get_token
 
     token = get_token()
@@ -61,7 +64,7 @@ def check_hub_access(repo_id: str, private: bool, *, repo_type: str, later: str)
         api.whoami()
     except Exception as error:  # noqa: BLE001 - network, offline mode and bad tokens alike
         raise UserError(
-            f"--push-to-hub {repo_id}: cannot reach the Hub with this token "
+            f"{option} {repo_id}: cannot reach the Hub with this token "
             f"({type(error).__name__}: {first_line(error)}); check the network and the token, "
             f"or {later}"
         ) from None
@@ -69,7 +72,7 @@ def check_hub_access(repo_id: str, private: bool, *, repo_type: str, later: str)
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     except Exception as error:  # noqa: BLE001 - a bad id, no write permission
         raise UserError(
-            f"--push-to-hub {repo_id}: cannot create or write that {KINDS[repo_type]} "
+            f"{option} {repo_id}: cannot create or write that {KINDS[repo_type]} "
             f"repository ({type(error).__name__}: {first_line(error)})"
         ) from None
     return api

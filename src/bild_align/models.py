@@ -26,8 +26,11 @@ from typing import Any
 
 import torch
 
+from bild_align.drafters import tie_shared_encoder
 from bild_align.errors import UserError, first_line
 from bild_align.hub import hub_reachable
+
+logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
 # Architectures whose activations exceed float16's range (T5 v1.0/1.1, mT5 and their kin).
 FLOAT16_UNSAFE = frozenset({"t5", "mt5", "umt5", "longt5", "switch_transformers"})
@@ -137,16 +140,34 @@ def _is_model_file(path: Path) -> bool:
 
 
 def local_fingerprint(folder: str | os.PathLike) -> str:
-    """A digest of a model folder's model files (names, sizes, modification times; cheap):
-    another save into the same folder, e.g. `train --resume` into the same output_dir,
-    changes it; a results file or a fallback head written beside the model does not."""
+    """A digest of a model folder's model files, by name and content: a copy of the folder
+    (`cp -r`, a download elsewhere) has the same one; another save into it, e.g. `train
+    --resume` into the same output_dir, changes it; a results file or a fallback head written
+    beside the model does not."""
     import hashlib
 
     digest = hashlib.sha256()
     for path in sorted(filter(_is_model_file, Path(folder).iterdir())):
-        stat = path.stat()
-        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        digest.update(f"{path.name}\0{_content_digest(path)}\0".encode())
     return digest.hexdigest()[:16]
+
+
+# content digests by (path, size, modification time): a process reads each file once
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _content_digest(path: Path) -> str:
+    import hashlib
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def model_revision(model, name: str) -> str:
@@ -298,6 +319,23 @@ def assisted_generation_warnings_hidden() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
+def assisted_inputs(large, input_ids: torch.Tensor) -> dict:
+    """Extra inputs for `large.generate(..., assistant_model=small)` that keep an
+    encoder-decoder assistant's cache right. transformers 5.25 decides whether the assistant's
+    decoder ids repeat its cached ones by comparing their length with the *encoder's* attention
+    mask, unless a decoder attention mask is given: without one the assistant re-reads its whole
+    draft every round, its cache and positions grow past the sequence (BART: IndexError in the
+    position table; T5: drafts from a wrong cache, lossless but slow). An all-ones decoder mask
+    for the start token changes nothing else (docs/transformers-5.25-assisted.md)."""
+    if not large.config.is_encoder_decoder:
+        return {}
+    return {
+        "decoder_attention_mask": torch.ones(
+            input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device
+        )
+    }
+
+
 def check_same_tokenizer(small_tokenizer, large_tokenizer) -> None:
     """The decoders compare token ids: both models must read them with one vocabulary and the
     same special tokens (their embeddings may still be padded to different sizes)."""
@@ -347,6 +385,12 @@ def load_pair(small: str, large: str, *, dtype: str, device) -> LoadedPair:
         small, dtype=dtype, device=large_model.device
     )
     vocab_size = check_loaded_pair(small_model, small_tokenizer, large_model, tokenizer)
+    if tie_shared_encoder(small_model, large_model, small, large_revision):
+        logger.info(
+            "bild-align: %s is a drafter of this large model: one encoder in memory, one "
+            "encoder pass per input",
+            small,
+        )
     return LoadedPair(
         small_model, large_model, tokenizer, small_revision, large_revision, vocab_size
     )

@@ -134,13 +134,22 @@ class Prompter:
         finally:
             tokenizer.padding_side = side
 
+    def source_room(self, tokenizer, model, max_source_length: int, max_new_tokens: int) -> int:
+        """A default `max_source_length` lowered so that the template, the source and the new
+        tokens fit a decoder-only model's context (a length the user gave is kept, and
+        `check_fits` refuses it if it does not fit)."""
+        limit = _context(model)
+        if not self.decoder_only or self.template is None or not limit:
+            return max_source_length
+        template = self.prompt_texts(tokenizer, [""], 0)[0]
+        overhead = len(tokenizer(template, add_special_tokens=not self.chat)["input_ids"])
+        room = limit - max_new_tokens - overhead
+        return max(1, min(max_source_length, room))
+
     def check_fits(self, model, longest_prompt: int, max_new_tokens: int) -> None:
         """Refuse, before any decoding, prompts that leave no room for the output in a
         decoder-only model's context (lower --max-source-length or --max-new-tokens)."""
-        config = model.config
-        limit = getattr(config, "max_position_embeddings", None) or getattr(
-            config, "n_positions", None
-        )
+        limit = _context(model)
         if self.decoder_only and limit and longest_prompt + max_new_tokens > limit:
             raise UserError(
                 f"the longest prompt has {longest_prompt} tokens and --max-new-tokens is "
@@ -157,6 +166,12 @@ class Prompter:
     def completions(self, tokenizer, sequences: torch.Tensor, input_ids: torch.Tensor) -> list[str]:
         new = sequences[:, self.prefix_length(input_ids) :] if self.decoder_only else sequences
         return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def _context(model) -> int | None:
+    """A decoder-only model's context length in tokens, where its config says."""
+    config = model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 def completion_features(

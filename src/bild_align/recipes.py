@@ -11,6 +11,7 @@ a `UserError`) that name the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import types
@@ -164,6 +165,30 @@ def resolve_paths(values: dict[str, Any], recipe_file: Path) -> dict[str, Any]:
     return resolved
 
 
+@functools.cache
+def _unique_key_loader():
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the
+    last one without a word, so a recipe's first value would be lost silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeyLoader
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
@@ -171,7 +196,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader()) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
@@ -215,20 +240,30 @@ _EVAL_KEYS_MOVED = {
 }  # fmt: skip
 
 
-def _moved_into_eval_section(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Old recipes keep working: their top-level eval keys go into the `eval:` section."""
+def _moved_into_eval_section(
+    values: dict[str, Any], source: str, quiet: bool = False
+) -> dict[str, Any]:
+    """Old recipes keep working: their top-level eval keys go into the `eval:` section (both
+    places with different values: refused)."""
     moved = [key for key in _EVAL_KEYS_MOVED if key in values]
     if not moved or not isinstance(values.get("eval", {}), dict):
         return values  # (a section that is no mapping is refused as such by `build`)
-    logger.warning(
-        "bild-align: %s: key(s) %s now go in the recipe's `eval:` section (read from there)",
-        source,
-        ", ".join(moved),
-    )
+    if not quiet:
+        logger.warning(
+            "bild-align: %s: key(s) %s now go in the recipe's `eval:` section (read from there)",
+            source,
+            ", ".join(moved),
+        )
     values = dict(values)
     section = dict(values.get("eval") or {})
     for key in moved:
-        section.setdefault(_EVAL_KEYS_MOVED[key], values.pop(key))
+        name = _EVAL_KEYS_MOVED[key]
+        if name in section and section[name] != values[key]:
+            raise RecipeError(
+                f"{source}: {key}: {values[key]!r} (top level, the old place) and eval: {name}: "
+                f"{section[name]!r} disagree; keep the one in the eval: section"
+            )
+        section[name] = values.pop(key)
     values["eval"] = section
     return values
 
@@ -251,13 +286,19 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
     if not any(key in values for key in _TRAINING_ONLY):
         return check_values(EvalConfig, values, str(path))
     recipe = _recipe(values, path)
+    # thresholds only where the recipe gives them: without, eval uses a saved policy
+    given = set(_moved_into_eval_section(values, str(path), quiet=True).get("eval") or {})
     chosen = {
         "small": recipe.output_dir,
         "large": recipe.large_model,
         "task": recipe.task,
         "split": recipe.eval.split,
-        "rb": tuple(recipe.eval.sweep_rb if sweep else recipe.eval.rb),
-        "fb": tuple(recipe.eval.sweep_fb if sweep else recipe.eval.fb),
+        "rb": tuple(recipe.eval.sweep_rb if sweep else recipe.eval.rb)
+        if sweep or "rb" in given
+        else None,
+        "fb": tuple(recipe.eval.sweep_fb if sweep else recipe.eval.fb)
+        if sweep or "fb" in given
+        else None,
         "prompt_template": recipe.prompt_template,
         "chat_template": recipe.chat_template or None,  # decoder-only pairs' prompts
     }

@@ -82,9 +82,11 @@ class PartialLog:
                 "away or choose another --output"
             )
         if records[0] != self.header:
+            differing = differing_keys(records[0]["fingerprint"], self.header["fingerprint"])
             raise UserError(
-                f"{self.path} holds {self.what} with other settings; run that command again "
-                "to finish it, choose another --output, or delete the file"
+                f"{self.path} holds {self.what} with other settings "
+                f"({', '.join(differing) or 'its record'}); run that command again to finish it, "
+                "choose another --output, or delete the file"
             )
         if unreadable:
             self.rewrite(records[1:])

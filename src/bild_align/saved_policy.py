@@ -67,14 +67,38 @@ def load_policy(small_dir: str | Path) -> BiLDPolicy:
     return _policy(small_dir, record)
 
 
+def _check_small_model(small_dir, record: dict) -> str | None:
+    """The folder's small model is the one the policy was tuned for (by its weights' content;
+    a policy copied from another model's folder is refused, naming what it was tuned for).
+    Returns the folder's revision."""
+    from bild_align.models import local_fingerprint
+
+    folder = Path(small_dir).expanduser()
+    if not folder.is_dir():
+        return None
+    current = f"local:{local_fingerprint(folder)}"
+    tuned_for = record["pair"].get("small_revision")
+    if tuned_for is not None and tuned_for != current:
+        raise UserError(
+            f"{policy_path(small_dir)} was tuned for another small model "
+            f"({record['pair'].get('small')}, revision {tuned_for}; this folder's model is "
+            f"{current}): tune this model "
+            "(`bild-align tune --save`), give the thresholds, or delete that file"
+        )
+    return current
+
+
 def _policy(small_dir, record: dict) -> BiLDPolicy:
     """The saved settings as a policy; a learned rule with the head saved beside it."""
     from bild_align.fallback_heads import load_fallback_head
 
     settings = record["policy"]
+    current = _check_small_model(small_dir, record)
     head = None
     if settings["fallback_rule"] == "learned":
-        head = load_fallback_head(small_dir, record["pair"].get("small_revision"))
+        head = load_fallback_head(
+            small_dir, current or record["pair"].get("small_revision"), rule_from="policy"
+        )
     try:
         return BiLDPolicy(**settings, fallback_head=head)
     except (TypeError, ValueError) as error:

@@ -63,9 +63,29 @@ def model_and_tokenizer(recipe: TrainRecipe):
     except (OSError, TypeError, ValueError) as error:
         raise UserError(f"could not build the small model: {first_line(error)}") from None
     check_tokenizer(tokenizer, model, tokenizer_name)
+    if small_model is not None:
+        freeze_shared_encoder(model, small_model)
     if recipe.fp16:
         check_dtype(model.config.model_type, "float16", where="fp16: true, i.e.")
     return model, tokenizer
+
+
+def freeze_shared_encoder(model, folder: str) -> bool:
+    """A drafter sharing the large model's encoder keeps it: its encoder (with the input
+    embedding it holds) is frozen, so that the trained drafter still shares it."""
+    from bild_align.drafters import read_record
+
+    record = read_record(folder) if Path(folder).is_dir() else None
+    if record is None or record.get("shares") != "encoder":
+        return False
+    for parameter in model.get_encoder().parameters():
+        parameter.requires_grad_(False)
+    logger.info(
+        "bild-align: %s is a drafter sharing the large model's encoder: the encoder stays "
+        "frozen, the decoder trains",
+        folder,
+    )
+    return True
 
 
 def model_from_config(recipe: TrainRecipe, tokenizer):
@@ -166,7 +186,7 @@ def adafactor_optimizers(recipe: TrainRecipe, model) -> tuple:
     from transformers.optimization import Adafactor
 
     adafactor = Adafactor(
-        model.parameters(),
+        [parameter for parameter in model.parameters() if parameter.requires_grad],
         lr=recipe.learning_rate,
         scale_parameter=True,
         relative_step=False,

@@ -29,6 +29,12 @@ from bild_align.tasks import load_rows
 from bild_align.timing import timed
 from bild_align.tuning import Setting, cost_features, fit_costs, modelled_seconds
 
+# settings that change no decoding: a rerun with other values reuses the kept decodings
+NOT_IN_DECODINGS = (
+    "output", "save", "refine", "max_drop", "min_quality", "confidence", "bootstrap", "seed",
+    "timing_rows",
+)  # fmt: skip
+
 logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
 
 
@@ -53,6 +59,10 @@ class TuneSession:
             config.max_new_tokens,
             defaults=(task.max_source_length, task.max_target_length),
         )
+        if config.max_source_length is None:  # a default leaves room for prompt and output
+            self.max_source_length = self.prompter.source_room(
+                self.tokenizer, self.large, self.max_source_length, self.max_new_tokens
+            )
         use_plain_generation(self.large)
         use_plain_generation(self.small)
         self.rules, self.head = search_rules(config, small_revision)
@@ -71,13 +81,13 @@ class TuneSession:
             "vocab_size": self.vocab_size,
         }
         fingerprint = {
-            **{k: v for k, v in asdict(config).items() if k not in ("output", "save", "refine")},
+            **{k: v for k, v in asdict(config).items() if k not in NOT_IN_DECODINGS},
             **self.pair,
             "ids": list(rows["id"]),
             "max_new_tokens": self.max_new_tokens,
             **(self.prompter.describe() if self.prompter.decoder_only else {}),
         }
-        self.log = PartialLog(output, "an interrupted tune")
+        self.log = PartialLog(output, "the decodings of an earlier or interrupted tune")
         records, _ = self.log.open(fingerprint)
         self.done = {r["key"]: r for r in records if isinstance(r, dict) and "key" in r}
 

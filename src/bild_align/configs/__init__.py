@@ -26,6 +26,7 @@ from bild_align.configs.common import (
     check,
 )
 from bild_align.configs.demo import DemoConfig
+from bild_align.configs.drafter import DrafterConfig
 from bild_align.configs.evaluate import EvalConfig, TuneConfig
 from bild_align.configs.publish import ExportGenerateConfig, PushConfig
 from bild_align.configs.train import RecipeEval, TrainRecipe
@@ -45,6 +46,7 @@ __all__ = [
     "ChatSettings",
     "Config",
     "DemoConfig",
+    "DrafterConfig",
     "EvalConfig",
     "ExportGenerateConfig",
     "PushConfig",

@@ -52,7 +52,8 @@ CHAT_LIMITS: dict[str, tuple[type, Callable[[float], bool], str]] = {
     "fb": (float, lambda v: v >= 0, ">= 0"),
     "steps": (int, lambda v: v >= 1, ">= 1"),
     "gamma": (int, lambda v: v >= 1, ">= 1"),
-    "max": (int, lambda v: v >= 1, ">= 1"),
+    # a cap, so that a typo cannot start minutes of decoding (Ctrl-C also stops one)
+    "max": (int, lambda v: 1 <= v <= 4096, "from 1 to 4096"),
     "temperature": (float, lambda v: v > 0, "> 0"),
     "top-k": (int, lambda v: v >= 0, ">= 0 (0: off)"),
     "top-p": (float, lambda v: 0 < v <= 1, "in (0, 1]"),

@@ -205,7 +205,9 @@ class TuneConfig(Config):
     output: str = option(
         "results/tune.json",
         "results JSON (the front, the chosen setting, the budget); a PNG plot of the front is "
-        "written beside it; an interrupted run resumes from OUTPUT.partial.jsonl",
+        "written beside it; OUTPUT.partial.jsonl keeps every decoding, so that an interrupted "
+        "run resumes and a rerun with another budget (--max-drop, --min-quality, --confidence, "
+        "--bootstrap, --seed, --timing-rows) decodes nothing again",
     )
     save: bool = option(
         False,

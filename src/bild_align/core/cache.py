@@ -15,11 +15,14 @@ row's arithmetic never depends on the rows beside it.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from bild_align.core.checks import is_encoder_decoder
+from bild_align.core.shared_encoder import encoded_once
 
 
 class DecoderState:
@@ -34,16 +37,18 @@ class DecoderState:
         self.model = model
         self.device = model.device
         self.is_encoder_decoder = is_encoder_decoder(model)
+        self.cache_argument = cache_argument(model)
         if self.is_encoder_decoder:
             self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
-            encoder_output = model.get_encoder()(
-                input_ids=input_ids.to(self.device),
-                attention_mask=self.attention_mask,
-                return_dict=True,
-            )
-            self.encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_output.last_hidden_state
-            )
+            encoder = model.get_encoder()
+            hidden = encoded_once(
+                encoder, input_ids, attention_mask,
+                lambda: encoder(
+                    input_ids=input_ids.to(self.device), attention_mask=self.attention_mask,
+                    return_dict=True,
+                ).last_hidden_state,
+            )  # fmt: skip
+            self.encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
             self.cache = EncoderDecoderCache(_new_cache(model.config), _new_cache(model.config))
         else:
             self.cache = _new_cache(model.config)
@@ -62,13 +67,16 @@ class DecoderState:
                 encoder_outputs=self.encoder_outputs,
                 attention_mask=self.attention_mask,
                 decoder_input_ids=new_ids,
-                past_key_values=self.cache,
                 use_cache=True,
                 return_dict=True,
+                **{self.cache_argument: self.cache},
             )
         else:
             output = self.model(
-                input_ids=new_ids, past_key_values=self.cache, use_cache=True, return_dict=True
+                input_ids=new_ids,
+                use_cache=True,
+                return_dict=True,
+                **{self.cache_argument: self.cache},
             )
         return output.logits[0] if keep_last is None else output.logits[0, -keep_last:]
 
@@ -140,6 +148,14 @@ class TransformersDecoder:
         join = torch.cat if isinstance(keep, torch.Tensor) else torch.stack
         self.last_hidden = join(hidden) if hidden else None
         return join(outputs)
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name the model's forward takes its KV cache by: `cache` from transformers 5.25 on
+    (where `past_key_values` is deprecated, with a warning on every call), `past_key_values`
+    before it and for models not yet renamed."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _new_cache(config) -> DynamicCache:

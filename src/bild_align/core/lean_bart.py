@@ -37,6 +37,7 @@ from bild_align.core.lean_ops import (
     query_positions,
     split_heads,
 )
+from bild_align.core.shared_encoder import encoded_once
 
 # model type -> (norms before each sub-layer, offset of the learned position table)
 FAMILIES = {"bart": (False, 2), "mbart": (True, 2), "marian": (False, 0), "pegasus": (True, 0)}
@@ -125,7 +126,10 @@ class LeanBartDecoder:
                 "this model embeds at most {capacity} decoder positions "
                 "(max_position_embeddings); {extent} needed: lower max_new_tokens"
             )
-        hidden, mask = encode(model, input_ids, attention_mask)
+        hidden, mask = encoded_once(
+            model.model.encoder, input_ids, attention_mask,
+            lambda: encode(model, input_ids, attention_mask),
+        )  # fmt: skip
         rows = input_ids.shape[0]
         self.batch_size = rows
         projections = [(layer.cross_k, layer.cross_v) for layer in self.layers]

@@ -34,6 +34,7 @@ from bild_align.core.lean_ops import (
     rms_norm,
     split_heads,
 )
+from bild_align.core.shared_encoder import encoded_once
 
 
 def supports(model: PreTrainedModel) -> bool:
@@ -172,7 +173,10 @@ class LeanT5Decoder:
         self.heads, self.head_dim = config.num_heads, config.d_kv
         self.dtype = self.embed.dtype
         self.mask_value = torch.finfo(self.dtype).min
-        hidden, mask = encode_t5(model, input_ids, attention_mask)
+        hidden, mask = encoded_once(
+            model.encoder, input_ids, attention_mask,
+            lambda: encode_t5(model, input_ids, attention_mask),
+        )  # fmt: skip
         rows, source_length = input_ids.shape
         self.batch_size, self.capacity = rows, capacity
         cross_bias = torch.zeros((rows, 1, 1, source_length), dtype=self.dtype, device=device)

@@ -41,6 +41,7 @@ from bild_align.core.checks import (
 )
 from bild_align.core.policies import BiLDPolicy
 from bild_align.core.sampling import Sampler, confidence, speculative_verdict
+from bild_align.core.shared_encoder import encoder_passes_shared
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 ENGINES = ("auto", "transformers")
@@ -107,10 +108,13 @@ def decode(
         longest = max(map(len, row_prefixes))
         widest = longest + policy.max_small_steps + 1
         capacity = (longest if len(row_prefixes) > 1 else 0) + max_new_tokens + widest
-        steppers = [
-            None if model is None else _stepper(model, input_ids, attention_mask, capacity, engine)
-            for model in (small, large)
-        ]
+        with encoder_passes_shared():  # a drafter sharing the large encoder: one pass
+            steppers = [
+                None
+                if model is None
+                else _stepper(model, input_ids, attention_mask, capacity, engine)
+                for model in (small, large)
+            ]
         if policy.fallback_head is not None and small is not None:
             steppers[0].capture_hidden = True  # transformers' forward keeps it only when asked
             policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))

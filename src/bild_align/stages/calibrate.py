@@ -86,6 +86,10 @@ def run_calibration(config: CalibrateConfig) -> Path:
         config.max_new_tokens,
         defaults=(task.max_source_length, task.max_target_length),
     )
+    if config.max_source_length is None:  # a default leaves room for the prompt and output
+        max_source_length = prompter.source_room(
+            tokenizer, model, max_source_length, max_new_tokens
+        )
     config = replace(
         config,
         output=str(output),
@@ -94,6 +98,9 @@ def run_calibration(config: CalibrateConfig) -> Path:
     )
     generation = use_plain_generation(model)
     inputs = prompter.row_inputs(tokenizer, rows, config.max_source_length)
+    lengths = prompter.input_lengths(tokenizer, inputs, config.max_source_length)
+    # before anything is written: a refused start leaves the output as it was
+    prompter.check_fits(model, max(lengths), config.max_new_tokens)  # decoder-only context
     fingerprint = run_fingerprint(config, task, revision, rows_digest(rows))
     if prompter.decoder_only:  # (absent for encoder-decoder runs, whose records predate it)
         fingerprint.update(prompter.describe())
@@ -127,7 +134,9 @@ def run_calibration(config: CalibrateConfig) -> Path:
                     file=sys.stderr,
                 )
             try:
-                _decode_missing(config, rows, inputs, model, tokenizer, prompter, output, state)
+                _decode_missing(
+                    config, rows, inputs, lengths, model, tokenizer, prompter, output, state
+                )
             except KeyboardInterrupt:  # its finished rows are in the shards by now
                 if state.is_main_process:
                     kept = len(ShardStore(output / SHARDS).done_ids())
@@ -157,13 +166,11 @@ def run_calibration(config: CalibrateConfig) -> Path:
 
 
 def _decode_missing(
-    config, rows, inputs, model, tokenizer, prompter: Prompter, output: Path, state
+    config, rows, inputs, lengths, model, tokenizer, prompter: Prompter, output: Path, state
 ) -> None:
     store = ShardStore(output / SHARDS)
     done = store.done_ids()
     sources, ids, references = (list(rows[name]) for name in ("source", "id", "reference"))
-    lengths = prompter.input_lengths(tokenizer, inputs, config.max_source_length)
-    prompter.check_fits(model, max(lengths), config.max_new_tokens)  # decoder-only context
     order = [index for index in length_sorted(lengths) if ids[index] not in done]
     mine = order[state.process_index :: state.num_processes]
     if done and state.is_main_process:

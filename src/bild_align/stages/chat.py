@@ -71,8 +71,13 @@ def run_chat(
                 file=sys.stderr,
             )
     head = None
-    if settings.fallback == "learned" or (Path(config.small).expanduser() / HEAD_FILE).is_file():
+    if settings.fallback == "learned":
         head = load_fallback_head(config.small, small_revision)
+    elif (Path(config.small).expanduser() / HEAD_FILE).is_file():  # for /fallback learned
+        try:
+            head = load_fallback_head(config.small, small_revision)
+        except UserError as error:  # a head this session does not need
+            print(f"note: /fallback learned is unavailable: {error}", file=sys.stderr)
     interactive = lines is None and sys.stdin.isatty()
     colour = config.color == "always" or (config.color == "auto" and sys.stdout.isatty())
     console = Console(

@@ -24,10 +24,7 @@ from pathlib import Path
 
 from bild_align.configs import EvalConfig, check
 from bild_align.core.decoding import eos_token_ids
-from bild_align.eval_report import (
-    method_rows,
-    sweep_report,
-)
+from bild_align.eval_report import failed_methods, method_rows, sweep_report
 from bild_align.eval_runs import (
     check_outputs,
     encoded_batches,
@@ -109,6 +106,10 @@ def _run_locked(config: EvalConfig, task) -> dict:
         config.max_new_tokens,
         defaults=(task.max_source_length, task.max_target_length),
     )
+    if config.max_source_length is None:  # a default leaves room for the prompt and output
+        max_source_length = prompter.source_room(
+            tokenizer, large, max_source_length, max_new_tokens
+        )
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
     head = None
@@ -133,6 +134,8 @@ def _run_locked(config: EvalConfig, task) -> dict:
         **{key: value for key, value in asdict(config).items() if key != "output"},
         **settings,
     }
+    encoded = encoded_batches(rows, prompter, tokenizer, config.batch_size, max_source_length)
+    prompter.check_fits(large, max(batch.input_ids.shape[1] for batch in encoded), max_new_tokens)
     log = PartialLog(config.output, "the finished examples of an interrupted eval")
     batches = list(chunked(settings["sample_ids"], config.batch_size))
     done, damaged = resume(log, fingerprint, methods, batches)
@@ -159,8 +162,6 @@ def _run_locked(config: EvalConfig, task) -> dict:
             file=sys.stderr,
         )
     sources = list(rows["source"])
-    encoded = encoded_batches(rows, prompter, tokenizer, config.batch_size, max_source_length)
-    prompter.check_fits(large, max(batch.input_ids.shape[1] for batch in encoded), max_new_tokens)
     try:
         measure(
             methods,
@@ -187,6 +188,8 @@ def _run_locked(config: EvalConfig, task) -> dict:
         "environment": environment(device),
         "methods": method_rows(methods, references, task.metric),
     }
+    if failed_methods(methods):  # reported, and the command's exit code says so
+        results["failed_methods"] = failed_methods(methods)
     if config.sweep:
         paths = output_paths(config)
         results["sweep"] = sweep_report(

@@ -22,6 +22,8 @@ from bild_align.io_utils import check_writable_folder, write_text_atomic
 from bild_align.resources import GENERATE_REPO
 
 EXPORTED = ("README.md", "custom_generate/generate.py", "custom_generate/requirements.txt")
+# written beside an export (never uploaded): a folder without it holds someone's own files
+EXPORT_MARKER = ".bild-align-export"
 
 
 def _files_in(folder: Path) -> set[str]:
@@ -37,9 +39,13 @@ def check_export_folder(output: Path) -> None:
     if output.exists() and not output.is_dir():
         raise UserError(f"{output} is a file; give a folder to export into")
     check_writable_folder(output, "export-generate DIR")
-    if output.is_dir() and not _files_in(output) <= set(EXPORTED):
+    files = _files_in(output) if output.is_dir() else set()
+    earlier_export = EXPORT_MARKER in files and files <= {*EXPORTED, EXPORT_MARKER}
+    if files and not earlier_export:
         raise UserError(
-            f"{output} holds files that are not an earlier export; choose a new or empty folder"
+            f"{output} holds files that are not an earlier export "
+            f"({', '.join(sorted(files)[:3])}{', ...' if len(files) > 3 else ''}); "
+            "choose a new or empty folder"
         )
 
 
@@ -47,10 +53,8 @@ def run_export_generate(config: ExportGenerateConfig) -> Path:
     check(config)
     output = Path(config.output).expanduser()
     check_export_folder(output)
-    hub = None
-    if config.push_to_hub:
-        later = f"hf upload {config.push_to_hub} {output}"
-        hub = check_hub_access(config.push_to_hub, config.private, repo_type="model", later=later)
+    output.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output / EXPORT_MARKER, "written by bild-align export-generate\n")
     for name in EXPORTED:
         text = (GENERATE_REPO / name).read_text(encoding="utf-8")
         if name == "README.md":
@@ -58,7 +62,9 @@ def run_export_generate(config: ExportGenerateConfig) -> Path:
                 'custom_generate="REPO"', f'custom_generate="{config.push_to_hub or output}"'
             )  # noqa: E501
         write_text_atomic(output / name, text)
-    if hub is not None:
+    if config.push_to_hub:  # after the export, so that "upload it later" names a real folder
+        later = f"upload the exported folder later (`hf upload {config.push_to_hub} {output}`)"
+        hub = check_hub_access(config.push_to_hub, config.private, repo_type="model", later=later)
         url = upload(
             hub,
             output,
@@ -80,8 +86,10 @@ def run_push(config: PushConfig) -> str:
             f"{config.model_dir} holds no model (config.json); give the output_dir of "
             "`bild-align train`"
         )
-    later = f"bild-align push {config.model_dir} --repo {config.repo}"
-    hub = check_hub_access(config.repo, config.private, repo_type="model", later=later)
+    later = "run this command again once the Hub can be reached (nothing was uploaded)"
+    hub = check_hub_access(
+        config.repo, config.private, repo_type="model", later=later, option="--repo"
+    )
     return publish_model(hub, folder, config.repo)
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bild_align.configs import TrainRecipe
+from bild_align.drafters import keep_drafter_record
 from bild_align.errors import UserError
 from bild_align.io_utils import write_text_atomic
 from bild_align.tasks import get_task
@@ -125,6 +126,7 @@ def run_training(
         trainer.model.to(saved_dtype)
         trainer.save_model(str(output))
         tokenizer.save_pretrained(str(output))
+        keep_drafter_record(recipe.small_model, output)  # the encoder is still the large one's
         record_result(recipe, trainer, final_metrics, time.monotonic() - started, resume)
         print(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
         if recipe.fallback_head:

@@ -12,7 +12,8 @@ settings, interleaved) and fit each decision's cost (`tuning.fit_costs`), so eve
 a modelled speedup from its exact counts; (5) judge quality against the large model on the same
 examples by paired bootstrap (`significance`); (6) time the chosen setting and its front
 neighbours against the large model. Every decoded setting is appended to OUTPUT.partial.jsonl
-as it finishes: Ctrl-C keeps them, and the same command resumes.
+as it finishes and kept there: Ctrl-C keeps them, the same command resumes, and a rerun with
+another budget judges them again without decoding.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bild_align.configs import TuneConfig, check
 from bild_align.errors import UserError
 from bild_align.io_utils import (
     check_output_file,
+    check_writable_folder,
     holds_json_keys,
     write_json_atomic,
 )
@@ -72,6 +74,8 @@ def run_tune(config: TuneConfig) -> dict:
             f"--save writes the chosen policy into the small model's folder, and {config.small} "
             "is not a local folder; download the model (e.g. `hf download`) and tune that folder"
         )
+    if config.save:  # before the work, not after it
+        check_writable_folder(Path(config.small).expanduser(), "--save (the small model's folder)")
     if config.split == "test":
         print(
             "warning: tuning on the test split: the thresholds are then chosen on the data "
@@ -90,6 +94,7 @@ def run_tune(config: TuneConfig) -> dict:
 
 def _run_locked(config: TuneConfig, task, output: Path) -> dict:
     session = TuneSession(config, task, output)
+    _check_enough_rows(len(session.sources), config.max_samples)
     if session.done:
         print(f"resuming: {len(session.done)} decodings already done ({session.log.path})")
     rows = len(session.sources)
@@ -152,7 +157,7 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
     results = tune_results(config, session, points, chosen, costs)
     write_json_atomic(output, results)
     plot_front(results, output.with_suffix(".png"))
-    session.log.finish()
+    # the decodings stay in the log: a rerun with another budget judges them without decoding
     if chosen is None:
         closest = results["closest"]
         raise UserError(
@@ -172,6 +177,27 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
         results["saved"] = str(path)
         write_json_atomic(output, results)
     return results
+
+
+# fewer rows cannot bound a quality drop: a paired bootstrap over them is its point estimate
+MIN_ROWS = 10
+FEW_ROWS = 100
+
+
+def _check_enough_rows(rows: int, max_samples: int | None) -> None:
+    if rows < MIN_ROWS:
+        raise UserError(
+            f"tune needs at least {MIN_ROWS} rows to bound a quality drop, and the split has "
+            f"{rows}{' (--max-samples)' if max_samples else ''}; give more rows (a few hundred "
+            "give bounds within about a point)"
+        )
+    if rows < FEW_ROWS:
+        print(
+            f"warning: {rows} rows give wide bounds on the quality drop: a budget is met only "
+            f"by settings close to exact; a few hundred rows (or more) bound it within about "
+            "a point",
+            file=sys.stderr,
+        )
 
 
 def _score(metric: str, stats) -> float:

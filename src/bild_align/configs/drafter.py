@@ -1,0 +1,32 @@
+"""`bild-align drafter`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bild_align.configs.common import Config, _dtype
+from bild_align.options import option
+
+DRAFTER_INITS = ("first-last", "spread", "first")
+
+
+@dataclass
+class DrafterConfig(Config):
+    """`bild-align drafter --large L --layers N --output DIR`: a small model made from L."""
+
+    large: str = option(help="the large model (Hub id or local folder) the drafter is made from")
+    output: str = option(help="the drafter's folder (new, or empty)")
+    layers: int = option(2, "decoder layers the drafter keeps, copied from the large model's")
+    init: str = option(
+        "first-last",
+        "which of the large decoder's layers are copied: first-last (the first LAYERS-1 and "
+        "the last, as Distil-Whisper), spread (evenly spaced) or first",
+    )
+    dtype: str = _dtype()
+
+    def problems(self) -> Iterator[str]:
+        if self.layers < 1:
+            yield (f"--layers must be 1 or more (got {self.layers})")
+        if self.init not in DRAFTER_INITS:
+            yield (f"--init {self.init}: choose from {', '.join(DRAFTER_INITS)}")

@@ -1,0 +1,176 @@
+"""Drafters made from the large model: its encoder (encoder-decoder) or its embeddings and
+output layer (decoder-only), and a few of its decoder layers, as an ordinary model folder.
+
+    drafter, layers = build_drafter(large, layers=2, init="first-last")   # a new model
+    save_drafter(drafter, tokenizer, "drafter-2", made_from={...}, layers=layers)
+    shared = tie_shared_encoder(small, large, small_dir, large_revision)  # load_pair does it
+
+A drafter's encoder is the large model's, weight for weight: `train` keeps it frozen, and
+`tie_shared_encoder` makes the two models hold one encoder module, so that every decoder
+encodes each input once (`core.shared_encoder`). `bild_drafter.json` records what the folder
+was made from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from bild_align.errors import UserError
+from bild_align.io_utils import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+DRAFTER_FILE = "bild_drafter.json"
+INITS = ("first-last", "spread", "first")
+# model_type -> (config key of the decoder's layer count, the state-dict prefix of a layer)
+FAMILIES = {
+    **dict.fromkeys(("t5", "mt5", "umt5"), ("num_decoder_layers", r"decoder\.block\.(\d+)\.")),
+    **dict.fromkeys(
+        ("bart", "mbart", "marian", "pegasus"),
+        ("decoder_layers", r"model\.decoder\.layers\.(\d+)\."),
+    ),
+    **dict.fromkeys(
+        ("llama", "mistral", "qwen2", "qwen3"), ("num_hidden_layers", r"model\.layers\.(\d+)\.")
+    ),
+}
+
+
+def family(model) -> tuple[str, str]:
+    kind = model.config.model_type
+    if kind not in FAMILIES:
+        supported = ", ".join(sorted(FAMILIES))
+        raise UserError(f"a drafter cannot be made from a {kind} model; supported: {supported}")
+    return FAMILIES[kind]
+
+
+def decoder_depth(model) -> int:
+    key, _ = family(model)
+    return int(getattr(model.config, key))
+
+
+def chosen_layers(total: int, count: int, init: str) -> list[int]:
+    """Which of the large decoder's `total` layers the drafter's `count` copy: `first-last`
+    (the first count-1 and the last, as Distil-Whisper), `spread` (evenly), or `first`."""
+    if not 1 <= count <= total:
+        raise UserError(f"--layers {count}: the large model's decoder has {total} layers")
+    if init == "first" or count == 1:
+        return list(range(count))
+    if init == "spread":
+        return [round(index * (total - 1) / (count - 1)) for index in range(count)]
+    return [*range(count - 1), total - 1]
+
+
+def build_drafter(large, layers: int, init: str = "first-last"):
+    """A new model of the large model's class with `layers` decoder layers copied from it and
+    everything else (encoder, embeddings, norms, output layer) identical. Returns the model
+    and the layers taken."""
+    key, pattern = family(large)
+    chosen = chosen_layers(decoder_depth(large), layers, init)
+    config = copy.deepcopy(large.config)
+    setattr(config, key, layers)
+    if getattr(config, "layer_types", None):  # per-layer attention kinds follow the layers
+        config.layer_types = [config.layer_types[index] for index in chosen]
+    drafter = type(large)(config)
+    head, embedding = large.get_output_embeddings(), large.get_input_embeddings()
+    if head is not None and head.weight is not embedding.weight:  # an untied head stays so
+        drafter.get_output_embeddings().weight = torch.nn.Parameter(head.weight.detach().clone())
+    source = large.state_dict()
+    layer = re.compile(pattern)
+
+    def from_large(name: str) -> str:
+        found = layer.match(name)
+        if found is None:
+            return name
+        mapped = name.replace(found.group(0), found.group(0).replace(
+            found.group(1), str(chosen[int(found.group(1))]), 1), 1)  # fmt: skip
+        # T5 keeps its relative-position table in the first layer only: keep that one
+        return mapped if mapped in source else name
+
+    state = {name: source[from_large(name)] for name in drafter.state_dict()}
+    drafter.load_state_dict(state, strict=True)
+    drafter.generation_config = copy.deepcopy(large.generation_config)
+    return drafter.to(large.dtype).eval(), chosen
+
+
+def save_drafter(
+    drafter, tokenizer, output: Path, *, made_from: dict, layers: list[int], init: str
+):
+    drafter.save_pretrained(output)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output)
+    record = {
+        "made_from": made_from,
+        "layers": layers,
+        "init": init,
+        "shares": "encoder" if drafter.config.is_encoder_decoder else "embeddings",
+    }
+    write_json_atomic(Path(output) / DRAFTER_FILE, record)
+    return record
+
+
+def read_record(folder: str | Path) -> dict | None:
+    path = Path(folder).expanduser() / DRAFTER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{path} is damaged; make the drafter again") from None
+
+
+def keep_drafter_record(small_model: str | None, output: str | Path) -> None:
+    """After training a drafter (its shared encoder frozen), its record goes with the trained
+    model, so that the pair still shares the encoder (verified again when loaded)."""
+    if not small_model or not (Path(small_model).expanduser() / DRAFTER_FILE).is_file():
+        return
+    record = read_record(small_model)
+    if record is not None and record.get("shares") == "encoder":
+        write_json_atomic(Path(output) / DRAFTER_FILE, {**record, "aligned_from": small_model})
+
+
+def _encoder_parts(model):
+    """The module holding the encoder and the input embedding (T5: the model; BART: .model)."""
+    holder = model.model if hasattr(model, "model") and hasattr(model.model, "encoder") else model
+    return holder
+
+
+def encoders_equal(small, large) -> bool:
+    small_state, large_state = small.get_encoder().state_dict(), large.get_encoder().state_dict()
+    return small_state.keys() == large_state.keys() and all(
+        torch.equal(small_state[name], large_state[name].to(small_state[name].device))
+        for name in small_state
+    )
+
+
+def tie_shared_encoder(small, large, small_dir: str | None, large_revision: str) -> bool:
+    """Make a drafter of this large model hold the large model's encoder module (and input
+    embedding), so that memory holds one encoder and the decoders encode once. True when
+    tied; a drafter of another large model stays an ordinary small model (said in a note)."""
+    record = read_record(small_dir) if small_dir and Path(small_dir).is_dir() else None
+    if record is None or record.get("shares") != "encoder":
+        return False
+    made_from = record.get("made_from", {})
+    if made_from.get("large_revision") != large_revision or not encoders_equal(small, large):
+        logger.info(
+            "note: %s is a drafter of %s (revision %s), not of this large model: it runs as an "
+            "ordinary small model (its own encoder pass per input)",
+            small_dir, made_from.get("large"), made_from.get("large_revision"),
+        )  # fmt: skip
+        return False
+    small_holder, large_holder = _encoder_parts(small), _encoder_parts(large)
+    small_holder.encoder = large_holder.encoder
+    if hasattr(large_holder, "shared"):
+        small_holder.shared = large_holder.shared
+        small_holder.decoder.embed_tokens = large_holder.shared
+    return True
+
+
+def shares_encoder(small, large) -> bool:
+    """Whether the two models hold one encoder module (a tied drafter)."""
+    return bool(small.config.is_encoder_decoder) and small.get_encoder() is large.get_encoder()

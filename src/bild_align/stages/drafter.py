@@ -1,0 +1,65 @@
+"""`bild-align drafter`: a small model made from the large one, ready to align and to pair.
+
+    bild-align drafter --large data/demo/large --layers 2 --output drafters/demo-2
+    bild-align train --recipe recipes/demo.yaml --small-model drafters/demo-2 ...
+    result = run_drafter(DrafterConfig(large="L", output="D", layers=2))
+
+Encoder-decoder (T5/mT5, the BART family): the large model's encoder, embeddings, output
+layer and LAYERS of its decoder layers; decoder-only (the Llama family): LAYERS of its layers
+with its embeddings, final norm and output layer. The folder is an ordinary model folder (the
+Auto classes load it) with the tokenizer, the generation config and `bild_drafter.json`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from bild_align.configs import DrafterConfig, check
+from bild_align.drafters import build_drafter, chosen_layers, decoder_depth, family, save_drafter
+from bild_align.errors import UserError
+from bild_align.io_utils import check_writable_folder
+from bild_align.models import load_seq2seq_or_causal
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a new or empty folder")
+    check_writable_folder(output)
+    if output.is_dir() and any(output.iterdir()):
+        raise UserError(f"--output {output} holds files; give a new or empty folder")
+
+
+def run_drafter(config: DrafterConfig) -> dict:
+    check(config)
+    output = Path(config.output).expanduser()
+    _check_output(output)
+    large, tokenizer, revision = load_seq2seq_or_causal(
+        config.large, dtype=config.dtype, device="cpu"
+    )
+    family(large)  # an architecture we can cut, before any work
+    chosen_layers(decoder_depth(large), config.layers, config.init)
+    drafter, layers = build_drafter(large, config.layers, config.init)
+    made_from = {"large": config.large, "large_revision": revision}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:  # written whole, then moved into place: an interruption leaves no half folder
+        record = save_drafter(drafter, tokenizer, staging, made_from=made_from, layers=layers,
+                              init=config.init)  # fmt: skip
+        if output.is_dir():
+            output.rmdir()
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def count(model):
+        return sum(parameter.numel() for parameter in model.parameters())
+
+    return {
+        **record,
+        "output": str(output),
+        "decoder_layers": f"{len(layers)} of {decoder_depth(large)}",
+        "parameters": count(drafter),
+        "large_parameters": count(large),
+    }

@@ -1,0 +1,189 @@
+"""Drafters made from the large model: built with its encoder and a few of its layers, loaded
+by the Auto classes, tied to the large model's encoder, and encoding each input once."""
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from bild_align import bild_generate, speculative_generate
+from bild_align.drafters import (
+    build_drafter,
+    chosen_layers,
+    encoders_equal,
+    save_drafter,
+    shares_encoder,
+    tie_shared_encoder,
+)
+from bild_align.errors import UserError
+from bild_align.models import model_revision
+from bild_align.toy_models import (
+    deepen,
+    deepen_bart,
+    random_bart,
+    random_inputs,
+    random_llama,
+    random_t5,
+)
+
+
+def _large(family):
+    if family == "t5":
+        small = random_t5(vocab_size=96, d_model=32, num_layers=2, confidence=6.0, seed=1)
+        return deepen(small, extra_layers=2, eps=0.3, seed=2)
+    if family == "bart":
+        return deepen_bart(random_bart("bart", vocab_size=96, d_model=32, seed=1),
+                           extra_layers=2, eps=0.3, seed=2)  # fmt: skip
+    return random_llama(vocab_size=96, hidden_size=32, num_layers=4, confidence=4.0, seed=1)
+
+
+class EncoderPasses(TorchFunctionMode):
+    """Counts the products that read the encoder's first weight (the lean steps bypass the
+    modules' forward, so hooks would miss them)."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.pointer, self.count = weight.data_ptr(), 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in ("matmul", "__matmul__", "linear") and any(
+            isinstance(a, torch.Tensor) and a.data_ptr() == self.pointer for a in args
+        ):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _first_encoder_weight(model):
+    encoder = model.get_encoder()
+    if hasattr(encoder, "block"):
+        return encoder.block[0].layer[0].SelfAttention.q.weight
+    return encoder.layers[0].self_attn.q_proj.weight
+
+
+def test_layers_are_chosen_as_asked():
+    assert chosen_layers(8, 2, "first-last") == [0, 7]
+    assert chosen_layers(8, 4, "first-last") == [0, 1, 2, 7]
+    assert chosen_layers(8, 3, "spread") == [0, 4, 7] or chosen_layers(8, 3, "spread") == [0, 3, 7]
+    assert chosen_layers(8, 2, "first") == [0, 1]
+    assert chosen_layers(8, 1, "first-last") == [0]
+    for count in (0, -1, 9):
+        with pytest.raises(UserError, match="decoder has 8 layers"):
+            chosen_layers(8, count, "first-last")
+
+
+@pytest.mark.parametrize("family", ["t5", "bart", "llama"])
+def test_a_drafter_folder_loads_with_the_auto_classes(family, tmp_path):
+    large = _large(family)
+    drafter, layers = build_drafter(large, layers=2)
+    record = save_drafter(drafter, None, tmp_path / "d", made_from={"large": "L"}, layers=layers,
+                          init="first-last")  # fmt: skip
+    auto = AutoModelForCausalLM if family == "llama" else AutoModelForSeq2SeqLM
+    loaded = auto.from_pretrained(tmp_path / "d").eval()
+    assert (tmp_path / "d" / "bild_drafter.json").is_file() and record["layers"] == layers
+    if family == "llama":
+        assert loaded.config.num_hidden_layers == 2
+        torch.testing.assert_close(loaded.lm_head.weight, large.lm_head.weight)
+        torch.testing.assert_close(
+            loaded.model.layers[1].mlp.up_proj.weight, large.model.layers[3].mlp.up_proj.weight
+        )
+    else:
+        assert encoders_equal(loaded, large)
+        assert len(getattr(loaded.get_decoder(), "block", None) or loaded.get_decoder().layers) == 2
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_a_tied_drafter_encodes_each_input_once_and_rb0_is_exact(family, tmp_path):
+    large = _large(family)
+    drafter, layers = build_drafter(large, layers=1)
+    save_drafter(drafter, None, tmp_path / "d", made_from={"large": "L", "large_revision": "r"},
+                 layers=layers, init="first-last")  # fmt: skip
+    small = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "d").eval()
+    assert not tie_shared_encoder(small, large, str(tmp_path / "d"), "another large model")
+    assert not shares_encoder(small, large)
+    assert tie_shared_encoder(small, large, str(tmp_path / "d"), "r")
+    assert shares_encoder(small, large)
+    weight = _first_encoder_weight(large)
+    for rows in (1, 3):
+        ids = random_inputs(rows, vocab_size=96, seed=rows)
+        ids = torch.nn.utils.rnn.pad_sequence([row[0] for row in ids], batch_first=True)
+        mask = (ids != 0).long()
+        for engine in ("auto", "transformers"):
+            for sampled in ({}, {"do_sample": True, "seed": 3}):
+                with EncoderPasses(weight) as passes:
+                    out = bild_generate(small, large, ids, mask, rollback_threshold=0,
+                                        max_new_tokens=8, engine=engine, **sampled)  # fmt: skip
+                layers_read = passes.count
+                per_pass = 1 if engine == "auto" else rows  # one product, or one per row
+                assert layers_read == per_pass, (engine, rows, sampled, layers_read)
+                if not sampled:
+                    greedy = large.generate(ids, attention_mask=mask, do_sample=False,
+                                            max_new_tokens=8)  # fmt: skip
+                    got = out.sequences[:, : greedy.shape[1]]
+                    assert torch.equal(got, greedy[:, : got.shape[1]])
+        with EncoderPasses(weight) as passes:
+            speculative_generate(small, large, ids, mask, max_new_tokens=6)
+        assert passes.count == 1
+
+
+def test_an_untied_pair_still_encodes_twice():
+    large = _large("t5")
+    small, _ = build_drafter(large, layers=1)
+    weight = _first_encoder_weight(large)
+    with EncoderPasses(weight) as passes:
+        bild_generate(small, large, torch.tensor([[5, 6, 7, 1]]), max_new_tokens=4)
+    assert passes.count == 1  # the large model's own pass; the small model's reads its copy
+    assert not shares_encoder(small, large)
+
+
+def test_other_architectures_are_named_as_unsupported():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50))
+    with pytest.raises(UserError, match="supported: bart, llama"):
+        build_drafter(model, layers=1)
+
+
+def test_revision_of_a_drafter_folder_is_its_own(tmp_path):
+    large = _large("t5")
+    drafter, layers = build_drafter(large, layers=1)
+    save_drafter(drafter, None, tmp_path / "d", made_from={}, layers=layers, init="first")
+    assert model_revision(None, str(tmp_path / "d")).startswith("local:")
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--layers", "0"], "--layers must be 1 or more"),
+        (["--layers", "-2"], "--layers must be 1 or more"),
+        (["--layers", "9"], "decoder has 4 layers"),
+        (["--init", "middle"], "--init middle: choose from"),
+    ],
+)
+def test_drafter_mistakes_exit_2_and_write_nothing(tmp_path, capsys, extra, words):
+    from bild_align.cli import main
+    from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer
+
+    model = deepen(byte_level_model(num_layers=1, d_model=16, seed=1), extra_layers=3, seed=2)
+    large = save_with_byte_tokenizer(model, tmp_path / "large")
+    output = tmp_path / "out"
+    assert main(["drafter", "--large", str(large), "--output", str(output), *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("bild-align: error:") == 1 and "Traceback" not in err
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["large"]
+
+
+def test_drafter_refuses_a_folder_of_files_a_file_and_a_missing_model(tmp_path, capsys):
+    from bild_align.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("x")
+    for output, words in ((mine, "holds files"), (tmp_path / "file", "is a file")):
+        assert main(["drafter", "--large", "nothere", "--output", str(output)]) == 2
+        assert words in capsys.readouterr().err
+    assert main(["drafter", "--large", str(tmp_path / "nothere"), "--output",
+                 str(tmp_path / "new")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.count("bild-align: error:") == 1
+    assert not (tmp_path / "new").exists() and (mine / "notes.txt").read_text() == "mine"
