@@ -381,3 +381,24 @@ def test_a_refused_start_leaves_nothing_that_blocks_the_corrected_command(
     assert main([*calibrate_argv, "--prompt-template", long_template]) == 2
     assert not calibration.exists() or not any(calibration.iterdir())
     assert main(calibrate_argv) == 0
+
+
+def test_a_file_of_ready_prompts_needs_no_source_column(causal_pair_dirs, tmp_path, capsys):
+    """A new-user finding: a file with `prompt` and `target` columns was refused for having
+    no source column; a row with an empty or null prompt was decoded from nothing."""
+    small, large = map(str, causal_pair_dirs)
+    rows = [{"prompt": f"Translate German to English:\ndas Haus {i}\n", "target": f"the house {i}"}
+            for i in range(3)]  # fmt: skip
+    pairs = tmp_path / "prompts.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["eval", "--small", small, "--large", large, "--task", str(pairs), "--split", "train",
+            "--max-new-tokens", "6", "--baselines", "large", "--rb", "0"]  # fmt: skip
+    assert main([*argv, "--output", str(tmp_path / "a.json")]) == 0
+    results = json.loads((tmp_path / "a.json").read_text())
+    assert len(results["methods"][0]["outputs"]) == 3
+    for empty in ("", None):
+        bad = [*rows, {"prompt": empty, "target": "x"}]
+        pairs.write_text("".join(json.dumps(row) + "\n" for row in bad))
+        assert main([*argv, "--output", str(tmp_path / "b.json")]) == 2
+        err = capsys.readouterr().err
+        assert "row 3 of split 'train' has an empty prompt" in err

@@ -26,7 +26,7 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
         sweep_rb=(0.0, 2.0),
         sweep_fb=(0.5,),
         max_new_tokens=24,
-        tune_samples=6,
+        tune_samples=10,
         align_overrides={
             "max_steps": 4,
             "eval_rows": 8,
@@ -51,7 +51,7 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
             table.append(line)
         assert len(table) >= 3 and len({len(line) for line in table}) == 1, table
     tune = json.loads((tmp_path / "tune.json").read_text())
-    assert tune["examples"] == 6 and results["tuned_batch8"]["config"]["batch_size"] == 8
+    assert tune["examples"] == 10 and results["tuned_batch8"]["config"]["batch_size"] == 8
     assert (tmp_path / "aligned" / "bild_fallback_head.safetensors").is_file()
     assert "sweep plot:" in out and Path(results["aligned"]["sweep"]["plot"]).exists()
     calibration = json.loads((tmp_path / "calibration" / "run.json").read_text())
@@ -62,3 +62,22 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
         if row["method"] == "bild" and row["setting"]["rb"] == 0.0
     )
     assert exact["identical_to_large"] == 4  # rb = 0 is lossless on the real pair too
+
+
+def test_the_demo_knows_how_many_steps_its_aligned_model_had(tmp_path):
+    """A new-user finding: `demo --max-steps 12` after a run with 5 reported the 5-step model
+    as done; the demo now reads the steps from the run record (more asked: training
+    continues; fewer: refused, naming both)."""
+    import json
+
+    from bild_align.stages.demo import _trained_steps
+    from bild_align.training_runs import RUN_FILE
+
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    assert _trained_steps(aligned) is None  # nothing trained yet
+    (aligned / "model.safetensors").write_bytes(b"x")
+    (aligned / RUN_FILE).write_text(json.dumps({"result": {"recipe": {"max_steps": 5}}}))
+    assert _trained_steps(aligned) == 5
+    (aligned / RUN_FILE).write_text("{damaged")
+    assert _trained_steps(aligned) is None

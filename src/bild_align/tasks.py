@@ -13,6 +13,7 @@ tries the `refs/convert/parquet` export, and its error says what was tried.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -318,11 +319,19 @@ def load_rows(task: Task, split: str, max_samples: int | None = None):
         raise TaskError(f"{task.source}: split {split!r} is empty")
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    get_source, get_reference = _column_getter(task, list(dataset.column_names), dataset.features)
-    id_column = task.id_column if task.id_column in dataset.column_names else None
-    has_prompt = task.local_path is not None and "prompt" in dataset.column_names
+    columns = list(dataset.column_names)
+    has_prompt = task.local_path is not None and "prompt" in columns
+    if has_prompt and task.source_column not in columns:  # ready prompts stand for the source
+        task = dataclasses.replace(task, source_column="prompt")
+    get_source, get_reference = _column_getter(task, columns, dataset.features)
+    id_column = task.id_column if task.id_column in columns else None
 
     def convert(row, index):
+        if has_prompt and (row["prompt"] is None or not str(row["prompt"]).strip()):
+            raise TaskError(  # an empty prompt would be decoded from nothing
+                f"{task.source}: row {index} of split {split!r} has an empty prompt; remove "
+                "or fill that row"
+            )
         source = get_source(row)
         if source is None:  # str(None) would be decoded as the text "None"
             raise TaskError(
@@ -336,7 +345,7 @@ def load_rows(task: Task, split: str, max_samples: int | None = None):
             "reference": "" if reference is None else str(reference),
         }
         if has_prompt:
-            converted["prompt"] = str(row["prompt"] or "")
+            converted["prompt"] = str(row["prompt"])
         return converted
 
     return dataset.map(

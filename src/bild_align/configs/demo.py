@@ -109,6 +109,11 @@ class DemoConfig(Config):
             yield ("--on-policy-fraction must lie within [0, 1]")
         if not self.sweep_rb or not self.sweep_fb:
             yield ("--sweep-rb and --sweep-fb need one or more numbers")
+        if self.tune_samples and self.tune_samples < MIN_DEMO_ROWS:  # tune's own minimum
+            yield (
+                f"--tune-samples {self.tune_samples}: tune needs at least {MIN_DEMO_ROWS} rows "
+                "to bound a quality drop (0 skips tuning)"
+            )
         if self.calibration_rows is not None and self.calibration_rows < MIN_DEMO_ROWS:
             yield (
                 f"--calibration-rows {self.calibration_rows}: the demo needs at least "

@@ -9,6 +9,7 @@ The shipped pair itself is rebuilt by `make demo-models` (`bild_align.stages.dem
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bild_align.configs import DemoConfig, check
@@ -67,13 +68,17 @@ def run_demo(config: DemoConfig) -> dict:
             "--output-dir"
         ) from None
     _banner("2/4 train: align the small model on the large model's outputs")
-    if (aligned_dir / "model.safetensors").exists():
-        print(
-            f"{aligned_dir} already holds the aligned model; pass --overwrite to start the "
-            "demo afresh"
+    trained_steps = _trained_steps(aligned_dir)
+    if trained_steps is not None and trained_steps > recipe.max_steps:
+        raise UserError(
+            f"{aligned_dir} holds a model aligned for {trained_steps} steps, more than "
+            f"--max-steps {recipe.max_steps}; pass --overwrite to start the demo afresh, or "
+            "choose another --output-dir"
         )
-    else:
-        run_training(recipe, resume=True)  # continues an interrupted demo
+    if trained_steps == recipe.max_steps:
+        print(f"{aligned_dir} already holds the model aligned for {trained_steps} steps")
+    else:  # new, interrupted, or asked for more steps: training continues where it stopped
+        run_training(recipe, resume=True)
     tuned = None
     if config.tune_samples != 0:
         _banner("3/4 tune: the fastest aligned setting within 1 BLEU, on the validation split")
@@ -182,6 +187,19 @@ def _remove_demo_outputs(root: Path) -> None:
             path.unlink(missing_ok=True)
     for path in (root / "tune.json", root / "tune.png", partial_path(root / "tune.json")):
         path.unlink(missing_ok=True)
+
+
+def _trained_steps(aligned_dir: Path) -> int | None:
+    """The steps the finished aligned model in `aligned_dir` was trained for, or None."""
+    from bild_align.training_runs import RUN_FILE
+
+    if not (aligned_dir / "model.safetensors").exists():
+        return None
+    try:
+        record = json.loads((aligned_dir / RUN_FILE).read_text(encoding="utf-8"))
+        return int(record["result"]["recipe"]["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _banner(text: str) -> None:
