@@ -52,7 +52,12 @@ def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, t
         assert key in saved["config"]
     assert {"bild_align", "torch", "transformers", "device"} <= set(saved["environment"])
     methods = {row["method"]: row for row in saved["methods"]}
-    assert set(methods) == {"large", "small", "assisted", "bild"}
+    assert set(methods) == {"large", "engine", "small", "assisted", "bild"}
+    # the large model alone on our decoder: generate's tokens, and the second speed reference
+    assert methods["engine"]["outputs"] == methods["large"]["outputs"]
+    assert methods["bild"]["speedup_over_engine"] == pytest.approx(
+        methods["bild"]["speedup"] / methods["engine"]["speedup"]
+    )
     for row in saved["methods"]:
         assert row["quality"]["metric"] == "bleu" and "tok:13a" in row["quality"]["signature"]
         assert row["latency"]["count"] == 6 and row["latency"]["median_s"] > 0
@@ -72,7 +77,8 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
     config = _config(byte_pair_dirs, pairs_file, tmp_path / "four.json", rb=(0.0,), batch_size=4)
     batched = run_eval(config)
     methods = {row["method"]: row for row in batched["methods"]}
-    assert set(methods) == {"large", "small", "bild"}  # assisted decodes one input at a time
+    # assisted decodes one input at a time
+    assert set(methods) == {"large", "engine", "small", "bild"}
     assert batched["config"]["batch_size"] == 4
     for row in batched["methods"]:
         assert row["latency"]["count"] == 2  # 6 examples: a batch of 4, then one of 2
@@ -333,7 +339,7 @@ def test_a_method_that_fails_keeps_the_others_results(
     captured = capsys.readouterr()
     assert code == 1
     saved = json.loads(output.read_text())
-    assert [row["method"] for row in saved["methods"]] == ["large", "small", "bild"]
+    assert [row["method"] for row in saved["methods"]] == ["large", "engine", "small", "bild"]
     assert all(len(row["outputs"]) == 6 for row in saved["methods"])
     assert saved["failed_methods"] == [
         {"method": "assisted", "setting": {"assistant": "small"},

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bild_align.configs import EvalConfig
-from bild_align.core.decoding import BiLDStats, bild_generate
+from bild_align.core.decoding import BiLDStats, autoregressive_generate, bild_generate
 from bild_align.errors import UserError
 from bild_align.eval_report import CSV_HEADER, PNG_MARKER
 from bild_align.greedy import chunked
@@ -73,6 +73,15 @@ def eval_methods(
         return run
 
     methods = [Method("large", {}, hf_generate(large))]
+    if "engine" in config.baselines:  # the same greedy tokens, on our decoder
+
+        def engine(input_ids, attention_mask):
+            out = autoregressive_generate(
+                large, input_ids, attention_mask, max_new_tokens=max_new_tokens
+            )
+            return out.sequences, None
+
+        methods.append(Method("engine", {"decoder": "bild-align"}, engine))
     if "small" in config.baselines:
         methods.append(Method("small", {}, hf_generate(small)))
     if "assisted" in config.baselines and config.batch_size == 1:

@@ -25,6 +25,35 @@ def fastest_within_budget(points: list[dict]) -> dict | None:
     return max(allowed, key=lambda p: p["speedup"]) if allowed else None
 
 
+def fastest_exact(points: list[dict]) -> dict | None:
+    """The exact mode (rb = 0: the large model's output, no quality risk) modelled fastest."""
+    exact = [p for p in points if p["method"] == "bild" and p["rb"] == 0 and p["within_budget"]]
+    return max(exact, key=lambda p: p["speedup"]) if exact else None
+
+
+# measured speedups this close are a tie (timing noise), which the exact mode wins
+TIE = 0.03
+
+
+def measured_choice(points: list[dict]) -> dict | None:
+    """Among the settings within budget whose speed was measured, the fastest by that
+    measurement; the fastest exact-mode setting where it is within TIE of it."""
+    measured = [
+        p
+        for p in points
+        if p["method"] == "bild" and p["within_budget"] and "measured_speedup" in p
+    ]
+    if not measured:
+        return None
+    best = max(measured, key=lambda p: p["measured_speedup"])
+    exact = [p for p in measured if p["rb"] == 0]
+    if exact:
+        fastest = max(exact, key=lambda p: p["measured_speedup"])
+        if fastest["measured_speedup"] >= best["measured_speedup"] * (1 - TIE):
+            return fastest
+    return best
+
+
 def tune_results(config, session, points: list[dict], chosen: dict | None, costs: dict) -> dict:
     """What tune.json holds: the configuration, the budget, the pair, the cost model, the
     chosen setting (or the closest one), the advice, the front and every setting."""

@@ -168,9 +168,10 @@ class TuneSession:
                     timings[place].append((seconds, stats))
         return timings
 
-    def measure_speedups(self, chosen: dict, points: list[dict]) -> None:
-        """Time the chosen setting and its neighbours on the front against the large model, one
-        input at a time, interleaved; their measured speedups go beside the modelled ones."""
+    def measure_speedups(self, chosen: dict, points: list[dict], also=()) -> None:
+        """Time the chosen setting, its neighbours on the front and the points `also` against
+        the large model, one input at a time, interleaved; their measured speedups go beside
+        the modelled ones."""
         front = sorted(
             (p for p in points if p["on_front"] and p["method"] == "bild"),
             key=lambda p: p["speedup"],
@@ -179,6 +180,7 @@ class TuneSession:
         checked = [chosen]
         if place is not None:
             checked += [front[i] for i in (place - 1, place + 1) if 0 <= i < len(front)]
+        checked += [point for point in also if point not in checked]
         settings = [Setting(p["rule"], p["rb"], p["fb"], p["steps"]) for p in checked]
         timings = self.time_rows(["generate", "large", *settings])
         generate, large = (sum(seconds for seconds, _ in runs) for runs in timings[:2])

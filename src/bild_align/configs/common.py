@@ -11,7 +11,8 @@ from bild_align.options import option, positive_int
 DTYPES = ("float32", "bfloat16", "float16")
 DEMO_PAIRS = ("t5", "causal")
 MIN_DEMO_ROWS = 10
-BASELINES = ("large", "small", "assisted")
+# engine: the large model alone on bild-align's own decoder (what BiLD's decisions add to it)
+BASELINES = ("large", "engine", "small", "assisted")
 CHAT_OUTPUTS = ("bild", "large", "small", "speculative")
 OBJECTIVES = ("sequence", "calibrated", "token")
 DIVERGENCES = ("forward_kl", "reverse_kl", "tvd", "jsd")

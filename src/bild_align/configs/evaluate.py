@@ -78,7 +78,11 @@ class EvalConfig(Config):
     max_new_tokens: int | None = _max_new_tokens()
     max_source_length: int | None = _max_source_length()
     baselines: tuple[str, ...] = option(
-        BASELINES, "comma-separated: large (always run), small, assisted", parse=name_list
+        BASELINES,
+        "comma-separated: large (transformers' generate; always run), engine (the large model "
+        "alone on bild-align's decoder: what BiLD's decisions add to a faster decoder), small, "
+        "assisted",
+        parse=name_list,
     )
     reference_compat: bool = option(False, "reproduce the original BiLD implementation's decisions")
     batch_size: int = option(

@@ -40,7 +40,9 @@ from bild_align.significance import lower_bound, paired_drop, resample_weights, 
 from bild_align.tasks import get_task
 from bild_align.tune_report import (
     PNG_MARKER,
+    fastest_exact,
     fastest_within_budget,
+    measured_choice,
     plot_front,
     settings_on_front,
     tune_results,
@@ -152,8 +154,10 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
         raise
     points = settings_on_front(judged, speed, session.done, config.max_drop, config.min_quality)
     chosen = fastest_within_budget(points)
-    if chosen is not None:  # its measured speedup, and its neighbours' on the front
-        session.measure_speedups(chosen, points)
+    if chosen is not None:  # measured: it, its neighbours on the front, the fastest exact mode
+        exact = fastest_exact(points)
+        session.measure_speedups(chosen, points, also=[exact] if exact else [])
+        chosen = measured_choice(points) or chosen
     results = tune_results(config, session, points, chosen, costs)
     write_json_atomic(output, results)
     plot_front(results, output.with_suffix(".png"))
