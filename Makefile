@@ -33,13 +33,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# The fast suite on the newest versions setup.cfg allows (a fresh .venv-latest every time).
+# The fast suite on the newest versions setup.cfg allows (a fresh .venv-latest every time);
+# torch stays as TORCH_SPEC installed it (an eager upgrade would pull a CUDA build).
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet --upgrade pip
 	$(LATEST)/bin/pip install --quiet "$(TORCH_SPEC)"
-	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/pip freeze | grep -i "^torch==" > $(LATEST)/torch-held.txt
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager \
+		-c $(LATEST)/torch-held.txt -e ".[dev]"
 	$(LATEST)/bin/bild-align --version
 	$(LATEST)/bin/ruff check src tests benchmarks
 	$(LATEST)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
