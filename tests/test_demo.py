@@ -41,6 +41,8 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
     for label in ("large model alone", "assisted generation", "BiLD unaligned", "BiLD aligned"):
         assert label in out
     assert "BiLD aligned, tuned" in out and "batch 8" in out
+    # each batch-8 BiLD row has the large model of its own run above it (a new-user finding)
+    assert "large model alone (the tuned setting's run)" in out
     for header in ("median ms", "tokens/s"):  # each table's columns line up, long labels too
         lines = out.splitlines()
         start = next(i for i, line in enumerate(lines) if header in line and line.startswith("run"))

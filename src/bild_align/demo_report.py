@@ -53,9 +53,11 @@ def summary_table(results: dict, config: DemoConfig) -> str:
     batched = []
     if "tuned_batch8" in results:
         fixed, tuned = results["fixed_batch8"], results["tuned_batch8"]
+        # each BiLD row's speedup is over the large model of its own run, shown above it
         batched = [
             ("large model alone", _find(fixed, "large")),
             (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(fixed, "bild")),
+            ("large model alone (the tuned setting's run)", _find(tuned, "large")),
             (f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")),
         ]
     width = max(44, *(len(label) + 2 for label, _ in rows + batched))  # the labels line up
