@@ -1,9 +1,19 @@
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-# transformers copies custom_generate code it loads into HF_MODULES_CACHE (read at import)
-os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="bild-hf-modules-"))
+# Every Hugging Face cache the tests touch (datasets' Arrow files of local data, transformers'
+# copies of custom_generate code, the hub) lives in one temporary folder, removed at the end:
+# the suite leaves the user's ~/.cache/huggingface alone (test_checkout_clean.py checks it).
+# Set before the libraries are imported: they read these at import.
+HOME_CACHE = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+TEST_CACHES = tempfile.mkdtemp(prefix="bild-align-test-caches-")
+for variable, folder in (
+    ("HF_HOME", "home"), ("HF_DATASETS_CACHE", "datasets"), ("HF_MODULES_CACHE", "modules"),
+    ("HF_HUB_CACHE", "hub"), ("MPLCONFIGDIR", "matplotlib"),
+):  # fmt: skip
+    os.environ[variable] = os.path.join(TEST_CACHES, folder)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -21,6 +31,23 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 
 def pytest_sessionstart(session):
     session.config.checkout_state = checkout_state(CHECKOUT)
+    session.config.home_cache_state = cache_state(HOME_CACHE)
+    session.config.home_cache = HOME_CACHE
+
+
+def pytest_sessionfinish(session):
+    shutil.rmtree(TEST_CACHES, ignore_errors=True)
+
+
+def cache_state(folder: Path) -> set:
+    """Every file under `folder` with its size and modification time."""
+    if not folder.is_dir():
+        return set()
+    return {
+        (str(path), stat.st_size, stat.st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file() and (stat := path.stat())
+    }
 
 
 def pytest_collection_modifyitems(config, items):
