@@ -229,15 +229,14 @@ def test_recipe_keys_given_twice_or_in_two_places_are_refused(tmp_path):
 
     recipe = tmp_path / "train.yaml"
     head = "task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n"
-    recipe.write_text(head + "max_steps: 10\nmax_steps: 20\n")
-    with pytest.raises(RecipeError, match="'max_steps' is given twice"):
-        load_recipe(recipe)
-    recipe.write_text(head + "eval:\n  rb: [1]\n  rb: [2]\n")
-    with pytest.raises(RecipeError, match="'rb' is given twice"):
-        load_recipe(recipe)
-    recipe.write_text(head + "rb: [2]\neval:\n  rb: [4]\n")
-    with pytest.raises(RecipeError, match="disagree; keep the one in the eval: section"):
-        load_recipe(recipe)
+    for text, message in (
+        ("max_steps: 10\nmax_steps: 20\n", "'max_steps' is given twice"),
+        ("eval:\n  rb: [1]\n  rb: [2]\n", "'rb' is given twice"),
+        ("rb: [2]\neval:\n  rb: [4]\n", "disagree; keep the one in the eval: section"),
+    ):
+        recipe.write_text(head + text)
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(recipe)
     recipe.write_text(head + "rb: [4]\neval:\n  rb: [4]\n")  # the same value twice is fine
     assert load_recipe(recipe).eval.rb == [4.0]
 

@@ -27,7 +27,6 @@ from bild_align.io_utils import write_json_atomic
 logger = logging.getLogger(__name__)
 
 DRAFTER_FILE = "bild_drafter.json"
-INITS = ("first-last", "spread", "first")
 # model_type -> (config key of the decoder's layer count, the state-dict prefix of a layer)
 FAMILIES = {
     **dict.fromkeys(("t5", "mt5", "umt5"), ("num_decoder_layers", r"decoder\.block\.(\d+)\.")),
@@ -87,8 +86,7 @@ def build_drafter(large, layers: int, init: str = "first-last"):
         found = layer.match(name)
         if found is None:
             return name
-        mapped = name.replace(found.group(0), found.group(0).replace(
-            found.group(1), str(chosen[int(found.group(1))]), 1), 1)  # fmt: skip
+        mapped = f"{name[: found.start(1)]}{chosen[int(found.group(1))]}{name[found.end(1) :]}"
         # T5 keeps its relative-position table in the first layer only: keep that one
         return mapped if mapped in source else name
 
@@ -114,7 +112,10 @@ def save_drafter(
     return record
 
 
-def read_record(folder: str | Path) -> dict | None:
+def read_record(folder: str | Path | None) -> dict | None:
+    """A drafter folder's record; None for any other folder, a Hub id, or None."""
+    if not folder:
+        return None
     path = Path(folder).expanduser() / DRAFTER_FILE
     if not path.is_file():
         return None
@@ -127,17 +128,14 @@ def read_record(folder: str | Path) -> dict | None:
 def keep_drafter_record(small_model: str | None, output: str | Path) -> None:
     """After training a drafter (its shared encoder frozen), its record goes with the trained
     model, so that the pair still shares the encoder (verified again when loaded)."""
-    if not small_model or not (Path(small_model).expanduser() / DRAFTER_FILE).is_file():
-        return
     record = read_record(small_model)
     if record is not None and record.get("shares") == "encoder":
         write_json_atomic(Path(output) / DRAFTER_FILE, {**record, "aligned_from": small_model})
 
 
-def _encoder_parts(model):
+def _encoder_holder(model):
     """The module holding the encoder and the input embedding (T5: the model; BART: .model)."""
-    holder = model.model if hasattr(model, "model") and hasattr(model.model, "encoder") else model
-    return holder
+    return model.model if hasattr(getattr(model, "model", None), "encoder") else model
 
 
 def encoders_equal(small, large) -> bool:
@@ -152,7 +150,7 @@ def tie_shared_encoder(small, large, small_dir: str | None, large_revision: str)
     """Make a drafter of this large model hold the large model's encoder module (and input
     embedding), so that memory holds one encoder and the decoders encode once. True when
     tied; a drafter of another large model stays an ordinary small model (said in a note)."""
-    record = read_record(small_dir) if small_dir and Path(small_dir).is_dir() else None
+    record = read_record(small_dir)
     if record is None or record.get("shares") != "encoder":
         return False
     made_from = record.get("made_from", {})
@@ -163,7 +161,7 @@ def tie_shared_encoder(small, large, small_dir: str | None, large_revision: str)
             small_dir, made_from.get("large"), made_from.get("large_revision"),
         )  # fmt: skip
         return False
-    small_holder, large_holder = _encoder_parts(small), _encoder_parts(large)
+    small_holder, large_holder = _encoder_holder(small), _encoder_holder(large)
     small_holder.encoder = large_holder.encoder
     if hasattr(large_holder, "shared"):
         small_holder.shared = large_holder.shared

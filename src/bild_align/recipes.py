@@ -240,20 +240,17 @@ _EVAL_KEYS_MOVED = {
 }  # fmt: skip
 
 
-def _moved_into_eval_section(
-    values: dict[str, Any], source: str, quiet: bool = False
-) -> dict[str, Any]:
+def _moved_into_eval_section(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Old recipes keep working: their top-level eval keys go into the `eval:` section (both
     places with different values: refused)."""
     moved = [key for key in _EVAL_KEYS_MOVED if key in values]
     if not moved or not isinstance(values.get("eval", {}), dict):
         return values  # (a section that is no mapping is refused as such by `build`)
-    if not quiet:
-        logger.warning(
-            "bild-align: %s: key(s) %s now go in the recipe's `eval:` section (read from there)",
-            source,
-            ", ".join(moved),
-        )
+    logger.warning(
+        "bild-align: %s: key(s) %s now go in the recipe's `eval:` section (read from there)",
+        source,
+        ", ".join(moved),
+    )
     values = dict(values)
     section = dict(values.get("eval") or {})
     for key in moved:
@@ -287,7 +284,8 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
         return check_values(EvalConfig, values, str(path))
     recipe = _recipe(values, path)
     # thresholds only where the recipe gives them: without, eval uses a saved policy
-    given = set(_moved_into_eval_section(values, str(path), quiet=True).get("eval") or {})
+    section = values.get("eval") if isinstance(values.get("eval"), dict) else {}
+    given = set(section) | {_EVAL_KEYS_MOVED[key] for key in _EVAL_KEYS_MOVED if key in values}
     chosen = {
         "small": recipe.output_dir,
         "large": recipe.large_model,

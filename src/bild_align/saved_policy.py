@@ -71,12 +71,12 @@ def _check_small_model(small_dir, record: dict) -> str | None:
     """The folder's small model is the one the policy was tuned for (by its weights' content;
     a policy copied from another model's folder is refused, naming what it was tuned for).
     Returns the folder's revision."""
-    from bild_align.models import local_fingerprint
+    from bild_align.models import model_revision
 
     folder = Path(small_dir).expanduser()
     if not folder.is_dir():
         return None
-    current = f"local:{local_fingerprint(folder)}"
+    current = model_revision(None, str(folder))
     tuned_for = record["pair"].get("small_revision")
     if tuned_for is not None and tuned_for != current:
         raise UserError(

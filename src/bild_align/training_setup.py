@@ -75,7 +75,7 @@ def freeze_shared_encoder(model, folder: str) -> bool:
     embedding it holds) is frozen, so that the trained drafter still shares it."""
     from bild_align.drafters import read_record
 
-    record = read_record(folder) if Path(folder).is_dir() else None
+    record = read_record(folder)
     if record is None or record.get("shares") != "encoder":
         return False
     for parameter in model.get_encoder().parameters():

@@ -15,6 +15,7 @@ row's arithmetic never depends on the rows beside it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -37,7 +38,7 @@ class DecoderState:
         self.model = model
         self.device = model.device
         self.is_encoder_decoder = is_encoder_decoder(model)
-        self.cache_argument = cache_argument(model)
+        self.cache_argument = cache_argument(type(model))
         if self.is_encoder_decoder:
             self.attention_mask = None if attention_mask is None else attention_mask.to(self.device)
             encoder = model.get_encoder()
@@ -150,11 +151,12 @@ class TransformersDecoder:
         return join(outputs)
 
 
-def cache_argument(model: PreTrainedModel) -> str:
-    """The name the model's forward takes its KV cache by: `cache` from transformers 5.25 on
-    (where `past_key_values` is deprecated, with a warning on every call), `past_key_values`
-    before it and for models not yet renamed."""
-    parameters = inspect.signature(model.forward).parameters
+@functools.cache
+def cache_argument(model_class: type) -> str:
+    """The name a model class's forward takes its KV cache by: `cache` from transformers 5.25
+    on (where `past_key_values` is deprecated, with a warning on every call), `past_key_values`
+    before it and for models not yet renamed. Once per class: rows are built on every call."""
+    parameters = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 

@@ -32,14 +32,15 @@ def encoder_passes_shared() -> Iterator[None]:
 def encoded_once(encoder: Any, input_ids: Any, attention_mask: Any, encode: Callable[[], Any]):
     """`encode()`, or its result for this encoder module and these inputs earlier in the block.
     (Keys are the module's identity and the inputs' memory and shape: the block lives within
-    one call, where its inputs do; a row's slice of a batch is the same for both models.)"""
+    one call, where its inputs do; a row's slice of a batch is the same for both models. The
+    memo holds the encoder too, so that a short-lived encoder object's id is never reused.)"""
     outputs = _OUTPUTS.get()
     if outputs is None:
         return encode()
     key = (id(encoder), *_where(input_ids), *_where(attention_mask))
-    if key not in outputs:
-        outputs[key] = encode()
-    return outputs[key]
+    if key not in outputs:  # the encoder is kept with its output: its id is not reused
+        outputs[key] = (encoder, encode())
+    return outputs[key][1]
 
 
 def _where(tensor) -> tuple:

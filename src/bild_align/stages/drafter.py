@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bild_align.configs import DrafterConfig, check
-from bild_align.drafters import build_drafter, chosen_layers, decoder_depth, family, save_drafter
+from bild_align.drafters import build_drafter, decoder_depth, save_drafter
 from bild_align.errors import UserError
 from bild_align.io_utils import check_writable_folder
 from bild_align.models import load_seq2seq_or_causal
@@ -38,9 +38,9 @@ def run_drafter(config: DrafterConfig) -> dict:
     large, tokenizer, revision = load_seq2seq_or_causal(
         config.large, dtype=config.dtype, device="cpu"
     )
-    family(large)  # an architecture we can cut, before any work
-    chosen_layers(decoder_depth(large), config.layers, config.init)
-    drafter, layers = build_drafter(large, config.layers, config.init)
+    drafter, layers = build_drafter(  # refuses an architecture or a layer count, writing nothing
+        large, config.layers, config.init
+    )
     made_from = {"large": config.large, "large_revision": revision}
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))

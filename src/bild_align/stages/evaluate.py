@@ -188,8 +188,9 @@ def _run_locked(config: EvalConfig, task) -> dict:
         "environment": environment(device),
         "methods": method_rows(methods, references, task.metric),
     }
-    if failed_methods(methods):  # reported, and the command's exit code says so
-        results["failed_methods"] = failed_methods(methods)
+    failed = failed_methods(methods)
+    if failed:  # reported, and the command's exit code says so
+        results["failed_methods"] = failed
     if config.sweep:
         paths = output_paths(config)
         results["sweep"] = sweep_report(
