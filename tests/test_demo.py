@@ -64,6 +64,16 @@ def test_demo_pipeline_on_a_few_examples(tmp_path, capsys, pair):
         if row["method"] == "bild" and row["setting"]["rb"] == 0.0
     )
     assert exact["identical_to_large"] == 4  # rb = 0 is lossless on the real pair too
+    # beside it, a 1-layer drafter made from the large model, aligned, tuned and evaluated alike
+    assert "1-layer drafter alone (aligned)" in out and "BiLD 1-layer drafter, tuned" in out
+    assert "large model alone, our engine" in out and "/engine" in out
+    assert (tmp_path / "drafter-1" / "bild_drafter.json").is_file()
+    assert json.loads((tmp_path / "tune-drafter-1.json").read_text())["examples"] == 10
+    assert results["drafter_tuned_batch8"]["config"]["batch_size"] == 8
+    rows = results["drafter_tuned_batch1"]["methods"]
+    assert "speedup_over_engine" in next(row for row in rows if row["method"] == "bild")
+    shares_encoder = pair == "t5"  # the trained drafter keeps the large model's encoder
+    assert (tmp_path / "aligned-drafter-1" / "bild_drafter.json").is_file() == shares_encoder
 
 
 def test_the_demo_knows_how_many_steps_its_aligned_model_had(tmp_path):

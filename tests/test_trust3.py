@@ -381,8 +381,13 @@ def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path):
     (root / "aligned-mine").mkdir()
     (root / "aligned-mine" / "notes.txt").write_text("mine")
     (root / "eval_aligned.json").write_text("{}")
+    (root / "drafter-1").mkdir()  # the unaligned drafter, its tune and eval results
+    (root / "drafter-1" / "bild_drafter.json").write_text("{}")
+    (root / "drafter-mine").mkdir()
+    (root / "tune-drafter-1.json").write_text("{}")
+    (root / "eval_drafter_tuned_batch8.json").write_text("{}")
     demo._remove_demo_outputs(root)
-    assert sorted(p.name for p in root.iterdir()) == ["aligned-mine"]
+    assert sorted(p.name for p in root.iterdir()) == ["aligned-mine", "drafter-mine"]
 
 
 # -- damaged state, unwritable folders: one line, and the fix --------------------------------

@@ -4,6 +4,7 @@ from bild_align import bild_generate, load_policy
 out = bild_generate(small, large, input_ids, fallback_threshold=0.6, rollback_threshold=2.0)
 out = bild_generate(small, large, input_ids, policy=load_policy(small_dir))  # `tune --save`d
 out = large.generate(**inputs, assistant_model=small, custom_generate=generate_bild)  # hf_generate
+use_drafter(drafter, large)   # a `bild-align drafter` folder: one encoder pass, its kept tokens
 
 The public names load on first use (PEP 562), so that `import bild_align.cli` and every
 `bild-align ... --help` start without importing torch or transformers.
@@ -27,6 +28,7 @@ _PUBLIC = {
     "autoregressive_generate": "bild_align.core.decoding",
     "bild_generate": "bild_align.core.decoding",
     "speculative_generate": "bild_align.core.decoding",
+    "use_drafter": "bild_align.models",
 }
 __all__ = [
     "BiLDOutput",
@@ -39,6 +41,7 @@ __all__ = [
     "generate_bild",
     "bild_generate",
     "speculative_generate",
+    "use_drafter",
     "__version__",
 ]
 
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from bild_align.core.stats import BiLDOutput, BiLDStats
     from bild_align.fallback_heads import load_fallback_head
     from bild_align.hf_generate import CUSTOM_GENERATE, generate_bild
+    from bild_align.models import use_drafter
     from bild_align.saved_policy import load_policy
 
 

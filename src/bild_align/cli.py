@@ -134,6 +134,11 @@ def _run_drafter(args: Namespace) -> None:
         f"drafter written to {result['output']}: decoder layers {result['layers']} "
         f"({result['decoder_layers']}), {result['parameters']:,} parameters "
         f"(the large model: {result['large_parameters']:,}), sharing its {result['shares']}"
+        + (
+            ""
+            if result["kept_tokens"] is None
+            else f"; its output layer scores {result['kept_tokens']:,} tokens"
+        )
     )
 
 

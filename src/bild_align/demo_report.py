@@ -1,5 +1,6 @@
 """What `bild-align demo` prints at the end: one table of the unaligned and aligned pair, the
-fixed and the tuned setting, at batch 1 and batch 8.
+fixed and the tuned setting, and the aligned drafter made from the large model, at batch 1
+and batch 8.
 
     print(summary_table(results, config))
 """
@@ -25,12 +26,15 @@ def _line(label: str, row: dict, reference: str = "median", width: int = 44) -> 
         else f"{row['tokens_per_s']:>11.1f}"
     )
     quality = row["quality"]["score"]
-    return f"{label:<{width}}{quality:>7.2f}{timing}{row['speedup']:>8.2f}x{calls:>13}"
+    engine = row.get("speedup_over_engine")
+    over_engine = f"{engine:>7.2f}x" if engine is not None else " " * 8
+    return f"{label:<{width}}{quality:>7.2f}{timing}{row['speedup']:>8.2f}x{over_engine}{calls:>13}"
 
 
 def summary_table(results: dict, config: DemoConfig) -> str:
     """The demo's tables: quality, latency (or tokens/s at batch 8), speedup over the large
-    model and large-model calls per token of every run."""
+    model's `generate` (and, where measured, over the large model alone on our engine) and
+    large-model calls per token of every run."""
     unaligned, aligned = results["unaligned"], results["aligned"]
     chosen = {"rb": config.rb, "fb": config.fb}
     best = aligned["sweep"]["best"]
@@ -48,7 +52,15 @@ def summary_table(results: dict, config: DemoConfig) -> str:
         rows.append((label, _find(aligned, "bild", setting)))
     tuned = results.get("tuned_batch1")
     if tuned is not None:
+        rows.append(("large model alone, our engine", _find(tuned, "engine")))
         rows.append((f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")))
+    drafter = results.get("drafter_tuned_batch1") or results.get("drafter_fixed_batch1")
+    layers = f"{config.drafter_layers}-layer drafter"
+    if drafter is not None:
+        words = _tuned_words(drafter) if "drafter_tuned_batch1" in results else "fixed"
+        rows.append((f"large model alone (the {layers}'s run)", _find(drafter, "large")))
+        rows.append((f"{layers} alone (aligned)", _find(drafter, "small")))
+        rows.append((f"BiLD {layers}, {words}", _find(drafter, "bild")))
     rows = [(label, row) for label, row in rows if row is not None]
     batched = []
     if "tuned_batch8" in results:
@@ -60,19 +72,27 @@ def summary_table(results: dict, config: DemoConfig) -> str:
             ("large model alone (the tuned setting's run)", _find(tuned, "large")),
             (f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")),
         ]
+    if "drafter_tuned_batch8" in results:
+        drafter = results["drafter_tuned_batch8"]
+        batched += [
+            (f"large model alone (the {layers}'s run)", _find(drafter, "large")),
+            (f"BiLD {layers}, tuned {_tuned_words(drafter)}", _find(drafter, "bild")),
+        ]
     width = max(44, *(len(label) + 2 for label, _ in rows + batched))  # the labels line up
     metric = unaligned["config"]["metric"].upper()
     environment = unaligned["environment"]
     lines = [
         f"\ngettext-de-en test split, {len(unaligned['config']['sample_ids'])} sentences, batch 1,"
         f" {environment['device']} ({environment['cpu_threads']} threads)",
-        f"{'run':<{width}}{metric:>7}{'median ms':>11}{'speedup':>9}{'L calls/tok':>13}",
+        f"{'run':<{width}}{metric:>7}{'median ms':>11}{'speedup':>9}{'/engine':>8}"
+        f"{'L calls/tok':>13}",
     ]
     lines += [_line(label, row, width=width) for label, row in rows]
     if batched:
         lines += [
             "\nbatch 8 (tokens/s; speedup over the large model's batched generate)",
-            f"{'run':<{width}}{metric:>7}{'tokens/s':>11}{'speedup':>9}{'L calls/tok':>13}",
+            f"{'run':<{width}}{metric:>7}{'tokens/s':>11}{'speedup':>9}{'/engine':>8}"
+            f"{'L calls/tok':>13}",
         ]
         lines += [_line(label, row, "tokens", width) for label, row in batched]
     lines.append(f"BLEU: {unaligned['methods'][0]['quality']['signature']}")

@@ -3,12 +3,15 @@ output layer (decoder-only), and a few of its decoder layers, as an ordinary mod
 
     drafter, layers = build_drafter(large, layers=2, init="first-last")   # a new model
     save_drafter(drafter, tokenizer, "drafter-2", made_from={...}, layers=layers)
-    shared = tie_shared_encoder(small, large, small_dir, large_revision)  # load_pair does it
+    kept = most_used_tokens(tokenized_targets, k=8000, always=special_ids(large, tokenizer))
+    save_drafter(drafter, tokenizer, "drafter-2", made_from={...}, layers=layers, vocab=kept)
+    prepare_drafter(small, large, small_dir, large_revision)  # load_pair does it: tie, reduce
 
 A drafter's encoder is the large model's, weight for weight: `train` keeps it frozen, and
 `tie_shared_encoder` makes the two models hold one encoder module, so that every decoder
 encodes each input once (`core.shared_encoder`). `bild_drafter.json` records what the folder
-was made from.
+was made from, and the output layer's kept token ids when made with `--vocab-size`:
+wherever bild-align loads the drafter it scores only those (`core.output_layer`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import copy
 import json
 import logging
 import re
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -96,9 +102,52 @@ def build_drafter(large, layers: int, init: str = "first-last"):
     return drafter.to(large.dtype).eval(), chosen
 
 
+def special_ids(model, tokenizer) -> set[int]:
+    """The ids a drafter's output layer always keeps: start, end, padding and unknown."""
+    names = ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
+    found: set[int] = set()
+    for source in (model.config, model.generation_config, tokenizer):
+        for name in (*names, "unk_token_id"):
+            value = getattr(source, name, None)
+            values = value if isinstance(value, list | tuple) else [value]
+            found.update(int(item) for item in values if isinstance(item, int) and item >= 0)
+    return found
+
+
+def most_used_tokens(targets: Iterable[list[int]], k: int, always: set[int]) -> list[int]:
+    """The ids of the `k` tokens the target sequences use most (ties: the lower id), the
+    `always` ones among them, sorted; fewer when the targets use fewer."""
+    counts = Counter(token for target in targets for token in target)
+    for token in always:
+        counts.pop(token, None)
+    room = max(0, k - len(always))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:room]
+    return sorted(always | {token for token, _ in ranked})
+
+
+def restrict_vocab(model, kept: list[int]) -> None:
+    """Replace the model's output layer by one that scores only the `kept` ids."""
+    from bild_align.core.output_layer import ReducedOutputLayer, output_size
+
+    layer = model.get_output_embeddings()
+    if isinstance(layer, ReducedOutputLayer):
+        return
+    ids = torch.tensor(kept, dtype=torch.long)
+    model.set_output_embeddings(ReducedOutputLayer(layer.weight, ids, output_size(model)))
+
+
 def save_drafter(
-    drafter, tokenizer, output: Path, *, made_from: dict, layers: list[int], init: str
+    drafter,
+    tokenizer,
+    output: Path,
+    *,
+    made_from: dict,
+    layers: list[int],
+    init: str,
+    vocab: dict | None = None,
 ):
+    """The model folder (full output layer: the Auto classes load it as any model) and its
+    record; `vocab` ({"ids": kept ids, "calibration": where they were counted}) is recorded."""
     drafter.save_pretrained(output)
     if tokenizer is not None:
         tokenizer.save_pretrained(output)
@@ -107,6 +156,7 @@ def save_drafter(
         "layers": layers,
         "init": init,
         "shares": "encoder" if drafter.config.is_encoder_decoder else "embeddings",
+        **({"vocab": vocab} if vocab else {}),
     }
     write_json_atomic(Path(output) / DRAFTER_FILE, record)
     return record
@@ -127,9 +177,10 @@ def read_record(folder: str | Path | None) -> dict | None:
 
 def keep_drafter_record(small_model: str | None, output: str | Path) -> None:
     """After training a drafter (its shared encoder frozen), its record goes with the trained
-    model, so that the pair still shares the encoder (verified again when loaded)."""
+    model, so that the pair still shares the encoder (verified again when loaded) and keeps
+    its output layer's ids."""
     record = read_record(small_model)
-    if record is not None and record.get("shares") == "encoder":
+    if record is not None and (record.get("shares") == "encoder" or record.get("vocab")):
         write_json_atomic(Path(output) / DRAFTER_FILE, {**record, "aligned_from": small_model})
 
 
@@ -172,3 +223,27 @@ def tie_shared_encoder(small, large, small_dir: str | None, large_revision: str)
 def shares_encoder(small, large) -> bool:
     """Whether the two models hold one encoder module (a tied drafter)."""
     return bool(small.config.is_encoder_decoder) and small.get_encoder() is large.get_encoder()
+
+
+def prepare_drafter(
+    small, large, small_dir: str | None, large_revision: str | Callable[[], str]
+) -> dict:
+    """What every decoder does with a drafter (any other small model is left as it is): tie
+    its encoder to the large model's when it is this large model's (`tie_shared_encoder`),
+    and score only its recorded token ids. Returns {"shares_encoder": bool, "vocab": K or
+    None}. Done once per pair (a mark on the small model), so that `generate` may call it on
+    every call; `large_revision` may be a function, called only when the work is done."""
+    marked = getattr(small, "_bild_drafter_prepared", None)
+    if marked is not None and marked[0]() is large:
+        return marked[1]
+    prepared = {"shares_encoder": False, "vocab": None}
+    record = read_record(small_dir)
+    if record is not None:
+        revision = large_revision() if callable(large_revision) else large_revision
+        prepared["shares_encoder"] = tie_shared_encoder(small, large, small_dir, revision)
+        kept = (record.get("vocab") or {}).get("ids")
+        if kept:
+            restrict_vocab(small, kept)
+            prepared["vocab"] = len(kept)
+    small._bild_drafter_prepared = (weakref.ref(large), prepared)
+    return prepared

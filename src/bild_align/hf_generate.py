@@ -141,6 +141,9 @@ def generate_bild(
         negative_prompt_attention_mask=negative_prompt_attention_mask,
     )
     vocab_size = _shared_vocab_size(tokenizer, assistant_tokenizer)
+    from bild_align.models import use_drafter
+
+    use_drafter(assistant_model, model)  # a drafter: one encoder pass, its kept tokens
     if prepared:
         input_ids, attention_mask, config = _from_prepared_call(
             model, inputs, inputs_tensor, generation_config, logits_processor,

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bild_align.drafters import tie_shared_encoder
+from bild_align.drafters import prepare_drafter
 from bild_align.errors import UserError, first_line
 from bild_align.hub import hub_reachable
 
@@ -385,15 +385,32 @@ def load_pair(small: str, large: str, *, dtype: str, device) -> LoadedPair:
         small, dtype=dtype, device=large_model.device
     )
     vocab_size = check_loaded_pair(small_model, small_tokenizer, large_model, tokenizer)
-    if tie_shared_encoder(small_model, large_model, small, large_revision):
+    drafter = prepare_drafter(small_model, large_model, small, large_revision)
+    if drafter["shares_encoder"]:
         logger.info(
             "bild-align: %s is a drafter of this large model: one encoder in memory, one "
             "encoder pass per input",
             small,
         )
+    if drafter["vocab"]:
+        logger.info("bild-align: %s scores %d token ids at each step", small, drafter["vocab"])
     return LoadedPair(
         small_model, large_model, tokenizer, small_revision, large_revision, vocab_size
     )
+
+
+def use_drafter(small, large) -> dict:
+    """`prepare_drafter` for two models loaded with `from_pretrained` (their folders are read
+    off them): what `load_pair` and `generate(custom_generate=...)` do, for `bild_generate`.
+
+        small = AutoModelForSeq2SeqLM.from_pretrained("drafters/demo-1")
+        use_drafter(small, large)   # {"shares_encoder": True, "vocab": None}
+    """
+    folder = str(getattr(small, "name_or_path", "") or "")
+    if not folder or not Path(folder).is_dir():
+        return {"shares_encoder": False, "vocab": None}
+    large_name = str(getattr(large, "name_or_path", "") or "")
+    return prepare_drafter(small, large, folder, lambda: model_revision(large, large_name))
 
 
 # encoder-decoder families whose position tables end at max_position_embeddings (T5's relative

@@ -67,6 +67,12 @@ class DemoConfig(Config):
         parse=positive_int,
         default_text="recipes/demo-align.yaml's 3000",
     )
+    drafter_layers: int = option(
+        1,
+        "a drafter with this many decoder layers, made from the large model (`bild-align "
+        "drafter`), is aligned, tuned and evaluated beside the shipped small model (0: none)",
+        parse=nonnegative_int,
+    )
     overwrite: bool = option(
         False,
         "start afresh: delete what an earlier demo wrote to OUTPUT_DIR (calibration, aligned "
@@ -100,6 +106,10 @@ class DemoConfig(Config):
         if self.on_policy_fraction:
             parts.append(f"on-policy-{self.on_policy_fraction:g}")
         return "aligned-" + "-".join(parts)
+
+    def drafter_folder(self) -> str:
+        """The unaligned drafter's folder."""
+        return f"drafter-{self.drafter_layers}"
 
     def problems(self) -> Iterator[str]:
         thresholds = (self.rb, *self.sweep_rb), (self.fb, *self.sweep_fb)

@@ -68,8 +68,10 @@ def check_pair(
             "pair two encoder-decoder models (T5, mT5, BART) or two decoder-only models "
             "(GPT-2, Llama, Qwen, ...) that share a tokenizer."
         )
-    small_vocab = small.get_output_embeddings().weight.shape[0]
-    large_vocab = large.get_output_embeddings().weight.shape[0]
+    from bild_align.core.output_layer import output_size  # torch: not at import
+
+    small_vocab = output_size(small)
+    large_vocab = output_size(large)
     if vocab_size is None and small_vocab != large_vocab:
         raise ValueError(
             f"The models' vocabularies differ (small: {small_vocab} tokens, large: "

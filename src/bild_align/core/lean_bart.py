@@ -37,6 +37,7 @@ from bild_align.core.lean_ops import (
     query_positions,
     split_heads,
 )
+from bild_align.core.output_layer import output_logits
 from bild_align.core.shared_encoder import encoded_once
 
 # model type -> (norms before each sub-layer, offset of the learned position table)
@@ -113,7 +114,7 @@ class LeanBartDecoder:
         self.positions = decoder.embed_positions.weight[offset:]
         self.embedding_norm = getattr(decoder, "layernorm_embedding", None)
         self.final_norm = getattr(decoder, "layer_norm", None) if self.pre_norm else None
-        self.head = model.lm_head.weight
+        self.output_layer = model.lm_head
         self.logits_bias = model.final_logits_bias[0]
         self.heads = config.decoder_attention_heads
         self.head_dim = config.d_model // self.heads
@@ -188,4 +189,4 @@ class LeanBartDecoder:
         if self.final_norm is not None:
             hidden = _layer_norm(hidden, self.final_norm)
         self.last_hidden = hidden  # what the output layer reads (a learned fallback reads it)
-        return hidden @ self.head.T + self.logits_bias.to(hidden.dtype)
+        return output_logits(hidden, self.output_layer) + self.logits_bias.to(hidden.dtype)

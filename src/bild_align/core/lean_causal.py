@@ -31,6 +31,7 @@ from bild_align.core.lean_ops import (
     query_positions,
     rms_norm,
 )
+from bild_align.core.output_layer import output_logits
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
 # rotary variants whose angles depend on the position only (not on the sequence's length)
@@ -117,7 +118,7 @@ class LeanCausalDecoder:
         ]
         self.embed = inner.embed_tokens.weight
         self.final_norm = inner.norm
-        self.head = model.lm_head.weight
+        self.output_layer = model.lm_head
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -190,4 +191,4 @@ class LeanCausalDecoder:
             hidden = hidden + F.linear(inner, *layer.down)
         hidden = rms_norm(kept_positions(hidden, keep), self.final_norm)
         self.last_hidden = hidden  # what the output layer reads (a learned fallback reads it)
-        return hidden @ self.head.T
+        return output_logits(hidden, self.output_layer)

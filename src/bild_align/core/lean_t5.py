@@ -34,6 +34,7 @@ from bild_align.core.lean_ops import (
     rms_norm,
     split_heads,
 )
+from bild_align.core.output_layer import output_logits
 from bild_align.core.shared_encoder import encoded_once
 
 
@@ -166,7 +167,7 @@ class LeanT5Decoder:
         self.layers = [_Layer(block) for block in model.decoder.block]
         self.embed = model.decoder.embed_tokens.weight
         self.final_norm = model.decoder.final_layer_norm
-        self.head = model.lm_head.weight
+        self.output_layer = model.lm_head
         self.output_scale = (
             config.d_model**-0.5 if getattr(config, "scale_decoder_outputs", False) else None
         )
@@ -252,4 +253,4 @@ class LeanT5Decoder:
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
         self.last_hidden = hidden  # what the output layer reads (a learned fallback reads it)
-        return hidden @ self.head.T
+        return output_logits(hidden, self.output_layer)
