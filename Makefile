@@ -82,10 +82,10 @@ demo: $(STAMP)
 # Rebuild data/demo (tokenizer, large and small models) from scratch on this machine's
 # gettext catalogs: 38 minutes on 2 CPU cores (large model 34.5, small model 3.5).
 demo-models: $(STAMP)
-	$(BIN)/python -m bild_align.stages.demo_models models
+	$(BIN)/python -m bild_align.pipeline.demo.models models
 
 demo-models-causal: $(STAMP)
-	$(BIN)/python -m bild_align.stages.demo_models causal
+	$(BIN)/python -m bild_align.pipeline.demo.models causal
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(OLDEST) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -22,7 +22,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import bild_align
 from bild_align import autoregressive_generate, bild_generate
-from bild_align.gettext_corpus import load_split
+from bild_align.data.gettext_corpus import load_split
 from bild_align.resources import DEMO_DIR
 
 

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from bild_align.greedy import chunked, greedy_texts, length_sorted, token_lengths
-from bild_align.models import load_seq2seq
-from bild_align.tasks import get_task, load_rows
+from bild_align.data.tasks import get_task, load_rows
+from bild_align.models.batched_generate import chunked, greedy_texts, length_sorted, token_lengths
+from bild_align.models.loading import load_seq2seq
 
 
 def main() -> None:

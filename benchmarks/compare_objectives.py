@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from bild_align.data.tasks import get_task, load_rows
 from bild_align.defaults import demo_model
-from bild_align.distill import MEASURES
-from bild_align.metrics import segment_statistics
-from bild_align.significance import paired_drop, resample_weights
-from bild_align.tasks import get_task, load_rows
+from bild_align.measure.metrics import segment_statistics
+from bild_align.measure.significance import paired_drop, resample_weights
+from bild_align.pipeline.train.distill import MEASURES
 
 BIN = Path(sys.executable).parent
 RULES = ("max_prob", "entropy", "learned")

@@ -22,9 +22,9 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import bild_align
 from bild_align import bild_generate
-from bild_align.gettext_corpus import load_split
+from bild_align.data.gettext_corpus import load_split
+from bild_align.measure.timing import environment
 from bild_align.resources import DEMO_DIR
-from bild_align.timing import environment
 
 
 def main() -> None:

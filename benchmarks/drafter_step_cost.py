@@ -21,10 +21,10 @@ import time
 import torch
 from transformers import MT5Config, MT5ForConditionalGeneration
 
-from bild_align.core.lean import lean_decoder
-from bild_align.core.output_layer import ReducedOutputLayer
-from bild_align.drafters import build_drafter
-from bild_align.timing import environment
+from bild_align.core.engines.lean import lean_decoder
+from bild_align.core.engines.output_layer import ReducedOutputLayer
+from bild_align.measure.timing import environment
+from bild_align.models.drafters import build_drafter
 
 SHAPES = {  # the public checkpoints' configurations
     "mt5-small": dict(d_model=512, d_ff=1024, num_layers=8, num_heads=6, d_kv=64),

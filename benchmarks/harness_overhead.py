@@ -1,5 +1,6 @@
 """Overhead of the eval timing harness: large-model greedy decoding of the same inputs timed
-per example through `bild_align.timing.timed` (as `bild-align eval` does) and as one bare loop.
+per example through `bild_align.measure.timing.timed` (as `bild-align eval` does) and as one
+bare loop.
 
     .venv/bin/python benchmarks/harness_overhead.py [--model data/demo/large] [--rows 100]
 """
@@ -13,9 +14,9 @@ import time
 
 import torch
 
-from bild_align.models import load_seq2seq
-from bild_align.tasks import get_task, load_rows
-from bild_align.timing import timed
+from bild_align.data.tasks import get_task, load_rows
+from bild_align.measure.timing import timed
+from bild_align.models.loading import load_seq2seq
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_align import autoregressive_generate, bild_generate
-from bild_align.drafters import prepare_drafter
-from bild_align.gettext_corpus import load_split
-from bild_align.models import model_revision
+from bild_align.data.gettext_corpus import load_split
+from bild_align.measure.timing import environment
+from bild_align.models.drafters import prepare_drafter
+from bild_align.models.loading import model_revision
 from bild_align.resources import DEMO_DIR
-from bild_align.timing import environment
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import time
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from bild_align.core.cache import DecoderState
-from bild_align.core.lean import lean_decoder
-from bild_align.toy_models import random_bart, random_llama, random_t5
+from bild_align.core.engines.hf_forward import DecoderState
+from bild_align.core.engines.lean import lean_decoder
+from bild_align.models.toy import random_bart, random_llama, random_t5
 
 PROMPT = 25
 

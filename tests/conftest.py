@@ -76,7 +76,7 @@ def byte_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def byte_pair_dirs(tmp_path_factory):
     """(small, large) saved directories: the large model is a deeper near-copy of the small."""
-    from bild_align.toy_models import deepen
+    from bild_align.models.toy import deepen
 
     small = byte_level_model(num_layers=1, d_model=32, seed=3)
     large = deepen(small, extra_layers=2, eps=0.05, head_noise=0.05, seed=4)
@@ -90,8 +90,8 @@ def byte_pair_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def causal_pair_dirs(tmp_path_factory):
     """(small, large) saved decoder-only (Llama) models over the byte vocabulary."""
+    from bild_align.models.toy import deepen_llama
     from bild_align.testing.helpers import byte_level_llama
-    from bild_align.toy_models import deepen_llama
 
     small = byte_level_llama(num_layers=1, hidden_size=32, seed=3)
     large = deepen_llama(small, extra_layers=2, eps=0.05, seed=4)

@@ -6,9 +6,9 @@ import warnings
 import pytest
 import torch
 
-from bild_align.core.cache import DecoderState
-from bild_align.models import assisted_inputs
-from bild_align.toy_models import deepen, deepen_bart, random_bart, random_t5
+from bild_align.core.engines.hf_forward import DecoderState
+from bild_align.models.loading import assisted_inputs
+from bild_align.models.toy import deepen, deepen_bart, random_bart, random_t5
 
 
 def _pair(family):

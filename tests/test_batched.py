@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
-from bild_align.core.lean_t5 import LeanT5Decoder, supports
+from bild_align.core.engines.lean_t5 import LeanT5Decoder, supports
+from bild_align.models.toy import deepen, random_llama, random_t5
 from bild_align.testing.helpers import padded_batch
-from bild_align.toy_models import deepen, random_llama, random_t5
 
 MAX_NEW = 20
 
@@ -228,8 +228,8 @@ def test_shared_checks_leave_rows_in_step_alone_when_they_are_already():
 def test_lean_t5_encoder_equals_transformers_encoder():
     """The lean T5 encoder (bidirectional relative positions, padding masked) gives
     transformers' encoder output, plain and gated, at every unpadded position."""
-    from bild_align.core.lean_t5 import encode_t5
-    from bild_align.toy_models import random_t5
+    from bild_align.core.engines.lean_t5 import encode_t5
+    from bild_align.models.toy import random_t5
 
     for gated, seed in ((False, 0), (True, 1)):
         model = random_t5(vocab_size=100, d_model=48, num_layers=3, gated=gated, seed=seed)

@@ -2,8 +2,8 @@
 
 import torch
 
-from bild_align.core.cache import DecoderState
-from bild_align.toy_models import random_inputs, random_t5
+from bild_align.core.engines.hf_forward import DecoderState
+from bild_align.models.toy import random_inputs, random_t5
 
 
 def test_cropped_cache_gives_fresh_pass_logits():

@@ -14,9 +14,9 @@ import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_align.cli import main
-from bild_align.greedy import greedy_texts
-from bild_align.stages import calibrate
-from bild_align.stages.calibrate import CalibrateConfig, run_calibration
+from bild_align.models.batched_generate import greedy_texts
+from bild_align.pipeline.calibrate import command as calibrate
+from bild_align.pipeline.calibrate.command import CalibrateConfig, run_calibration
 from bild_align.testing.helpers import TWO_CPU_ENV, TWO_CPU_PROCESSES, write_pairs
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bild_align.cli import main
-from bild_align.runs import RunLock
+from bild_align.runs.records import RunLock
 from bild_align.testing.helpers import write_pairs
 
 

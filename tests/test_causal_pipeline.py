@@ -8,8 +8,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bild_align.cli import main
-from bild_align.prompts import Prompter
-from bild_align.tasks import get_task
+from bild_align.data.prompts import Prompter
+from bild_align.data.tasks import get_task
 from bild_align.testing.helpers import interrupted_on_call, write_pairs
 
 
@@ -128,7 +128,7 @@ def test_tune_a_decoder_only_pair(causal_pair_dirs, tmp_path, monkeypatch):
             return 0.02 * out.sequences.shape[1], out
         return 0.002 + 0.001 * stats.small_steps + 0.01 * stats.large_calls, out
 
-    monkeypatch.setattr("bild_align.tune_session.timed", timed)
+    monkeypatch.setattr("bild_align.pipeline.tune.session.timed", timed)
     pairs = write_pairs(tmp_path / "pairs.jsonl", 10, seed=4)
     small, large = map(str, causal_pair_dirs)
     output = tmp_path / "tune.json"
@@ -146,7 +146,7 @@ def test_tune_a_decoder_only_pair(causal_pair_dirs, tmp_path, monkeypatch):
 
 
 def test_completion_features_mask_the_prompt_out_of_the_loss(causal_pair_dirs):
-    from bild_align.prompts import completion_features
+    from bild_align.data.prompts import completion_features
 
     tokenizer = AutoTokenizer.from_pretrained(causal_pair_dirs[0])
     rows = completion_features(
@@ -227,7 +227,7 @@ def test_token_and_calibrated_objectives_with_a_decoder_only_pair(
 def test_ctrl_c_in_a_decoder_only_calibration_keeps_rows_and_resumes(
     causal_pair_dirs, tmp_path, capsys, monkeypatch
 ):
-    import bild_align.stages.calibrate as calibrate
+    import bild_align.pipeline.calibrate.command as calibrate
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 5, seed=6)
     output = tmp_path / "calibration"
@@ -248,7 +248,7 @@ def test_ctrl_c_in_a_decoder_only_calibration_keeps_rows_and_resumes(
 
 def test_a_recipe_builds_a_decoder_only_model_from_scratch(causal_pair_dirs):
     from bild_align.configs import TrainRecipe
-    from bild_align.training_setup import model_from_config as _from_config
+    from bild_align.pipeline.train.setup import model_from_config as _from_config
 
     tokenizer = AutoTokenizer.from_pretrained(causal_pair_dirs[0])
     fields = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
@@ -267,7 +267,7 @@ def test_a_recipe_builds_a_decoder_only_model_from_scratch(causal_pair_dirs):
 def test_decoder_only_eval_and_train_resume_after_an_interruption(
     causal_pair_dirs, causal_calibration, tmp_path, capsys, monkeypatch
 ):
-    from bild_align import harness
+    from bild_align.measure import harness
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 4, seed=8)
     output = tmp_path / "eval.json"
@@ -303,7 +303,7 @@ def test_chat_wraps_a_decoder_only_input_in_the_prompt_template(causal_pair_dirs
     import io
 
     from bild_align.configs import ChatConfig, ChatSettings
-    from bild_align.stages import chat
+    from bild_align.pipeline.chat import command as chat
 
     small, large = map(str, causal_pair_dirs)
     seen = []

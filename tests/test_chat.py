@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_align.configs import ChatSettings
-from bild_align.console import GREEN, Console
+from bild_align.pipeline.chat.console import GREEN, Console
 
 
 def _console(byte_pair_dirs, colour=False):

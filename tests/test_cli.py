@@ -149,7 +149,7 @@ def test_threads_option_sets_torch_threads_and_refuses_nonsense(monkeypatch, cap
     threads; every command takes --threads, and the results record the count used."""
     import torch
 
-    import bild_align.stages.publish as publish
+    import bild_align.pipeline.publish.command as publish
 
     seen = {}
     monkeypatch.setattr(

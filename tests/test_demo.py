@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bild_align.gettext_corpus import CATALOG_DIR
-from bild_align.stages.demo import DemoConfig, run_demo
+from bild_align.data.gettext_corpus import CATALOG_DIR
+from bild_align.pipeline.demo.command import DemoConfig, run_demo
 
 
 @pytest.mark.slow
@@ -82,8 +82,8 @@ def test_the_demo_knows_how_many_steps_its_aligned_model_had(tmp_path):
     continues; fewer: refused, naming both)."""
     import json
 
-    from bild_align.stages.demo import _trained_steps
-    from bild_align.training_runs import RUN_FILE
+    from bild_align.pipeline.demo.command import _trained_steps
+    from bild_align.pipeline.train.runs import RUN_FILE
 
     aligned = tmp_path / "aligned"
     aligned.mkdir()

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from bild_align.configs import DIVERGENCES
-from bild_align.distill import TopK, alignment_measures, measure_sums, token_divergence
+from bild_align.pipeline.train.distill import (
+    TopK,
+    alignment_measures,
+    measure_sums,
+    token_divergence,
+)
 
 
 def _logits(seed: int, shape=(2, 5, 11), scale=3.0):
@@ -88,7 +93,7 @@ def test_measures_follow_their_definitions():
 def test_confidence_calibration_pushes_the_top_probability_toward_agreement():
     """One gradient step raises the top probability where the top token is the target and
     lowers it where it is not; masked positions get no gradient."""
-    from bild_align.distill import confidence_calibration
+    from bild_align.pipeline.train.distill import confidence_calibration
 
     torch.manual_seed(0)
     logits = torch.randn(1, 4, 12, requires_grad=True)
@@ -105,6 +110,6 @@ def test_confidence_calibration_pushes_the_top_probability_toward_agreement():
 
 
 def test_the_recipe_offers_exactly_the_divergences_computed():
-    from bild_align.distill import DIVERGENCE_NAMES
+    from bild_align.pipeline.train.distill import DIVERGENCE_NAMES
 
     assert DIVERGENCE_NAMES == DIVERGENCES

@@ -7,7 +7,8 @@ from torch.overrides import TorchFunctionMode
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from bild_align import bild_generate, speculative_generate
-from bild_align.drafters import (
+from bild_align.errors import UserError
+from bild_align.models.drafters import (
     build_drafter,
     chosen_layers,
     encoders_equal,
@@ -15,9 +16,8 @@ from bild_align.drafters import (
     shares_encoder,
     tie_shared_encoder,
 )
-from bild_align.errors import UserError
-from bild_align.models import model_revision
-from bild_align.toy_models import (
+from bild_align.models.loading import model_revision
+from bild_align.models.toy import (
     deepen,
     deepen_bart,
     random_bart,
@@ -190,7 +190,7 @@ def test_drafter_refuses_a_folder_of_files_a_file_and_a_missing_model(tmp_path, 
 
 
 def test_most_used_tokens_keeps_the_specials_and_the_commonest():
-    from bild_align.drafters import most_used_tokens
+    from bild_align.models.drafters import most_used_tokens
 
     targets = [[5, 5, 6, 1], [5, 7, 7, 7, 1], [9, 1]]
     assert most_used_tokens(targets, k=4, always={0, 1}) == [0, 1, 5, 7]
@@ -199,7 +199,7 @@ def test_most_used_tokens_keeps_the_specials_and_the_commonest():
 
 
 def test_a_reduced_output_layer_scores_its_ids_and_nothing_else():
-    from bild_align.core.output_layer import ReducedOutputLayer, output_logits
+    from bild_align.core.engines.output_layer import ReducedOutputLayer, output_logits
 
     weight = torch.randn(50, 8)
     kept = torch.tensor([0, 1, 7, 30])
@@ -219,7 +219,7 @@ def test_a_reduced_output_layer_scores_its_ids_and_nothing_else():
 def test_a_drafter_with_a_reduced_vocabulary_keeps_the_exact_mode_exact(family, tmp_path):
     """Greedy drafts come from the kept ids only; rb=0 still gives the large model's greedy
     output, on the lean and the transformers engines, at batch 1 and in batches."""
-    from bild_align.drafters import prepare_drafter
+    from bild_align.models.drafters import prepare_drafter
     from bild_align.testing.helpers import padded_batch
 
     large = _large(family)
@@ -268,9 +268,9 @@ def test_drafter_vocab_size_keeps_the_calibration_tokens_end_to_end(tmp_path, ca
     generate's entry then score only those ids, and the drafter's record survives training."""
     import bild_align
     from bild_align.cli import main
-    from bild_align.core.output_layer import ReducedOutputLayer
-    from bild_align.drafters import keep_drafter_record, read_record
-    from bild_align.models import load_pair
+    from bild_align.core.engines.output_layer import ReducedOutputLayer
+    from bild_align.models.drafters import keep_drafter_record, read_record
+    from bild_align.models.loading import load_pair
     from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer
 
     model = deepen(byte_level_model(num_layers=1, d_model=16, seed=1), extra_layers=3, seed=2)

@@ -5,7 +5,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from bild_align import bild_generate
-from bild_align.toy_models import random_t5
+from bild_align.models.toy import random_t5
 
 SMALL = random_t5(vocab_size=64, d_model=32, num_layers=1, seed=0)
 LARGE = random_t5(vocab_size=64, d_model=32, num_layers=2, seed=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bild_align.cli import main
-from bild_align.stages.evaluate import EvalConfig, run_eval
+from bild_align.pipeline.eval.command import EvalConfig, run_eval
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 
@@ -101,7 +101,7 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
 @pytest.fixture(scope="module")
 def bart_pair_dirs(tmp_path_factory):
     """A BART pair (128 positions) saved with a byte-level tokenizer."""
-    from bild_align.toy_models import deepen_bart, random_bart
+    from bild_align.models.toy import deepen_bart, random_bart
 
     small = random_bart("bart", vocab_size=384, d_model=32, seed=7)
     large = deepen_bart(small, extra_layers=2, eps=0.05, seed=8)
@@ -119,7 +119,7 @@ def test_a_bart_pair_decodes_its_batches_together_with_batch_ones_outputs(
     """BART checkpoints run on the lean BART step: batches of 4 give batch 1's outputs."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from bild_align.core import lean
+    from bild_align.core.engines import lean
 
     dirs = bart_pair_dirs
     assert all(lean.supports(AutoModelForSeq2SeqLM.from_pretrained(d).eval()) for d in dirs)
@@ -161,8 +161,8 @@ def test_lengths_past_a_position_table_are_refused_up_front(
 
 
 def test_default_lengths_are_lowered_to_a_position_table_and_given_ones_kept():
-    from bild_align.models import fit_lengths
-    from bild_align.toy_models import random_bart
+    from bild_align.models.loading import fit_lengths
+    from bild_align.models.toy import random_bart
 
     bart, t5 = random_bart("marian", seed=0), byte_level_model(num_layers=1)  # 128 positions
     assert fit_lengths({"t5": t5}, None, None, defaults=(256, 128)) == (256, 128)
@@ -317,7 +317,7 @@ def test_a_method_that_fails_keeps_the_others_results(
     """A baseline that raises (transformers' assisted generation, here on the fourth input)
     is reported in one line and left out; the others are measured and written; exit 1. The
     partial log keeps the failure, so a resumed run does not retry the failed method."""
-    import bild_align.eval_runs as eval_runs
+    import bild_align.pipeline.eval.runs as eval_runs
 
     calls = {"n": 0}
     real = eval_runs.assisted_inputs

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bild_align import harness
 from bild_align.cli import main
-from bild_align.runs import partial_path
-from bild_align.stages.evaluate import EvalConfig, run_eval
+from bild_align.measure import harness
+from bild_align.pipeline.eval.command import EvalConfig, run_eval
+from bild_align.runs.records import partial_path
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
 
 
@@ -153,7 +153,7 @@ def test_bench_checks_its_output_before_building_models(tmp_path, capsys):
 
 
 def test_an_interrupted_bench_keeps_its_finished_levels(tmp_path, capsys, monkeypatch):
-    from bild_align.stages import benchmark
+    from bild_align.pipeline.bench import command as benchmark
 
     measured = []
 

@@ -12,10 +12,10 @@ from bild_align.cli import main
 from bild_align.core.fallback_head import TENSORS, FallbackHead
 from bild_align.core.policies import BiLDPolicy
 from bild_align.errors import UserError
-from bild_align.fallback_heads import HEAD_FILE, fit_head, head_examples, save_head
-from bild_align.models import model_revision
+from bild_align.models.fallback_heads import HEAD_FILE, fit_head, head_examples, save_head
+from bild_align.models.loading import model_revision
+from bild_align.models.toy import deepen, random_inputs, random_t5
 from bild_align.testing.helpers import write_pairs
-from bild_align.toy_models import deepen, random_inputs, random_t5
 
 
 def _random_head(width: int, seed: int = 0, bias: float = 0.0) -> FallbackHead:

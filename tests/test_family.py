@@ -9,14 +9,14 @@ from scipy.stats import chisquare
 
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
 from bild_align.core.sampling import Sampler
-from bild_align.testing.scripted import EOS, START, ScriptedSeq2Seq
-from bild_align.toy_models import (
+from bild_align.models.toy import (
     deepen,
     deepen_llama,
     random_inputs,
     random_llama,
     random_t5,
 )
+from bild_align.testing.scripted import EOS, START, ScriptedSeq2Seq
 
 # --- decoder-only models -----------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ import struct
 
 import pytest
 
-from bild_align import gettext_corpus
+from bild_align.data import gettext_corpus
+from bild_align.data.tasks import get_task, load_rows
 from bild_align.errors import UserError
-from bild_align.tasks import get_task, load_rows
 
 
 def write_mo(path, pairs, charset="UTF-8"):

@@ -10,9 +10,9 @@ import bild_align
 from bild_align import bild_generate, speculative_generate
 from bild_align.cli import main
 from bild_align.core.policies import BiLDPolicy
-from bild_align.fallback_heads import HEAD_FILE as HEAD
-from bild_align.saved_policy import save_policy
-from bild_align.toy_models import deepen, deepen_llama, random_llama, random_t5
+from bild_align.models.fallback_heads import HEAD_FILE as HEAD
+from bild_align.models.saved_policy import save_policy
+from bild_align.models.toy import deepen, deepen_llama, random_llama, random_t5
 
 
 def _t5_pair(seed):
@@ -113,7 +113,7 @@ def test_a_saved_policy_is_used_without_thresholds(tmp_path):
     small = type(small).from_pretrained(tmp_path / "small").eval()
     large = type(large).from_pretrained(tmp_path / "large").eval()
     policy = BiLDPolicy(0.9, 0.5, 3, "entropy")
-    from bild_align.models import model_revision
+    from bild_align.models.loading import model_revision
 
     pair = {"large": "L", "large_revision": model_revision(large, str(tmp_path / "large"))}
     save_policy(tmp_path / "small", policy, pair={**pair, "vocab_size": 128}, tuned={})
@@ -224,8 +224,8 @@ def test_export_generate_refuses_a_folder_of_other_files(tmp_path, capsys):
 def test_a_policy_saved_in_the_small_models_hub_repository_is_fetched(tmp_path, monkeypatch):
     import huggingface_hub
 
-    import bild_align.hf_generate as hf_generate
-    from bild_align.models import model_revision
+    import bild_align.models.hf_generate as hf_generate
+    from bild_align.models.loading import model_revision
 
     small, large = _t5_pair(3)
     policy = BiLDPolicy(0.95, 0.3, 2, "max_prob")

@@ -73,32 +73,65 @@ def test_no_import_cycles():
         assert cycle is None, " -> ".join(cycle)
 
 
-DEMO_MODULES = ("bild_align.stages.demo", "bild_align.stages.demo_models")
+def _command_of(module: str) -> str | None:
+    """`train` for bild_align.pipeline.train.*, else None."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[1] == "pipeline" else None
+
+
+SETTINGS = ("bild_align.configs", "bild_align.pipeline.base_config")
+
+
+def _is_settings(module: str) -> bool:
+    return module in SETTINGS or module.endswith(".config")
+
+
+def _is_command(module: str) -> bool:
+    return module.endswith(".command") or module == "bild_align.pipeline.demo.models"
 
 
 def test_imports_point_one_way():
-    """cli -> stages -> support modules -> core; core imports nothing else of the package,
-    and stages import no other stage, except the demo and the rebuild of its models, which
-    chain them."""
-    assert {"bild_align.core.decoding", "bild_align.stages.train", "bild_align.cli"} <= set(GRAPH)
+    """cli -> pipeline/COMMAND/command -> that command's pieces and the library (models, data,
+    measure, runs) -> core. core imports nothing else of the package; a command imports no
+    other command (except the demo and the rebuild of its models, which chain them) and no
+    other command's pieces; the library imports no command and no piece, only settings."""
+    assert {"bild_align.core.decoding", "bild_align.pipeline.train.command"} <= set(GRAPH)
+    chains = {"bild_align.pipeline.demo.command", "bild_align.pipeline.demo.models"}
     for module, imported in GRAPH.items():
         if module.startswith("bild_align.core"):
             outside = {name for name in imported if not name.startswith("bild_align.core")}
             assert not outside, (module, outside)
-        elif module.startswith("bild_align.stages.") and module not in DEMO_MODULES:
-            stages = {name for name in imported if name.startswith("bild_align.stages")}
-            assert not stages, (module, stages)
-        elif not module.startswith("bild_align.stages") and module != "bild_align.cli":
-            upward = {n for n in imported if n.startswith(("bild_align.stages", "bild_align.cli"))}
+        elif _command_of(module) is not None and module not in chains:
+            others = {
+                name
+                for name in imported
+                if _command_of(name) not in (None, _command_of(module)) and not _is_settings(name)
+            }
+            assert not others, (module, others)
+            if not _is_command(module):  # a piece: no command above it
+                assert not {name for name in imported if _is_command(name)}, module
+        elif module != "bild_align.cli" and module not in chains:
+            upward = {
+                name
+                for name in imported
+                if name == "bild_align.cli"
+                or (name.startswith("bild_align.pipeline") and not _is_settings(name))
+            }
             assert not upward, (module, upward)
+
+
+def test_the_top_of_the_package_is_small():
+    """About ten modules beside the folders: the rest lives where its layer says."""
+    top = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
+    assert len(top) <= 10, top
 
 
 def test_library_code_leaves_process_state_alone(tmp_path):
     import matplotlib
     import torch
 
-    from bild_align.eval_report import plot_sweep as _plot
-    from bild_align.toy_models import random_llama, random_t5
+    from bild_align.models.toy import random_llama, random_t5
+    from bild_align.pipeline.eval.report import plot_sweep as _plot
 
     state, backend = torch.get_rng_state(), matplotlib.get_backend()
     first = random_t5(vocab_size=32, d_model=16, num_layers=1, seed=5)
@@ -123,7 +156,8 @@ def test_support_modules_log_instead_of_printing():
     package = Path(bild_align.__file__).parent
     for path in package.rglob("*.py"):
         relative = path.relative_to(package).as_posix()
-        if relative.startswith(("stages/", "testing/")) or relative == "cli.py":
+        talks = relative.endswith("/command.py") or relative == "pipeline/demo/models.py"
+        if talks or relative.startswith("testing/") or relative == "cli.py":
             continue
         calls = [
             node.lineno
@@ -137,10 +171,10 @@ def test_forward_clock_counts_lean_steps_without_patching_classes():
     import torch
 
     from bild_align import bild_generate
-    from bild_align.core.lean_t5 import LeanT5Decoder
+    from bild_align.core.engines.lean_t5 import LeanT5Decoder
     from bild_align.core.loop import STEP_OBSERVER
-    from bild_align.timing import ForwardClock
-    from bild_align.toy_models import deepen, random_t5
+    from bild_align.measure.timing import ForwardClock
+    from bild_align.models.toy import deepen, random_t5
 
     small = random_t5(vocab_size=64, d_model=16, num_layers=1, seed=1)
     large = deepen(small, extra_layers=1, seed=2)
@@ -151,22 +185,42 @@ def test_forward_clock_counts_lean_steps_without_patching_classes():
     assert clock.seconds > 0 and STEP_OBSERVER.get() is None
 
 
+def _layout_blocks(readme: str) -> dict[str, str]:
+    """The README's layout block: each `folder/` line and the lines under it, by folder."""
+    block = readme.split("## Layout", 1)[1].split("```")[1]
+    blocks: dict[str, str] = {}
+    folder = None
+    for line in block.splitlines():
+        first = line.split()[0] if line.strip() else ""
+        if first.endswith("/") and not line.startswith("    "):
+            folder = first.removeprefix("src/bild_align/")  # "" for the package's top
+            blocks[folder] = line[line.index(first) + len(first) :]
+        elif folder is not None:
+            blocks[folder] += " " + line
+    return blocks
+
+
 def test_the_readme_layout_names_every_module():
-    """The README's layout section is the map a newcomer reads first: it must match the tree."""
+    """The README's layout section is the map a newcomer reads first: every folder of the
+    package has its line, and every module is named (as a word) under its folder's line."""
+    import re
+
     import bild_align
 
     package = Path(bild_align.__file__).parent
-    readme = (package.parents[1] / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[1]
-    missing = [
-        path.relative_to(package).as_posix()
-        for path in package.rglob("*.py")
-        if path.stem != "__init__"
-        and "generate_repo" not in path.parts
-        and path.parent.name not in ("stages", "configs", "testing")  # named as folders
-        and path.stem not in layout
-        and not (path.stem.startswith("lean_") and "lean*.py" in layout)  # the lean steps
-    ]
-    assert not missing, missing
-    for folder in ("core", "stages", "configs", "testing"):
-        assert f"src/bild_align/{folder}/" in layout
+    blocks = _layout_blocks((package.parents[1] / "README.md").read_text(encoding="utf-8"))
+    missing = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if path.stem == "__init__" or "generate_repo" in relative.parts:
+            continue
+        parts = relative.parts
+        if parts[0] == "pipeline" and len(parts) == 3:  # pipeline/COMMAND/piece.py
+            folder, names = "pipeline/", (parts[1], path.stem)
+        else:
+            folder, names = "".join(f"{part}/" for part in parts[:-1]), (path.stem,)
+        text = blocks.get(folder, "")
+        if not all(re.search(rf"\b{re.escape(name)}\b", text) for name in names):
+            missing.append(relative.as_posix())
+    assert not missing, (missing, sorted(blocks))
+    assert len(blocks) <= 20  # about fifteen lines: a map, not an inventory

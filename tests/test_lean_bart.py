@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
-from bild_align.core import lean
-from bild_align.core.lean_bart import LeanBartDecoder, supports
+from bild_align.core.engines import lean
+from bild_align.core.engines.lean_bart import LeanBartDecoder, supports
+from bild_align.models.toy import BART_FAMILIES, deepen_bart, random_bart, random_t5
 from bild_align.testing.helpers import padded_batch
-from bild_align.toy_models import BART_FAMILIES, deepen_bart, random_bart, random_t5
 
 MAX_NEW = 16
 # (family, scale_embedding): Marian checkpoints scale their embeddings, BART's usually not

@@ -17,10 +17,10 @@ from transformers import (
 )
 
 from bild_align import autoregressive_generate, bild_generate, speculative_generate
-from bild_align.core import lean
-from bild_align.core.lean_causal import LeanCausalDecoder, supports
+from bild_align.core.engines import lean
+from bild_align.core.engines.lean_causal import LeanCausalDecoder, supports
+from bild_align.models.toy import deepen_llama, random_llama
 from bild_align.testing.helpers import padded_batch
-from bild_align.toy_models import deepen_llama, random_llama
 
 MAX_NEW = 16
 SHAPE = dict(

@@ -4,8 +4,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from bild_align.metrics import bleu, chrf, rouge, score
-from bild_align.pareto import fastest_within, pareto_front
+from bild_align.measure.metrics import bleu, chrf, rouge, score
+from bild_align.measure.pareto import fastest_within, pareto_front
 
 HYPOTHESES = ["The house is big .", "a cat sleeps here", "Nothing matches at all"]
 REFERENCES = ["The house is large.", "A cat sleeps here.", "Something else entirely"]

@@ -3,7 +3,7 @@
 from difflib import SequenceMatcher
 
 from bild_align import bild_generate
-from bild_align.toy_models import deepen, random_inputs, random_t5
+from bild_align.models.toy import deepen, random_inputs, random_t5
 
 
 def _similarity(a, b):

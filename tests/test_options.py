@@ -53,11 +53,11 @@ def _captured(monkeypatch, module: str, function: str, argv: list[str]):
     seen = {}
     stage = importlib.import_module(module)
     monkeypatch.setattr(stage, function, lambda config, **kw: seen.update(config=config) or {})
-    if module.endswith("evaluate"):
-        eval_report = importlib.import_module("bild_align.eval_report")
+    if module == "bild_align.pipeline.eval.command":
+        eval_report = importlib.import_module("bild_align.pipeline.eval.report")
         monkeypatch.setattr(eval_report, "format_results", lambda results: "")
-    if module.endswith("benchmark"):
-        bench_report = importlib.import_module("bild_align.bench_report")
+    if module == "bild_align.pipeline.bench.command":
+        bench_report = importlib.import_module("bild_align.pipeline.bench.report")
         monkeypatch.setattr(bench_report, "format_table", lambda results: "")
     assert cli.main(argv) == 0
     return seen["config"]
@@ -66,7 +66,7 @@ def _captured(monkeypatch, module: str, function: str, argv: list[str]):
 def test_eval_command_line_reaches_the_config(monkeypatch, tmp_path):
     config = _captured(
         monkeypatch,
-        "bild_align.stages.evaluate",
+        "bild_align.pipeline.eval.command",
         "run_eval",
         [
             "eval",
@@ -98,7 +98,7 @@ def test_eval_recipe_sits_between_defaults_and_command_line(monkeypatch, tmp_pat
     recipe.write_text("small: ./aligned\nlarge: L\ntask: T\nrb: [4]\nfb: 0.3\nsplit: test\n")
     config = _captured(
         monkeypatch,
-        "bild_align.stages.evaluate",
+        "bild_align.pipeline.eval.command",
         "run_eval",
         ["eval", "--recipe", str(recipe), "--fb", "0.5"],
     )
@@ -114,7 +114,7 @@ def test_eval_reads_a_training_recipe(monkeypatch, tmp_path):
     )
     config = _captured(
         monkeypatch,
-        "bild_align.stages.evaluate",
+        "bild_align.pipeline.eval.command",
         "run_eval",
         ["eval", "--recipe", str(recipe), "--sweep"],
     )
@@ -129,7 +129,10 @@ def test_a_training_recipe_keeps_its_eval_thresholds_in_a_section(monkeypatch, t
     head = "task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n"
     recipe.write_text(head + "eval:\n  split: test\n  rb: [4]\n  fb: [0.5]\n")
     config = _captured(
-        monkeypatch, "bild_align.stages.evaluate", "run_eval", ["eval", "--recipe", str(recipe)]
+        monkeypatch,
+        "bild_align.pipeline.eval.command",
+        "run_eval",
+        ["eval", "--recipe", str(recipe)],
     )
     assert (config.split, config.rb, config.fb) == ("test", (4.0,), (0.5,))
     assert load_recipe(recipe).eval.sweep_rb == [1.0, 2.0, 3.0, 5.0]  # the section's default
@@ -163,14 +166,14 @@ def test_eval_recipe_mistakes_exit_2(tmp_path, capsys, text, message):
 def test_bench_and_demo_options_reach_their_configs(monkeypatch, tmp_path):
     bench = _captured(
         monkeypatch,
-        "bild_align.stages.benchmark",
+        "bild_align.pipeline.bench.command",
         "run_benchmark",
         ["bench", "--preset", "tiny", "--eps", "0,0.5", "--sampling", "--output", "b.json"],
     )
     assert bench == BenchConfig(preset="tiny", eps=(0.0, 0.5), sampling=True, output="b.json")
     demo = _captured(
         monkeypatch,
-        "bild_align.stages.demo",
+        "bild_align.pipeline.demo.command",
         "run_demo",
         ["demo", "--output-dir", str(tmp_path), "--sweep-fb", "0.4", "--rb", "5"],
     )
@@ -180,7 +183,7 @@ def test_bench_and_demo_options_reach_their_configs(monkeypatch, tmp_path):
 def test_calibrate_options_reach_the_config(monkeypatch, tmp_path):
     config = _captured(
         monkeypatch,
-        "bild_align.stages.calibrate",
+        "bild_align.pipeline.calibrate.command",
         "run_calibration",
         [
             "calibrate",
@@ -249,11 +252,17 @@ def test_a_training_recipe_without_thresholds_leaves_eval_to_the_saved_policy(
     recipe = tmp_path / "train.yaml"
     recipe.write_text("task: T\ncalibration_dataset: C\noutput_dir: out\nlarge_model: L\n")
     config = _captured(
-        monkeypatch, "bild_align.stages.evaluate", "run_eval", ["eval", "--recipe", str(recipe)]
+        monkeypatch,
+        "bild_align.pipeline.eval.command",
+        "run_eval",
+        ["eval", "--recipe", str(recipe)],
     )
     assert config.saved_policy is True
     recipe.write_text(recipe.read_text() + "eval:\n  rb: [3]\n")
     config = _captured(
-        monkeypatch, "bild_align.stages.evaluate", "run_eval", ["eval", "--recipe", str(recipe)]
+        monkeypatch,
+        "bild_align.pipeline.eval.command",
+        "run_eval",
+        ["eval", "--recipe", str(recipe)],
     )
     assert config.saved_policy is False and config.rb == (3.0,)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bild_align import bild_generate
-from bild_align.toy_models import deepen, random_inputs, random_t5
+from bild_align.models.toy import deepen, random_inputs, random_t5
 
 # (vocab, width, small layers, extra large layers, gated, confidence, eps, head noise, seed)
 PAIRS = [

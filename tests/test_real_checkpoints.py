@@ -9,8 +9,8 @@ from transformers import GenerationConfig
 
 from bild_align import bild_generate, speculative_generate
 from bild_align.cli import main
-from bild_align.models import ModelLoadError, load_seq2seq, use_plain_generation
-from bild_align.toy_models import deepen_llama, random_llama
+from bild_align.models.loading import ModelLoadError, load_seq2seq, use_plain_generation
+from bild_align.models.toy import deepen_llama, random_llama
 
 
 def _pad_vocabulary(model, rows: int):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bild_align.errors import UserError
-from bild_align.runs import PartialLog, output_lock, partial_path, recorded_differences
+from bild_align.runs.records import PartialLog, output_lock, partial_path, recorded_differences
 
 
 def test_partial_log_resumes_its_own_run_and_refuses_others(tmp_path):

@@ -13,9 +13,9 @@ from bild_align.configs import ChatConfig, ChatSettings
 from bild_align.core.fallback_head import FallbackHead
 from bild_align.core.policies import BiLDPolicy
 from bild_align.errors import UserError
-from bild_align.fallback_heads import save_head
-from bild_align.models import model_revision
-from bild_align.saved_policy import load_policy, save_policy, saved_policy_for
+from bild_align.models.fallback_heads import save_head
+from bild_align.models.loading import model_revision
+from bild_align.models.saved_policy import load_policy, save_policy, saved_policy_for
 from bild_align.testing.helpers import write_pairs
 
 
@@ -87,7 +87,7 @@ def test_a_saved_learned_policy_without_its_head_says_the_policy_asked(pair):
 
 
 def test_chat_with_another_rule_is_not_stopped_by_a_stale_head(pair, capsys):
-    from bild_align.stages.chat import run_chat
+    from bild_align.pipeline.chat.command import run_chat
 
     small, large = pair
     save_head(small, _head(), small_revision="local:someoneelse", vocab_size=384, report={})
@@ -100,7 +100,7 @@ def test_chat_with_another_rule_is_not_stopped_by_a_stale_head(pair, capsys):
 
 
 def test_chat_refuses_a_max_that_would_run_for_minutes(pair, capsys):
-    from bild_align.stages.chat import run_chat
+    from bild_align.pipeline.chat.command import run_chat
 
     small, large = pair
     settings = ChatSettings(max=4, rb=2.0)

@@ -15,8 +15,9 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from bild_align import bild_generate
 from bild_align.cli import main
 from bild_align.configs import TrainRecipe
+from bild_align.models.toy import deepen
+from bild_align.pipeline.calibrate.command import CalibrateConfig, run_calibration
 from bild_align.recipes import RecipeError, load_recipe
-from bild_align.stages.calibrate import CalibrateConfig, run_calibration
 from bild_align.testing.helpers import (
     TWO_CPU_ENV,
     TWO_CPU_PROCESSES,
@@ -24,7 +25,6 @@ from bild_align.testing.helpers import (
     save_with_byte_tokenizer,
     write_pairs,
 )
-from bild_align.toy_models import deepen
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
 
@@ -419,15 +419,15 @@ class FakeHub:
 
 
 def test_push_to_hub_uploads_the_model_with_its_card(alignment_setup, tmp_path, monkeypatch):
-    import bild_align.hub
-    import bild_align.stages.publish
+    import bild_align.pipeline.publish.command
+    import bild_align.runs.hub
     from bild_align.core.policies import BiLDPolicy
-    from bild_align.model_card import NOT_PUBLISHED
-    from bild_align.saved_policy import save_policy
+    from bild_align.models.saved_policy import save_policy
+    from bild_align.runs.model_card import NOT_PUBLISHED
 
     hub = FakeHub()
     checked = []
-    for module in (bild_align.hub, bild_align.stages.publish):
+    for module in (bild_align.runs.hub, bild_align.pipeline.publish.command):
         monkeypatch.setattr(
             module, "check_hub_access", lambda *a, **k: checked.append((a, k)) or hub
         )
@@ -487,7 +487,7 @@ def test_push_to_hub_uploads_the_model_with_its_card(alignment_setup, tmp_path, 
 
 
 def test_push_errors_are_clear_and_keep_the_model(alignment_setup, tmp_path, capsys, monkeypatch):
-    import bild_align.hub
+    import bild_align.runs.hub
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -506,7 +506,7 @@ def test_push_errors_are_clear_and_keep_the_model(alignment_setup, tmp_path, cap
     # no network: refused before any training, and the token is never printed
     assert "cannot reach the Hub" in err and "bild-align push" in err
     assert "hf_secret_test_token_value" not in err and not output.exists()
-    monkeypatch.setattr(bild_align.hub, "check_hub_access", lambda *a, **k: FakeHub(fail=True))
+    monkeypatch.setattr(bild_align.runs.hub, "check_hub_access", lambda *a, **k: FakeHub(fail=True))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "could not push" in err and f"bild-align push {output} --repo me/aligned" in err
@@ -544,8 +544,8 @@ def test_on_policy_batches_do_not_warn_at_every_step(tmp_path):
 def test_a_drafter_trains_its_decoder_and_keeps_the_shared_encoder(alignment_setup, tmp_path):
     """`bild-align drafter` then `train --small-model DRAFTER`: the encoder stays the large
     model's weight for weight, the decoder changes, and the pair then encodes once."""
-    from bild_align.drafters import encoders_equal, shares_encoder
-    from bild_align.models import load_pair
+    from bild_align.models.drafters import encoders_equal, shares_encoder
+    from bild_align.models.loading import load_pair
 
     drafter = tmp_path / "drafter"
     large_dir = alignment_setup["large"]

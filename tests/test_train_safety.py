@@ -11,10 +11,10 @@ from transformers import AutoModelForSeq2SeqLM
 
 from bild_align.cli import main
 from bild_align.configs import TrainRecipe
-from bild_align.stages.calibrate import CalibrateConfig, run_calibration
+from bild_align.pipeline.calibrate.command import CalibrateConfig, run_calibration
+from bild_align.pipeline.train.runs import RUN_FILE, complete_checkpoints
+from bild_align.pipeline.train.setup import model_and_tokenizer as _model_and_tokenizer
 from bild_align.testing.helpers import byte_level_model, save_with_byte_tokenizer, write_pairs
-from bild_align.training_runs import RUN_FILE, complete_checkpoints
-from bild_align.training_setup import model_and_tokenizer as _model_and_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_shipped_recipes_work_from_any_folder(tmp_path, monkeypatch, caplog):
 
 
 def test_the_same_model_by_another_path_is_the_same_run(setup, tmp_path, monkeypatch):
-    from bild_align.training_runs import run_fingerprint as _fingerprint
+    from bild_align.pipeline.train.runs import run_fingerprint as _fingerprint
 
     monkeypatch.chdir(setup["small"].parent)
     by_name = TrainRecipe(task="x", calibration_dataset="c", output_dir="o", small_model="small")

@@ -12,18 +12,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bild_align import harness
 from bild_align.cli import main
 from bild_align.configs import CalibrateConfig, DemoConfig, EvalConfig
+from bild_align.data.tasks import get_task
 from bild_align.defaults import fill_defaults
 from bild_align.errors import UserError
-from bild_align.eval_report import format_results
-from bild_align.pareto import fastest_within
+from bild_align.measure import harness
+from bild_align.measure.pareto import fastest_within
+from bild_align.pipeline.calibrate.command import default_output, run_calibration
+from bild_align.pipeline.eval.command import run_eval
+from bild_align.pipeline.eval.report import format_results
 from bild_align.recipes import load_recipe
-from bild_align.runs import output_lock, partial_path
-from bild_align.stages.calibrate import default_output, run_calibration
-from bild_align.stages.evaluate import run_eval
-from bild_align.tasks import get_task
+from bild_align.runs.records import output_lock, partial_path
 from bild_align.testing.helpers import (
     byte_level_model,
     interrupted_on_call,
@@ -65,7 +65,7 @@ def test_a_published_large_model_implies_its_task_and_the_folder_its_recipe_read
 
 
 def test_calibrate_with_only_a_published_large_model_runs_that_task(monkeypatch, capsys):
-    import bild_align.stages.calibrate as calibrate
+    import bild_align.pipeline.calibrate.command as calibrate
 
     seen = []
     monkeypatch.setattr(calibrate, "run_calibration", lambda config: seen.append(config) or "x")
@@ -97,7 +97,7 @@ def _paper_commands() -> list[list[str]]:
 def test_the_readme_paper_commands_parse_and_stop_only_at_the_hub(tmp_path, monkeypatch, capsys):
     import datasets
 
-    from bild_align import tasks
+    from bild_align.data import tasks
 
     def no_network(task, split):  # at once, instead of minutes of retries
         raise tasks.TaskError(f"could not load {task.name} ({task.hub_path}, split {split})")
@@ -250,7 +250,7 @@ def test_partial_lines_are_matched_by_example_id_and_damaged_ones_skipped(
 
 
 def test_rows_without_a_reference_are_left_out_of_the_metric(byte_pair_dirs, tmp_path, capsys):
-    from bild_align.metrics import bleu
+    from bild_align.measure.metrics import bleu
 
     rows = [{"de": "das Haus", "en": "the house"}, {"de": "die Katze", "en": "the cat"}]
     rows += [{"de": "ist gross"}, {"de": "und alt", "en": ""}]
@@ -355,7 +355,7 @@ def test_train_takes_switch_words_and_numbers_as_its_help_says():
 def test_demo_has_the_options_its_messages_name_and_checks_them_first(
     tmp_path, capsys, monkeypatch
 ):
-    from bild_align.stages import demo
+    from bild_align.pipeline.demo import command as demo
 
     help_text = io.StringIO()
     with pytest.raises(SystemExit), monkeypatch.context() as patch:
@@ -371,7 +371,7 @@ def test_demo_has_the_options_its_messages_name_and_checks_them_first(
 
 
 def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path):
-    from bild_align.stages import demo
+    from bild_align.pipeline.demo import command as demo
 
     root = tmp_path / "demo"
     (root / "calibration").mkdir(parents=True)
@@ -417,7 +417,7 @@ def test_calibrate_rebuilds_a_deleted_dataset_instead_of_trusting_run_json(
 def test_calibrate_names_a_damaged_shard_or_run_record(
     byte_model_dir, pairs, tmp_path, capsys, monkeypatch
 ):
-    import bild_align.stages.calibrate as calibrate
+    import bild_align.pipeline.calibrate.command as calibrate
 
     output = tmp_path / "cal"
     real = calibrate.greedy_texts
@@ -455,7 +455,7 @@ def test_unwritable_output_folders_are_refused_before_any_model_loads(
 
 
 def test_a_permission_error_anywhere_is_one_line(monkeypatch, capsys):
-    import bild_align.stages.calibrate as calibrate
+    import bild_align.pipeline.calibrate.command as calibrate
 
     def refuse(config):
         raise PermissionError(13, "Permission denied", "/somewhere/out")
@@ -468,8 +468,8 @@ def test_a_permission_error_anywhere_is_one_line(monkeypatch, capsys):
 def test_chat_keeps_the_session_when_an_input_exceeds_a_position_table():
     from transformers import ByT5Tokenizer
 
-    from bild_align.console import Console
-    from bild_align.toy_models import deepen_bart, random_bart
+    from bild_align.models.toy import deepen_bart, random_bart
+    from bild_align.pipeline.chat.console import Console
 
     small = random_bart("marian", vocab_size=384, d_model=32, seed=7)  # 128 positions
     large = deepen_bart(small, extra_layers=1, eps=0.05, seed=8)
@@ -573,7 +573,7 @@ def test_calibrate_does_not_resume_with_other_weights_in_the_large_folder(pairs,
 def test_hub_reachable_asks_the_name_service_once_and_trusts_proxies(monkeypatch):
     import socket
 
-    from bild_align import hub
+    from bild_align.runs import hub
 
     asked = []
 
@@ -601,7 +601,8 @@ def test_without_network_a_hub_model_reads_only_the_cache_and_a_hub_dataset_is_n
     import datasets
     import transformers
 
-    from bild_align import models, tasks
+    from bild_align.data import tasks
+    from bild_align.models import loading as models
 
     asked = []
 
@@ -610,7 +611,7 @@ def test_without_network_a_hub_model_reads_only_the_cache_and_a_hub_dataset_is_n
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(models, "hub_reachable", lambda: False)
-    monkeypatch.setattr("bild_align.hub.hub_reachable", lambda: False)
+    monkeypatch.setattr("bild_align.runs.hub.hub_reachable", lambda: False)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", config_from)
     with pytest.raises(models.ModelLoadError, match="cannot be reached from here"):
         models.load_seq2seq_or_causal("someone/not-cached")

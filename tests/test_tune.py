@@ -13,14 +13,20 @@ from bild_align.cli import main
 from bild_align.core.policies import BiLDPolicy
 from bild_align.core.sampling import confidence as rule_confidence
 from bild_align.errors import UserError
-from bild_align.metrics import score, score_from_statistics, segment_statistics
-from bild_align.saved_policy import load_policy, saved_policy_for
-from bild_align.significance import paired_drop, resample_weights
+from bild_align.measure.metrics import score, score_from_statistics, segment_statistics
+from bild_align.measure.significance import paired_drop, resample_weights
+from bild_align.models.saved_policy import load_policy, saved_policy_for
+from bild_align.models.toy import deepen, random_inputs, random_llama, random_t5
+from bild_align.pipeline.tune.search import (
+    Setting,
+    budget_met,
+    fit_costs,
+    modelled_seconds,
+    neighbours,
+)
+from bild_align.pipeline.tune.session import TuneSession
 from bild_align.testing.helpers import write_pairs
 from bild_align.testing.scripted import ScriptedSeq2Seq, next_token
-from bild_align.toy_models import deepen, random_inputs, random_llama, random_t5
-from bild_align.tune_session import TuneSession
-from bild_align.tuning import Setting, budget_met, fit_costs, modelled_seconds, neighbours
 
 # --- fallback rules --------------------------------------------------------------------------
 
@@ -73,7 +79,7 @@ def _pairs():
         )
         yield small, deepen(small, extra_layers=2, eps=0.1, head_noise=0.3, seed=seed + 50)
     small = random_llama(vocab_size=96, seed=7)
-    from bild_align.toy_models import deepen_llama
+    from bild_align.models.toy import deepen_llama
 
     yield small, deepen_llama(small, extra_layers=2, eps=0.1, seed=8)
 
@@ -210,7 +216,7 @@ def _steady_clock(monkeypatch):
             return 0.02 * out.sequences.shape[1], out
         return 0.002 + 0.001 * stats.small_steps + 0.01 * stats.large_calls, out
 
-    monkeypatch.setattr("bild_align.tune_session.timed", timed)
+    monkeypatch.setattr("bild_align.pipeline.tune.session.timed", timed)
 
 
 def _argv(byte_pair_dirs, task, output, *extra):
@@ -345,7 +351,7 @@ def test_a_file_that_is_not_tune_results_is_never_replaced(byte_pair_dirs, task,
 
 
 def test_saved_policy_of_another_vocabulary_is_refused(tmp_path):
-    from bild_align.saved_policy import save_policy
+    from bild_align.models.saved_policy import save_policy
 
     folder = tmp_path / "small"
     folder.mkdir()
@@ -370,8 +376,8 @@ def policy_pair(byte_pair_dirs, tmp_path):
 
     from transformers import AutoTokenizer
 
-    from bild_align.models import model_revision
-    from bild_align.saved_policy import save_policy
+    from bild_align.models.loading import model_revision
+    from bild_align.models.saved_policy import save_policy
 
     small = shutil.copytree(byte_pair_dirs[0], tmp_path / "small")
     large = byte_pair_dirs[1]
@@ -418,7 +424,7 @@ def test_a_policy_tuned_for_another_large_model_is_refused(
 
 def test_chat_uses_the_saved_policy_and_switches_rules(policy_pair, capsys):
     from bild_align.configs import ChatConfig, ChatSettings
-    from bild_align.stages.chat import run_chat
+    from bild_align.pipeline.chat.command import run_chat
 
     small, large = map(str, policy_pair)
     settings = ChatSettings(max=6)
@@ -437,7 +443,7 @@ def test_chat_uses_the_saved_policy_and_switches_rules(policy_pair, capsys):
 def test_the_summary_shows_the_chosen_setting_even_off_the_front():
     """A setting within the budget can be beaten on quality and speed by one outside it (small
     samples): the front then leaves it out, but the summary's starred row is the choice."""
-    from bild_align.tune_report import format_summary
+    from bild_align.pipeline.tune.report import format_summary
 
     def point(key, quality, speedup, drop, bound):
         return {
@@ -469,7 +475,7 @@ def test_another_budget_judges_the_kept_decodings_without_decoding(
     argv = _argv(byte_pair_dirs, task, output, "--max-drop", "100", "--refine", "0")
     assert main(argv) == 0
     first = json.loads(output.read_text())
-    from bild_align.runs import PartialLog
+    from bild_align.runs.records import PartialLog
 
     decoded = []  # a fresh decoding is appended to the log; a kept one is not
     real = PartialLog.append
@@ -507,7 +513,7 @@ def test_save_into_a_folder_that_cannot_be_written_is_refused_before_work(
     import os
     import shutil
 
-    import bild_align.io_utils as io_utils
+    import bild_align.runs.files as io_utils
 
     small = shutil.copytree(byte_pair_dirs[0], tmp_path / "small")
     real_access = os.access  # (root may write anywhere: the folder is made read-only here)
@@ -523,7 +529,7 @@ def test_save_into_a_folder_that_cannot_be_written_is_refused_before_work(
 
 
 def test_the_measured_choice_prefers_the_exact_mode_on_a_tie():
-    from bild_align.tune_report import measured_choice
+    from bild_align.pipeline.tune.report import measured_choice
 
     def point(key, rb, measured, within=True):
         return {"key": key, "method": "bild", "rb": rb, "within_budget": within,

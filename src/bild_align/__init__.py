@@ -19,16 +19,16 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "BiLDPolicy": "bild_align.core.policies",
-    "CUSTOM_GENERATE": "bild_align.hf_generate",
-    "generate_bild": "bild_align.hf_generate",
-    "load_policy": "bild_align.saved_policy",
-    "load_fallback_head": "bild_align.fallback_heads",
+    "CUSTOM_GENERATE": "bild_align.models.hf_generate",
+    "generate_bild": "bild_align.models.hf_generate",
+    "load_policy": "bild_align.models.saved_policy",
+    "load_fallback_head": "bild_align.models.fallback_heads",
     "BiLDOutput": "bild_align.core.stats",
     "BiLDStats": "bild_align.core.stats",
     "autoregressive_generate": "bild_align.core.decoding",
     "bild_generate": "bild_align.core.decoding",
     "speculative_generate": "bild_align.core.decoding",
-    "use_drafter": "bild_align.models",
+    "use_drafter": "bild_align.models.loading",
 }
 __all__ = [
     "BiLDOutput",
@@ -53,10 +53,10 @@ if TYPE_CHECKING:
     )
     from bild_align.core.policies import BiLDPolicy
     from bild_align.core.stats import BiLDOutput, BiLDStats
-    from bild_align.fallback_heads import load_fallback_head
-    from bild_align.hf_generate import CUSTOM_GENERATE, generate_bild
-    from bild_align.models import use_drafter
-    from bild_align.saved_policy import load_policy
+    from bild_align.models.fallback_heads import load_fallback_head
+    from bild_align.models.hf_generate import CUSTOM_GENERATE, generate_bild
+    from bild_align.models.loading import use_drafter
+    from bild_align.models.saved_policy import load_policy
 
 
 def __getattr__(name: str) -> Any:

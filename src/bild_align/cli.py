@@ -79,7 +79,7 @@ class Command:
 
 
 def _run_calibrate(args: Namespace) -> None:
-    from bild_align.stages.calibrate import run_calibration
+    from bild_align.pipeline.calibrate.command import run_calibration
 
     values = fill_defaults(given_options(args), "large", "task")
     output = run_calibration(build(CalibrateConfig, values, COMMAND_LINE))
@@ -87,7 +87,7 @@ def _run_calibrate(args: Namespace) -> None:
 
 
 def _run_train(args: Namespace) -> None:
-    from bild_align.stages.train import run_fallback_head, run_training
+    from bild_align.pipeline.train.command import run_fallback_head, run_training
 
     recipe = load_recipe(args.recipe, given_options(args))
     if args.private and not args.push_to_hub:
@@ -104,8 +104,8 @@ def _run_train(args: Namespace) -> None:
 
 
 def _run_eval(args: Namespace) -> int | None:
-    from bild_align.eval_report import format_results
-    from bild_align.stages.evaluate import run_eval
+    from bild_align.pipeline.eval.command import run_eval
+    from bild_align.pipeline.eval.report import format_results
 
     given = given_options(args)
     values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}
@@ -126,7 +126,7 @@ def _run_eval(args: Namespace) -> int | None:
 
 
 def _run_drafter(args: Namespace) -> None:
-    from bild_align.stages.drafter import run_drafter
+    from bild_align.pipeline.drafter.command import run_drafter
 
     values = given_options(args)
     result = run_drafter(build(DrafterConfig, values, COMMAND_LINE))
@@ -143,8 +143,8 @@ def _run_drafter(args: Namespace) -> None:
 
 
 def _run_tune(args: Namespace) -> None:
-    from bild_align.stages.tune import run_tune
-    from bild_align.tune_report import format_summary
+    from bild_align.pipeline.tune.command import run_tune
+    from bild_align.pipeline.tune.report import format_summary
 
     values = fill_defaults(given_options(args), "small", "large", "task")
     config = build(TuneConfig, values, COMMAND_LINE)
@@ -154,7 +154,7 @@ def _run_tune(args: Namespace) -> None:
 
 
 def _run_chat(args: Namespace) -> None:
-    from bild_align.stages.chat import run_chat
+    from bild_align.pipeline.chat.command import run_chat
 
     given = given_options(args)
     setting_names = {f.name for f in dataclasses.fields(ChatSettings)}
@@ -167,14 +167,14 @@ def _run_chat(args: Namespace) -> None:
 
 
 def _run_demo(args: Namespace) -> None:
-    from bild_align.stages.demo import run_demo
+    from bild_align.pipeline.demo.command import run_demo
 
     run_demo(build(DemoConfig, given_options(args), COMMAND_LINE))
 
 
 def _run_bench(args: Namespace) -> None:
-    from bild_align.bench_report import format_table
-    from bild_align.stages.benchmark import run_benchmark
+    from bild_align.pipeline.bench.command import run_benchmark
+    from bild_align.pipeline.bench.report import format_table
 
     config = build(BenchConfig, given_options(args), COMMAND_LINE)
     results = run_benchmark(config)
@@ -183,7 +183,7 @@ def _run_bench(args: Namespace) -> None:
 
 
 def _run_export_generate(args: Namespace) -> None:
-    from bild_align.stages.publish import run_export_generate
+    from bild_align.pipeline.publish.command import run_export_generate
 
     values = {**given_options(args), "output": args.output}
     output = run_export_generate(build(ExportGenerateConfig, values, COMMAND_LINE))
@@ -191,7 +191,7 @@ def _run_export_generate(args: Namespace) -> None:
 
 
 def _run_push(args: Namespace) -> None:
-    from bild_align.stages.publish import run_push
+    from bild_align.pipeline.publish.command import run_push
 
     values = {**given_options(args), "model_dir": args.model_dir}
     print(f"pushed to {run_push(build(PushConfig, values, COMMAND_LINE))}")

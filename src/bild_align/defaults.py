@@ -41,7 +41,7 @@ def is_demo_model(name: str, role: str) -> bool:
 
 def _default_task(models: dict) -> tuple[str, str]:
     """(the task, why) for a pair given without --task."""
-    from bild_align.tasks import REGISTRY, published_task
+    from bild_align.data.tasks import REGISTRY, published_task
 
     large = models.get("large")
     if large is None or is_demo_model(large, "large"):

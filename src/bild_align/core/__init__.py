@@ -3,7 +3,7 @@
     from bild_align.core.decoding import bild_generate, speculative_generate
     from bild_align.core.policies import falls_back, rollback_index   # BiLD's two decisions
     from bild_align.core.stats import BiLDStats         # exact counts and derived rates
-    from bild_align.core.cache import DecoderState      # one model's encoder output + KV cache
+    from bild_align.core.engines.hf_forward import DecoderState  # encoder output + KV cache
     from bild_align.core.sampling import Sampler        # greedy / temperature / top-k / top-p
 
 Nothing here imports the rest of bild_align (a test checks it).

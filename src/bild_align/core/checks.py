@@ -68,7 +68,7 @@ def check_pair(
             "pair two encoder-decoder models (T5, mT5, BART) or two decoder-only models "
             "(GPT-2, Llama, Qwen, ...) that share a tokenizer."
         )
-    from bild_align.core.output_layer import output_size  # torch: not at import
+    from bild_align.core.engines.output_layer import output_size  # torch: not at import
 
     small_vocab = output_size(small)
     large_vocab = output_size(large)

@@ -2,7 +2,7 @@
 reads, with its top probability and entropy, and predicts whether the large model would choose
 the small model's token.
 
-    head = FallbackHead(tensors)            # as `bild_align.fallback_heads` trains and saves it
+    head = FallbackHead(tensors)        # as `bild_align.models.fallback_heads` trains, saves it
     confidence = head(hidden, probabilities)   # (rows,) in (0, 1): the chance of agreement
     BiLDPolicy(fallback_threshold=0.5, fallback_rule="learned", fallback_head=head)
 

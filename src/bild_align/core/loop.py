@@ -27,8 +27,6 @@ from itertools import accumulate
 import torch
 from transformers import PreTrainedModel
 
-from bild_align.core import lean
-from bild_align.core.cache import TransformersDecoder
 from bild_align.core.checks import (
     check_count,
     check_inputs,
@@ -39,15 +37,17 @@ from bild_align.core.checks import (
     pad_token_id,
     prefixes,
 )
+from bild_align.core.engines import lean
+from bild_align.core.engines.hf_forward import TransformersDecoder
+from bild_align.core.engines.shared_encoder import encoder_passes_shared
 from bild_align.core.policies import BiLDPolicy
 from bild_align.core.sampling import Sampler, confidence, speculative_verdict
-from bild_align.core.shared_encoder import encoder_passes_shared
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 ENGINES = ("auto", "transformers")
 DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
 # An observer of every model step (`before()`, `after()`), for timing instrumentation
-# (`bild_align.timing.ForwardClock`); a context variable, so it is seen only where it is set.
+# (`bild_align.measure.timing.ForwardClock`); a context variable, seen only where it is set.
 STEP_OBSERVER: ContextVar = ContextVar("bild_align_step_observer", default=None)
 FILLER = 0  # the id fed after a shorter row's tokens in a step; masked out, never read
 

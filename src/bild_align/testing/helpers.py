@@ -77,7 +77,7 @@ def padded_batch(seed, *, rows=5, vocab_size=128, longest=9, left=False):
 def byte_level_model(*, num_layers=2, d_model=32, seed=3, eos_weight=3.0):
     """A tiny random T5 over ByT5's byte vocabulary whose head favours printable ASCII bytes
     (and, weakly, EOS), so decoded outputs are non-empty text of varying length."""
-    from bild_align.toy_models import random_t5
+    from bild_align.models.toy import random_t5
 
     return _printable_bytes_only(
         random_t5(vocab_size=384, d_model=d_model, num_layers=num_layers, confidence=6.0,
@@ -98,7 +98,7 @@ def _printable_bytes_only(model):
 def byte_level_llama(*, num_layers=1, hidden_size=32, seed=3, eos_weight=3.0):
     """A tiny random Llama over ByT5's byte vocabulary whose head favours printable ASCII
     bytes (and, weakly, EOS): the decoder-only counterpart of `byte_level_model`."""
-    from bild_align.toy_models import random_llama
+    from bild_align.models.toy import random_llama
 
     return _printable_bytes_only(
         random_llama(vocab_size=384, hidden_size=hidden_size, num_layers=num_layers,

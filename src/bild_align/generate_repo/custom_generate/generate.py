@@ -4,6 +4,6 @@ The decoder lives in the bild-align package (custom_generate/requirements.txt); 
 hands transformers its entry point. See README.md for the arguments.
 """
 
-from bild_align.hf_generate import generate_bild as generate
+from bild_align.models.hf_generate import generate_bild as generate
 
 __all__ = ["generate"]

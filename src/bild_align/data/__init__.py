@@ -1,0 +1,1 @@
+"""Benchmarks and their rows: tasks, prompts, the offline gettext corpus, calibration data."""

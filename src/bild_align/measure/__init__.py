@@ -1,0 +1,1 @@
+"""Measuring: metrics, significance, Pareto fronts, plots, the timing harness."""

@@ -1,0 +1,1 @@
+"""`bild-align bench`: the decoder micro-benchmark on pairs built in code."""

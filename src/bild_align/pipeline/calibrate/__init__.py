@@ -1,0 +1,1 @@
+"""`bild-align calibrate`: the large model's outputs as a calibration dataset."""

@@ -1,0 +1,1 @@
+"""`bild-align chat`: an interactive console over a pair."""

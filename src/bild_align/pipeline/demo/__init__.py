@@ -1,0 +1,1 @@
+"""`bild-align demo`: the whole pipeline, offline, on the shipped pairs."""

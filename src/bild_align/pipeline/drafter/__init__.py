@@ -1,0 +1,1 @@
+"""`bild-align drafter`: a small model made from the large one."""

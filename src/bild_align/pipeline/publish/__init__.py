@@ -1,0 +1,1 @@
+"""`bild-align push` and `bild-align export-generate`."""

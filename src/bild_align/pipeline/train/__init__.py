@@ -1,0 +1,1 @@
+"""`bild-align train`: align the small model (or a drafter) on the calibration data."""

@@ -1,0 +1,1 @@
+"""`bild-align tune`: the fastest setting within a quality budget."""

@@ -1,0 +1,1 @@
+"""Run records: locks, partial logs and fingerprints, atomic files, shards, the Hub."""
