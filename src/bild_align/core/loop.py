@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from itertools import accumulate
 
 import torch
@@ -45,16 +46,24 @@ from bild_align.core.sampling import Sampler, confidence, speculative_verdict
 from bild_align.core.stats import BiLDOutput, BiLDStats
 
 ENGINES = ("auto", "transformers")
-DRAFTING, WAITING, FINISHED = "drafting", "waiting for a check", "finished"
 # An observer of every model step (`before()`, `after()`), for timing instrumentation
 # (`bild_align.measure.timing.ForwardClock`); a context variable, seen only where it is set.
 STEP_OBSERVER: ContextVar = ContextVar("bild_align_step_observer", default=None)
 FILLER = 0  # the id fed after a shorter row's tokens in a step; masked out, never read
 
 
+class Phase(Enum):
+    """What a row waits for: the small model's next step, a large-model check, or nothing."""
+
+    DRAFTING = "drafting"
+    WAITING = "waiting for a check"
+    FINISHED = "finished"
+
+
 @dataclass
 class Row:
-    """One row's decoding: its decoder tokens (prefix first) and what produced them."""
+    """One row's decoding: its decoder tokens (prefix first), what produced them, and where
+    it stands. Its tokens change only through the methods below."""
 
     tokens: list[int]
     sampler: Sampler
@@ -65,7 +74,7 @@ class Row:
     round_steps: int = 0  # small-model steps since the last check
     small_length: int = 0  # tokens in the small model's cache
     large_length: int = 0  # tokens in the large model's cache
-    phase: str = DRAFTING
+    phase: Phase = Phase.DRAFTING
     # the small model's sampling distributions of the pending tokens (speculative sampling)
     draft_distributions: list[torch.Tensor] = field(default_factory=list)
 
@@ -76,6 +85,35 @@ class Row:
     @property
     def drafted(self) -> list[int]:
         return self.tokens[len(self.tokens) - self.pending :]
+
+    def add_draft(self, token: int) -> None:
+        self.tokens.append(token)
+        self.from_small.append(True)
+        self.pending += 1
+
+    def add_large_token(self, token: int) -> None:
+        """The large model's token, after the kept drafts; a new drafting round begins."""
+        self.tokens.append(token)
+        self.from_small.append(False)
+        self.stats.large_tokens += 1
+        self.round_steps = 0
+
+    def accept(self) -> None:
+        """Every pending draft is kept."""
+        self.stats.small_accepted += self.pending
+        self.pending = 0
+
+    def roll_back(self, index: int) -> None:
+        """Keep the pending drafts before `index`; the rest leave the tokens and both caches."""
+        self.stats.rollbacks += 1
+        self.stats.small_accepted += index
+        self.stats.rolled_back += self.pending - index
+        keep = len(self.tokens) - self.pending + index
+        self.pending = 0
+        del self.tokens[keep:]
+        del self.from_small[keep - self.prefix_length :]
+        self.large_length = min(self.large_length, keep)
+        self.small_length = min(self.small_length, keep)
 
 
 def decode(
@@ -118,20 +156,27 @@ def decode(
         if policy.fallback_head is not None and small is not None:
             steppers[0].capture_hidden = True  # transformers' forward keeps it only when asked
             policy = replace(policy, fallback_head=policy.fallback_head.to(large.device))
-        large_first = small is None or policy.large_first
+        large_first = small is None or policy.schedule.large_first
         rows = [
             Row(
                 tokens=list(prefix),
                 sampler=sampler.for_row(index),
                 prefix_length=len(prefix),
-                phase=WAITING if large_first else DRAFTING,
+                phase=Phase.WAITING if large_first else Phase.DRAFTING,
             )
             for index, prefix in enumerate(row_prefixes)
         ]
         loop = DecodeLoop(
-            *steppers, policy, rows, eos_token_ids(large), max_new_tokens,
-            forced_first(large), vocab_size, shared_checks,
-        )  # fmt: skip
+            small=steppers[0],
+            large=steppers[1],
+            policy=policy,
+            rows=rows,
+            eos_ids=eos_token_ids(large),
+            max_new_tokens=max_new_tokens,
+            forced_first=forced_first(large),
+            vocab_size=vocab_size,
+            shared_checks=shared_checks,
+        )
         return _output(loop.run(), large, input_ids)
 
 
@@ -178,7 +223,7 @@ def _observed(step, *args, **kwargs) -> torch.Tensor:
         observer.after()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DecodeLoop:
     """One decoding call's state (see the module docstring): the two models' steppers (the
     lean steps' contract; `small` None: the large model alone), the policy and the rows."""
@@ -195,21 +240,21 @@ class DecodeLoop:
 
     def __post_init__(self) -> None:
         self.sampled = self.rows[0].sampler.do_sample
-        if self.forced_first is not None and self.rows[0].phase == DRAFTING:
+        if self.forced_first is not None and self.rows[0].phase == Phase.DRAFTING:
             for row in self.rows:  # the small model drafts after it: known without a forward pass
                 self._append_large_token(row, self.forced_first)
 
     def run(self) -> list[Row]:
         while True:
-            drafting = [i for i, row in enumerate(self.rows) if row.phase == DRAFTING]
+            drafting = [i for i, row in enumerate(self.rows) if row.phase == Phase.DRAFTING]
             if drafting:
                 self._small_step(drafting)
-            waiting = [i for i, row in enumerate(self.rows) if row.phase == WAITING]
+            waiting = [i for i, row in enumerate(self.rows) if row.phase == Phase.WAITING]
             if waiting and self.shared_checks:  # every row with drafts joins the check
                 waiting = [
                     i
                     for i, row in enumerate(self.rows)
-                    if row.phase == WAITING or (row.phase == DRAFTING and row.pending)
+                    if row.phase == Phase.WAITING or (row.phase == Phase.DRAFTING and row.pending)
                 ]
             if waiting:
                 self._large_step(waiting)
@@ -222,15 +267,12 @@ class DecodeLoop:
         return row.tokens[-1] in self.eos_ids or row.generated >= self.max_new_tokens
 
     def _append_large_token(self, row: Row, token: int, eos_ends: bool = True) -> None:
-        row.tokens.append(token)
-        row.from_small.append(False)
-        row.stats.large_tokens += 1
-        row.round_steps = 0
+        row.add_large_token(token)
         full = row.generated >= self.max_new_tokens
         if full or (eos_ends and token in self.eos_ids):
-            row.phase = FINISHED
+            row.phase = Phase.FINISHED
         else:
-            row.phase = DRAFTING if self.small is not None else WAITING
+            row.phase = Phase.DRAFTING if self.small is not None else Phase.WAITING
 
     def _feed(self, stepper, indices: list[int], fed: list[int], read: list[int]) -> torch.Tensor:
         """Run `stepper` on each listed row's unfed tokens (from its cached length `fed[i]`);
@@ -272,27 +314,26 @@ class DecodeLoop:
             tokens = torch.stack(tokens)
         else:
             tokens = probabilities.argmax(-1)
-        tops, tokens = torch.stack((self._confidence(probabilities), tokens.float())).tolist()
+        # one transfer: float64 holds every token id exactly (up to 2**53)
+        tops, tokens = torch.stack((self._confidence(probabilities).double(), tokens.double()))
+        tops, tokens = tops.tolist(), tokens.tolist()
         for place, index in enumerate(indices):
             row = self.rows[index]
             row.small_length = len(row.tokens)
             row.stats.small_steps += 1
             row.round_steps += 1
-            if self.policy.lossless_sampling and self.sampled:
+            if self.policy.schedule.lossless_sampling and self.sampled:
                 row.draft_distributions.append(probabilities[place])
             if self.policy.falls_back(tops[place]):
                 row.stats.fallbacks += 1
-                row.phase = WAITING
+                row.phase = Phase.WAITING
                 continue
-            row.tokens.append(int(tokens[place]))
-            row.from_small.append(True)
-            row.pending += 1
-            if self._ends(row) and not self.policy.checks_final_drafts:
-                row.stats.small_accepted += row.pending  # the original stops unchecked
-                row.pending = 0
-                row.phase = FINISHED
+            row.add_draft(int(tokens[place]))
+            if self._ends(row) and self.policy.schedule.unchecked_final_drafts:
+                row.accept()  # the original stops unchecked
+                row.phase = Phase.FINISHED
             elif self._ends(row) or row.round_steps >= self.policy.max_small_steps:
-                row.phase = WAITING
+                row.phase = Phase.WAITING
 
     def _confidence(self, probabilities: torch.Tensor) -> torch.Tensor:
         """What the fallback compares with its threshold, one value per row."""
@@ -313,7 +354,7 @@ class DecodeLoop:
                 if row.generated == 0:
                     logits[end - 1] = -math.inf
                     logits[end - 1, self.forced_first] = 0.0
-        if self.policy.lossless_sampling and self.sampled:
+        if self.policy.schedule.lossless_sampling and self.sampled:
             for row, (start, end) in zip(rows, spans, strict=True):
                 target = row.sampler.distribution(logits[start:end])
                 verdict = speculative_verdict(
@@ -335,7 +376,7 @@ class DecodeLoop:
             choices = torch.cat(choices)
         else:
             choices = log_probs.argmax(-1)
-        nll, choices = torch.stack((nll[:, 0], choices.float())).tolist()
+        nll, choices = torch.stack((nll[:, 0].double(), choices.double())).tolist()  # exact ids
         for row, (start, end) in zip(rows, spans, strict=True):
             # the last position read predicts a token after the drafts: it has no cross-entropy
             rejected = self.policy.rejected(
@@ -351,23 +392,14 @@ class DecodeLoop:
         row.large_length = len(row.tokens)
         if index is None:
             ended_on_draft = row.pending > 0 and self._ends(row)
-            row.stats.small_accepted += row.pending
-            row.pending = 0
+            row.accept()
             if ended_on_draft:
-                row.phase = FINISHED
+                row.phase = Phase.FINISHED
             else:
                 self._append_large_token(row, token)
             return
-        row.stats.rollbacks += 1
-        row.stats.small_accepted += index
-        row.stats.rolled_back += row.pending - index
-        keep = len(row.tokens) - row.pending + index
-        row.pending = 0
-        del row.tokens[keep:]
-        del row.from_small[keep - row.prefix_length :]
-        row.large_length = min(row.large_length, keep)
-        row.small_length = min(row.small_length, keep)
-        after = self.policy.large_after_correction
+        row.roll_back(index)
+        after = self.policy.schedule.large_after_correction
         self._append_large_token(row, token, eos_ends=not after)
-        if after and row.phase != FINISHED:
-            row.phase = WAITING  # the large model also produces the next token
+        if after and row.phase != Phase.FINISHED:
+            row.phase = Phase.WAITING  # the large model also produces the next token

@@ -9,8 +9,9 @@
     SpeculativePolicy(max_small_steps=4)   # classic speculative decoding, gamma = 4
 
 A policy holds the settings and answers the loop's questions: does the small model hand over,
-which draft does the large model reject, and three questions of schedule on which the original
-implementation differs (class attributes, so that a mode is a type, not a flag).
+and which draft does the large model reject; its `Schedule` (one per policy type, so that a
+mode is a type, not a flag) says where the original implementation and speculative decoding
+order the work differently.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ MAX_SMALL_STEPS = 10
 # never above the top probability, so its thresholds sit lower), or a learned head's
 # probability that the large model agrees (`fallback_head.FallbackHead`).
 FALLBACK_RULES = ("max_prob", "entropy", "learned")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a policy type orders the work (BiLD as this project runs it: all False)."""
+
+    large_first: bool = False  # the large model produces the first token
+    unchecked_final_drafts: bool = False  # drafts that end the output stay unchecked
+    large_after_correction: bool = False  # the large model also produces the next token
+    lossless_sampling: bool = False  # sampled checks by speculative sampling
+    first_above_only: bool = False  # the rollback looks at one token (`rollback_index`)
 
 
 def falls_back(top_probability: float, fallback_threshold: float) -> bool:
@@ -72,11 +84,7 @@ class BiLDPolicy:
     fallback_rule: str = "max_prob"
     fallback_head: object = field(default=None, compare=False, repr=False)  # rule "learned"
 
-    large_first: ClassVar[bool] = False  # the large model produces the first token
-    checks_final_drafts: ClassVar[bool] = True  # drafts that end the output are checked
-    large_after_correction: ClassVar[bool] = False  # ... and the token after a correction
-    lossless_sampling: ClassVar[bool] = False  # sampled checks by speculative sampling
-    first_above_only: ClassVar[bool] = False  # the rollback looks at one token (`rollback_index`)
+    schedule: ClassVar[Schedule] = Schedule()
 
     def __post_init__(self) -> None:
         fallback = "the small model hands over below it; 0 never falls back, above 1 always"
@@ -105,7 +113,8 @@ class BiLDPolicy:
         self, drafted: Sequence[int], nll: Sequence[float], choices: Sequence[int]
     ) -> int | None:
         """The first drafted token the large model replaces, or None."""
-        return rollback_index(drafted, nll, choices, self.rollback_threshold, self.first_above_only)
+        first_only = self.schedule.first_above_only
+        return rollback_index(drafted, nll, choices, self.rollback_threshold, first_only)
 
 
 @dataclass(frozen=True)
@@ -115,10 +124,12 @@ class ReferencePolicy(BiLDPolicy):
     drafted EOS (or the length limit) ends the output unchecked, an EOS produced by a rollback
     does not end it, and the rollback rule looks at the first token above the threshold only."""
 
-    large_first: ClassVar[bool] = True
-    checks_final_drafts: ClassVar[bool] = False
-    large_after_correction: ClassVar[bool] = True
-    first_above_only: ClassVar[bool] = True
+    schedule: ClassVar[Schedule] = Schedule(
+        large_first=True,
+        unchecked_final_drafts=True,
+        large_after_correction=True,
+        first_above_only=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,4 +141,4 @@ class SpeculativePolicy(BiLDPolicy):
     rollback_threshold: float = 0.0
     max_small_steps: int = 4
 
-    lossless_sampling: ClassVar[bool] = True
+    schedule: ClassVar[Schedule] = Schedule(lossless_sampling=True)

@@ -81,9 +81,6 @@ class Sampler:
             return probabilities.argmax(-1)
         return torch.multinomial(probabilities, 1, generator=self.generator).squeeze(-1)
 
-    def uniform(self) -> float:
-        return float(torch.rand((), generator=self.generator, device=self.device))
-
 
 def confidence(probabilities: torch.Tensor, rule: str) -> torch.Tensor:
     """The fallback rule's confidence of each row of (rows, vocab) probabilities: the top
@@ -104,11 +101,16 @@ def speculative_verdict(
     bonus token after the last draft. `target` holds the large model's sampling distributions
     at each draft's position and one more; returns (the first rejected draft's index or None,
     the token that replaces it or follows the drafts)."""
-    for index, token in enumerate(drafted):
-        p, q = target[index], draft_distributions[index]
-        if sampler.uniform() * float(q[token]) >= float(p[token]):  # u >= p/q: reject
-            residual = torch.clamp(p - q, min=0)
+    if drafted:  # every draft's acceptance test at once: one transfer per check
+        ids = torch.tensor(drafted, device=target.device)[:, None]
+        p = target[: len(drafted)].gather(-1, ids)[:, 0]
+        q = torch.stack(draft_distributions).gather(-1, ids)[:, 0]
+        uniforms = torch.rand(len(drafted), generator=sampler.generator, device=target.device)
+        rejected = (uniforms * q >= p).tolist()  # u >= p/q: reject
+        if True in rejected:
+            index = rejected.index(True)
+            residual = torch.clamp(target[index] - draft_distributions[index], min=0)
             total = residual.sum()
-            residual = residual / total if total > 0 else p
+            residual = residual / total if total > 0 else target[index]
             return index, int(sampler.choose(residual))
     return None, int(sampler.choose(target[-1]))

@@ -23,6 +23,7 @@ from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from bild_align.core.checks import is_encoder_decoder
+from bild_align.core.engines import Ids, Keep, Rows, Starts
 from bild_align.core.engines.shared_encoder import encoded_once
 
 
@@ -112,17 +113,9 @@ class TransformersDecoder:
             for index in range(self.batch_size)
         ]
 
-    def step(
-        self,
-        new_ids: torch.LongTensor,
-        starts: torch.Tensor | int,
-        rows: torch.LongTensor | None = None,
-        keep: torch.Tensor | int | None = None,
-    ) -> torch.Tensor:
-        """Crop each listed row's cache to its start and feed it its tokens (up to the last
-        position `keep` marks: what lies after is padding); the logits are shaped as the lean
-        step shapes them: (rows, k or n, vocab) for None or an int `keep`, (marked, vocab) in
-        row order for a boolean mask."""
+    def step(self, new_ids: Ids, starts: Starts, rows: Rows = None, keep: Keep = None):
+        """`Stepper.step`: crop each listed row's cache to its start and feed it its tokens
+        (up to the last position `keep` marks: what lies after is padding)."""
         indices = range(self.batch_size) if rows is None else rows.tolist()
         firsts = [starts] * len(indices) if isinstance(starts, int) else starts.tolist()
         seen: list[torch.Tensor] = []

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.engines import Ids, Keep, Mask, Model, Rows, Starts
 from bild_align.core.engines.lean_cache import CACHE_FULL, SourceAttention, StaticCache
 from bild_align.core.engines.lean_ops import (
     causal_mask,
@@ -98,13 +99,7 @@ class LeanBartDecoder:
     """The decoder of a BART-family model for one call: encoder output, cross-attention keys and
     values (computed once), and a static self-attention cache of `capacity` positions per row."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None,
-        capacity: int,
-    ) -> None:
+    def __init__(self, model: Model, input_ids: Ids, attention_mask: Mask, capacity: int) -> None:
         config, decoder = model.config, model.model.decoder
         self.pre_norm, offset = FAMILIES[config.model_type]
         self.device = model.device
@@ -147,14 +142,9 @@ class LeanBartDecoder:
         return _layer_norm(hidden + compute(hidden), norm)
 
     def step(
-        self,
-        new_ids: torch.LongTensor,
-        starts: torch.Tensor | int,
-        rows: torch.LongTensor | None = None,
-        keep: torch.Tensor | int | None = None,
+        self, new_ids: Ids, starts: Starts, rows: Rows = None, keep: Keep = None
     ) -> torch.Tensor:
-        """Feed `new_ids` (rows, k) at positions starts .. starts+k-1 of each row's cache;
-        return the logits (rows, k, vocab). `rows`, `keep`: as in `LeanT5Decoder.step`."""
+        """`Stepper.step`."""
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
         place = self.cache.place(starts, width, rows, count)

@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.engines import Ids, Keep, Mask, Model, Rows, Starts
 from bild_align.core.engines.lean_cache import StaticCache
 from bild_align.core.engines.lean_ops import (
     causal_mask,
@@ -102,13 +103,7 @@ class LeanCausalDecoder:
     and its step (see the module docstring). The prompts are not read here: a row's first step
     feeds its prompt (the constructor's arguments are every lean decoder's)."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None,
-        capacity: int,
-    ) -> None:
+    def __init__(self, model: Model, input_ids: Ids, attention_mask: Mask, capacity: int) -> None:
         rows = input_ids.shape[0]
         config, inner = model.config, model.model
         self.device = model.device
@@ -138,14 +133,9 @@ class LeanCausalDecoder:
         return {window: causal_mask(queries, extent, window) for window in windows}
 
     def step(
-        self,
-        new_ids: torch.LongTensor,
-        starts: torch.Tensor | int,
-        rows: torch.LongTensor | None = None,
-        keep: torch.Tensor | int | None = None,
+        self, new_ids: Ids, starts: Starts, rows: Rows = None, keep: Keep = None
     ) -> torch.Tensor:
-        """Feed `new_ids` (rows, k) at positions starts .. starts+k-1 of each row's cache;
-        return the logits (rows, k, vocab). `rows`, `keep`: as in `LeanT5Decoder.step`."""
+        """`Stepper.step`."""
         new_ids = new_ids.to(self.device)
         count, width = new_ids.shape
         single = isinstance(starts, int)

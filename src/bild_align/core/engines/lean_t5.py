@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from bild_align.core.engines import Ids, Keep, Mask, Model, Rows, Starts
 from bild_align.core.engines.lean_cache import SourceAttention, StaticCache
 from bild_align.core.engines.lean_ops import (
     kept_positions,
@@ -155,13 +156,7 @@ class LeanT5Decoder:
     """The decoder of a T5-family model for one call: encoder output, cross-attention keys and
     values (computed once), and a static self-attention cache of `capacity` positions per row."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None,
-        capacity: int,
-    ) -> None:
+    def __init__(self, model: Model, input_ids: Ids, attention_mask: Mask, capacity: int) -> None:
         config = model.config
         self.device = device = model.device
         self.layers = [_Layer(block) for block in model.decoder.block]
@@ -213,18 +208,9 @@ class LeanT5Decoder:
         return bias.masked_fill((distance < 0)[:, None], self.mask_value)
 
     def step(
-        self,
-        new_ids: torch.LongTensor,
-        starts: torch.Tensor | int,
-        rows: torch.LongTensor | None = None,
-        keep: torch.Tensor | int | None = None,
+        self, new_ids: Ids, starts: Starts, rows: Rows = None, keep: Keep = None
     ) -> torch.Tensor:
-        """Feed `new_ids` (rows, k) at positions starts .. starts+k-1 of each row's cache;
-        return the logits (rows, k, vocab). `rows` selects rows of the batch (default: all);
-        an int `starts` is the same position for every row. `keep` computes the output layer
-        (a large share of a step with a big vocabulary) only where it is read: an int n keeps
-        the last n positions, (rows, n, vocab); a boolean (rows, k) mask keeps the marked
-        positions, (marked, vocab) in row-major order."""
+        """`Stepper.step`."""
         new_ids = new_ids.to(self.embed.device)
         count, width = new_ids.shape
         place = self.cache.place(starts, width, rows, count)
