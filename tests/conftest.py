@@ -100,3 +100,11 @@ def causal_pair_dirs(tmp_path_factory):
         save_with_byte_tokenizer(small, root / "small"),
         save_with_byte_tokenizer(large, root / "large"),
     )
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    """A JSON lines file of four German-looking / English-looking pairs (columns de, en)."""
+    from bild_align.testing.helpers import write_pairs
+
+    return write_pairs(tmp_path / "pairs.jsonl", 4, seed=5)

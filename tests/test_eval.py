@@ -58,9 +58,12 @@ def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, t
     assert methods["bild"]["speedup_over_engine"] == pytest.approx(
         methods["bild"]["speedup"] / methods["engine"]["speedup"]
     )
+    large_total = methods["large"]["latency"]["total_s"]
     for row in saved["methods"]:
         assert row["quality"]["metric"] == "bleu" and "tok:13a" in row["quality"]["signature"]
-        assert row["latency"]["count"] == 6 and row["latency"]["median_s"] > 0
+        latency = row["latency"]
+        assert latency["count"] == 6 and latency["median_s"] <= latency["total_s"]
+        assert row["speedup"] == pytest.approx(large_total / latency["total_s"])  # one clock
         assert len(row["outputs"]) == 6
     # rb = 0 is lossless, and so is assisted generation
     assert methods["bild"]["outputs"] == methods["large"]["outputs"]
@@ -82,7 +85,11 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
     assert batched["config"]["batch_size"] == 4
     for row in batched["methods"]:
         assert row["latency"]["count"] == 2  # 6 examples: a batch of 4, then one of 2
-        assert len(row["outputs"]) == 6 and row["tokens_per_s"] > 0
+        assert len(row["outputs"]) == 6
+    # throughput counts the tokens made: the same outputs, the same count
+    made = {name: row["tokens_per_s"] * row["latency"]["total_s"] for name, row in methods.items()}
+    assert made["engine"] == pytest.approx(made["large"]) == pytest.approx(made["bild"])
+    assert made["bild"] == pytest.approx(methods["bild"]["stats"]["generated"])
     # exact mode is exact row by row, and batching changes no output
     assert methods["bild"]["outputs"] == methods["large"]["outputs"]
     assert methods["bild"]["identical_to_large"] == 6

@@ -151,3 +151,38 @@ TWO_CPU_PROCESSES = [
     "bild_align.cli",
 ]
 TWO_CPU_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+
+
+def one_error_line(capsys, needle: str) -> str:
+    """What a refused command wrote to stderr: one `bild-align: error:` line naming `needle`,
+    and no traceback."""
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err, err
+    assert err.count("bild-align: error:") == 1, err
+    return err
+
+
+def eval_argv(byte_pair_dirs, task, *extra) -> list[str]:
+    """`bild-align eval` over the tests' byte-level pair and a pairs file, large baseline only."""
+    small, large = map(str, byte_pair_dirs)
+    argv = ["eval", "--small", small, "--large", large, "--task", str(task)]
+    return [*argv, "--source-column", "de", "--max-new-tokens", "6", "--baselines", "large", *extra]
+
+
+def pairs_eval_config(small, large, pairs, output, **extra):
+    """An EvalConfig over a pairs file (columns de, en): exact mode, the large baseline only."""
+    from bild_align.configs import EvalConfig
+
+    return EvalConfig(
+        small=str(small), large=str(large), task=str(pairs), source_column="de",
+        target_column="en", max_new_tokens=6, output=str(output), baselines=("large",),
+        rb=(0.0,), **extra,
+    )  # fmt: skip
+
+
+def calibrate_pairs(model_dir, pairs, output, *extra) -> int:
+    """`bild-align calibrate` of a pairs file (column de) through the command line."""
+    from bild_align.cli import main
+
+    argv = ["calibrate", "--large", str(model_dir), "--task", str(pairs), "--source-column", "de"]
+    return main([*argv, "--max-new-tokens", "6", "--output", str(output), *extra])
