@@ -36,6 +36,7 @@ from bild_align.configs import (
     ExportGenerateConfig,
     PushConfig,
     TrainRecipe,
+    TrainRun,
     TuneConfig,
 )
 from bild_align.defaults import fill_defaults
@@ -89,18 +90,14 @@ def _run_calibrate(args: Namespace) -> None:
 def _run_train(args: Namespace) -> None:
     from bild_align.pipeline.train.command import run_fallback_head, run_training
 
-    recipe = load_recipe(args.recipe, given_options(args))
-    if args.private and not args.push_to_hub:
-        raise UserError("--private goes with --push-to-hub REPO")
-    if args.fallback_head_only:
-        if args.resume or args.push_to_hub:
-            raise UserError(
-                "--fallback-head-only trains no model: leave out --resume and --push-to-hub "
-                "(`bild-align push` uploads the model with its head)"
-            )
+    given = given_options(args)
+    run_keys = {f.name for f in dataclasses.fields(TrainRun)}
+    run = build(TrainRun, {key: given.pop(key) for key in run_keys & set(given)}, COMMAND_LINE)
+    recipe = load_recipe(args.recipe, given)
+    if run.fallback_head_only:
         run_fallback_head(recipe)
         return
-    run_training(recipe, resume=args.resume, push_to_hub=args.push_to_hub, private=args.private)
+    run_training(recipe, resume=run.resume, push_to_hub=run.push_to_hub, private=run.private)
 
 
 def _run_eval(args: Namespace) -> int | None:
@@ -199,25 +196,7 @@ def _run_push(args: Namespace) -> None:
 
 def _train_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--recipe", help="YAML recipe, e.g. recipes/iwslt.yaml")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in output_dir"
-    )
-    parser.add_argument(
-        "--push-to-hub",
-        metavar="REPO",
-        help="at the end, upload the aligned model (weights, tokenizer, generation config, "
-        "fallback head, tuned policy) with a model card to this Hub model repository; the "
-        "token and the repository are checked before training starts",
-    )
-    parser.add_argument(
-        "--private", action="store_true", help="with --push-to-hub: create it as private"
-    )
-    parser.add_argument(
-        "--fallback-head-only",
-        action="store_true",
-        help="train no model: fit the learned fallback head of the model already in output_dir "
-        "on the recipe's calibration rows, and save it beside the model",
-    )
+    add_options(parser, TrainRun)
     add_options(
         parser.add_argument_group("recipe keys (override the recipe)"),
         TrainRecipe,

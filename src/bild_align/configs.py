@@ -30,7 +30,7 @@ from bild_align.pipeline.demo.config import DemoConfig
 from bild_align.pipeline.drafter.config import DrafterConfig
 from bild_align.pipeline.eval.config import EvalConfig
 from bild_align.pipeline.publish.config import ExportGenerateConfig, PushConfig
-from bild_align.pipeline.train.config import RecipeEval, TrainRecipe
+from bild_align.pipeline.train.config import RecipeEval, TrainRecipe, TrainRun
 from bild_align.pipeline.tune.config import TuneConfig
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "PushConfig",
     "RecipeEval",
     "TrainRecipe",
+    "TrainRun",
     "TuneConfig",
     "check",
 ]

@@ -35,13 +35,15 @@ def option(
     flag: str | None = None,
     default_text: str | None = None,
     command_line: bool = True,
+    metavar: str | None = None,
 ) -> Any:
     """A config field with what its command-line option needs.
 
     parse: turns the typed text into the value (default: from the default's type);
     flag: the option's name when not the field's (`max` -> `--max-new-tokens`);
     default_text: the default in words, for fields whose default is None ("the task's");
-    command_line: False for fields set only from code or a recipe.
+    command_line: False for fields set only from code or a recipe;
+    metavar: the value's name in --help when the parser's does not say it (`REPO`).
     """
     metadata = {
         "help": help,
@@ -50,6 +52,7 @@ def option(
         "flag": flag,
         "default_text": default_text,
         "command_line": command_line,
+        "metavar": metavar,
     }
     if isinstance(default, list | dict | set) or dataclasses.is_dataclass(default):
         frozen = default
@@ -207,7 +210,11 @@ def add_options(
         if parse is not None:
             extra["type"] = parse
         if not f.metadata.get("choices"):
-            extra["metavar"] = _METAVARS.get(parse) or flag_of(f)[2:].replace("-", "_").upper()
+            extra["metavar"] = (
+                f.metadata.get("metavar")
+                or _METAVARS.get(parse)
+                or flag_of(f)[2:].replace("-", "_").upper()
+            )
         parser.add_argument(flag_of(f), **common, **extra)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,3 +210,32 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "measure_topk": (_at_least(0), ">= 0 (0: no alignment measures)"),
     "save_dtype": (lambda v: v is None or v in DTYPES, " or ".join(DTYPES)),
 }
+
+
+@dataclass
+class TrainRun(Config):
+    """`bild-align train`'s options beside the recipe: what becomes of the run."""
+
+    resume: bool = option(False, "continue from the last checkpoint in output_dir")
+    push_to_hub: str | None = option(
+        None,
+        "at the end, upload the aligned model (weights, tokenizer, generation config, fallback "
+        "head, tuned policy) with a model card to this Hub model repository; the token and the "
+        "repository are checked before training starts",
+        metavar="REPO",
+    )
+    private: bool = option(False, "with --push-to-hub: create it as private")
+    fallback_head_only: bool = option(
+        False,
+        "train no model: fit the learned fallback head of the model already in output_dir on "
+        "the recipe's calibration rows, and save it beside the model",
+    )
+
+    def problems(self) -> Iterator[str]:
+        if self.private and not self.push_to_hub:
+            yield "--private goes with --push-to-hub REPO"
+        if self.fallback_head_only and (self.resume or self.push_to_hub):
+            yield (
+                "--fallback-head-only trains no model: leave out --resume and --push-to-hub "
+                "(`bild-align push` uploads the model with its head)"
+            )
