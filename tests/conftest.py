@@ -108,3 +108,13 @@ def pairs(tmp_path):
     from bild_align.testing.helpers import write_pairs
 
     return write_pairs(tmp_path / "pairs.jsonl", 4, seed=5)
+
+
+@pytest.fixture(autouse=True)
+def _reports_shown():
+    """The commands' reports shown, as `bild-align` shows them (tests read them on capsys);
+    test_reporting.py checks that Python callers see nothing unless they ask."""
+    from bild_align.reporting import reporting
+
+    with reporting():
+        yield

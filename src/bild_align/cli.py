@@ -48,6 +48,7 @@ from bild_align.recipes import (
     eval_settings,
     load_recipe,
 )
+from bild_align.reporting import reporting
 
 # errors of the machine, not of the program (a folder without write permission, a full disk):
 # one line, not a traceback, wherever in a run they arise
@@ -411,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    with _notes_on_stderr():
+    with _notes_on_stderr(), reporting():  # the commands' reports shown, as their output
         return _run(handler, args)
 
 

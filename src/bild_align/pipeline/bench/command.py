@@ -21,7 +21,6 @@ exact BiLD and BiLD run twice there, each row on its own schedule and with share
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from bild_align.pipeline.bench.methods import (
     shared_checks,
     strip_padding,
 )
+from bild_align.reporting import report
 from bild_align.runs.files import check_output_file, holds_json_keys, write_json_atomic
 
 
@@ -190,9 +190,9 @@ def run_benchmark(config: BenchConfig) -> dict:
             except KeyboardInterrupt:
                 kept = len(results["levels"])
                 where = f" in {config.output}" if config.output and kept else ""
-                print(
+                report(
                     f"\ninterrupted: {kept} of {len(config.eps)} agreement levels are kept{where}",
-                    file=sys.stderr,
+                    stderr=True,
                 )
                 raise
             results["levels"].append(level)

@@ -16,7 +16,6 @@ across processes and the main process merges the shards into one dataset.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from bild_align.pipeline.calibrate.runs import (
     run_fingerprint,
     run_lock,
 )
+from bild_align.reporting import report
 from bild_align.runs.hub import check_hub_access, upload
 from bild_align.runs.shards import ShardStore
 
@@ -125,13 +125,13 @@ def run_calibration(config: CalibrateConfig) -> Path:
         complete = run.get("complete") and data_complete(output, config.split, len(rows))
         if complete:
             if state.is_main_process:
-                print(f"{output} already holds this complete run ({run.get('rows')} rows)")
+                report(f"{output} already holds this complete run ({run.get('rows')} rows)")
         else:
             if run.get("complete") and state.is_main_process:
-                print(
+                report(
                     f"{data_file(output, config.split)} is missing or damaged; decoding its "
                     f"{len(rows)} rows again",
-                    file=sys.stderr,
+                    stderr=True,
                 )
             try:
                 _decode_missing(
@@ -140,10 +140,10 @@ def run_calibration(config: CalibrateConfig) -> Path:
             except KeyboardInterrupt:  # its finished rows are in the shards by now
                 if state.is_main_process:
                     kept = len(ShardStore(output / SHARDS).done_ids())
-                    print(
+                    report(
                         f"\ninterrupted: {kept} of {len(rows)} rows are kept in {output / SHARDS};"
                         " run the same command again to finish",
-                        file=sys.stderr,
+                        stderr=True,
                     )
                 raise
             state.wait_for_everyone()
@@ -161,7 +161,7 @@ def run_calibration(config: CalibrateConfig) -> Path:
             later=_push_later(config.push_to_hub, output),
             allow_patterns=["README.md", "data/*"],
         )
-        print(f"pushed to {url}")
+        report(f"pushed to {url}")
     return output
 
 
@@ -174,7 +174,7 @@ def _decode_missing(
     order = [index for index in length_sorted(lengths) if ids[index] not in done]
     mine = order[state.process_index :: state.num_processes]
     if done and state.is_main_process:
-        print(f"resuming: {len(done)} of {len(rows)} rows kept from the interrupted run")
+        report(f"resuming: {len(done)} of {len(rows)} rows kept from the interrupted run")
     buffer: list[dict] = []
     with tqdm(
         total=len(order),

@@ -25,6 +25,7 @@ from bild_align.models.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.models.loading import load_pair
 from bild_align.models.saved_policy import policy_path, saved_policy_for
 from bild_align.pipeline.chat.console import Console
+from bild_align.reporting import report
 
 POLICY_SETTINGS = ("rb", "fb", "steps", "fallback")  # what a saved policy sets
 
@@ -42,7 +43,7 @@ def _prompt_template(config: ChatConfig, large) -> str | None:
     demo = Path(config.large).expanduser().resolve() == (DEMO_CAUSAL_DIR / "large").resolve()
     if config.prompt_template is None and demo:
         template = get_task("gettext-de-en").prompt_template
-        print(f"bild-align: the demo pair's prompt template: {template!r}", file=sys.stderr)
+        report(f"bild-align: the demo pair's prompt template: {template!r}", stderr=True)
         return template
     return config.prompt_template
 
@@ -64,11 +65,11 @@ def run_chat(
             policy = saved[0]
             settings.rb, settings.fb = policy.rollback_threshold, policy.fallback_threshold
             settings.steps, settings.fallback = policy.max_small_steps, policy.fallback_rule
-            print(
+            report(
                 f"bild-align: using the tuned policy in {policy_path(config.small)}: "
                 f"rb={settings.rb:g} fb={settings.fb:g} steps={settings.steps} "
                 f"fallback={settings.fallback}",
-                file=sys.stderr,
+                stderr=True,
             )
     head = None
     if settings.fallback == "learned":
@@ -77,7 +78,7 @@ def run_chat(
         try:
             head = load_fallback_head(config.small, small_revision)
         except UserError as error:  # a head this session does not need
-            print(f"note: /fallback learned is unavailable: {error}", file=sys.stderr)
+            report(f"note: /fallback learned is unavailable: {error}", stderr=True)
     interactive = lines is None and sys.stdin.isatty()
     colour = config.color == "always" or (config.color == "auto" and sys.stdout.isatty())
     console = Console(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bild_align.configs import DemoConfig, check
 from bild_align.pipeline.demo.report import summary_table
+from bild_align.reporting import report
 from bild_align.resources import RECIPES_DIR
 
 
@@ -62,7 +63,7 @@ def run_demo(config: DemoConfig) -> dict:
                 config, drafter_aligned, large, root / f"tune-{config.drafter_folder()}.json"
             )
         results |= _evaluate_drafter(config, root, large, drafter_aligned, drafter_tuned)
-    print(summary_table(results, config))
+    report(summary_table(results, config))
     return results
 
 
@@ -121,7 +122,7 @@ def _align(recipe, aligned_dir: Path) -> None:
             "choose another --output-dir"
         )
     if trained_steps == recipe.max_steps:
-        print(f"{aligned_dir} already holds the model aligned for {trained_steps} steps")
+        report(f"{aligned_dir} already holds the model aligned for {trained_steps} steps")
     else:  # new, interrupted, or asked for more steps: training continues where it stopped
         run_training(recipe, resume=True)
 
@@ -204,12 +205,12 @@ def _make_drafter(config: DemoConfig, large: str, drafter_dir: Path) -> None:
     from bild_align.pipeline.drafter.command import DrafterConfig, run_drafter
 
     if read_record(drafter_dir) is not None:
-        print(f"{drafter_dir} already holds the drafter")
+        report(f"{drafter_dir} already holds the drafter")
         return
     made = run_drafter(
         DrafterConfig(large=large, output=str(drafter_dir), layers=config.drafter_layers)
     )
-    print(f"drafter written to {drafter_dir}: {made['parameters']:,} parameters")
+    report(f"drafter written to {drafter_dir}: {made['parameters']:,} parameters")
 
 
 def _evaluate_drafter(config, root: Path, large: str, aligned: Path, tuned) -> dict:
@@ -299,4 +300,4 @@ def _trained_steps(aligned_dir: Path) -> int | None:
 
 
 def _banner(text: str) -> None:
-    print(f"\n=== {text} ===", flush=True)
+    report(f"\n=== {text} ===")

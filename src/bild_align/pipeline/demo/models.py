@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bild_align.reporting import report
 from bild_align.resources import DEMO_CAUSAL_DIR, DEMO_DIR, RECIPES_DIR
 
 
@@ -85,7 +86,7 @@ def build_models(causal: bool = False) -> None:
             recipe, resume=(Path(recipe.output_dir) / "bild_align_train.json").is_file()
         )
         export(run_dir, folder / name)
-        print(
+        report(
             f"{kind} {name} model exported to {folder / name} "
             f"({(time.time() - start) / 60:.1f} min so far)"
         )
@@ -94,7 +95,7 @@ def build_models(causal: bool = False) -> None:
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "tokenizer":
-        print(train_tokenizer(DEMO_DIR / "tokenizer"))
+        report(train_tokenizer(DEMO_DIR / "tokenizer"))
     elif command in ("models", "causal"):
         build_models(causal=command == "causal")
     else:

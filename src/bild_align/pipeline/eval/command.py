@@ -18,7 +18,6 @@ Pareto front and a PNG plot.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from bild_align.pipeline.eval.runs import (
     output_paths,
     resume,
 )
+from bild_align.reporting import report
 from bild_align.runs.files import (
     write_json_atomic,
 )
@@ -74,12 +74,12 @@ def _with_saved_policy(config: EvalConfig, large_revision: str, vocab_size: int)
     if saved is None:
         return config
     policy, record = saved
-    print(
+    report(
         f"bild-align: using the tuned policy in {policy_path(config.small)} (tuned on "
         f"{record['tuned'].get('task')} {record['tuned'].get('split')}): "
         f"rb={policy.rollback_threshold:g} fb={policy.fallback_threshold:g} "
         f"max_small_steps={policy.max_small_steps} fallback={policy.fallback_rule}",
-        file=sys.stderr,
+        stderr=True,
     )
     return replace(
         config,
@@ -140,26 +140,26 @@ def _run_locked(config: EvalConfig, task) -> dict:
     batches = list(chunked(settings["sample_ids"], config.batch_size))
     done, damaged = resume(log, fingerprint, methods, batches)
     if damaged:
-        print(
+        report(
             f"note: {damaged} damaged line(s) in {log.path} were skipped; their examples "
             "are decoded again",
-            file=sys.stderr,
+            stderr=True,
         )
     if done:
-        print(f"resuming: {done} of {len(rows)} examples already done ({log.path})")
+        report(f"resuming: {done} of {len(rows)} examples already done ({log.path})")
     missing = settings["rows_without_reference"]
     if 0 < missing < len(references):
-        print(
+        report(
             f"note: {missing} of {len(references)} rows have no reference; the "
             f"{task.metric} score leaves them out",
-            file=sys.stderr,
+            stderr=True,
         )
 
     if config.batch_size > 1 and "assisted" in config.baselines:
-        print(
+        report(
             "note: the assisted baseline is left out: transformers' assisted generation "
             "decodes one input at a time",
-            file=sys.stderr,
+            stderr=True,
         )
     sources = list(rows["source"])
     try:
@@ -176,10 +176,10 @@ def _run_locked(config: EvalConfig, task) -> dict:
         )
     except KeyboardInterrupt:
         kept = len(methods[0].outputs)
-        print(
+        report(
             f"\ninterrupted: {kept} of {len(sources)} examples are kept in {log.path}; run the "
             "same command again to finish",
-            file=sys.stderr,
+            stderr=True,
         )
         raise
 

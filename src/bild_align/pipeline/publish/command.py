@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bild_align.configs import ExportGenerateConfig, PushConfig, check
 from bild_align.errors import UserError
+from bild_align.reporting import report
 from bild_align.resources import GENERATE_REPO
 from bild_align.runs.files import check_writable_folder, write_text_atomic
 from bild_align.runs.hub import check_hub_access, upload
@@ -73,7 +74,7 @@ def run_export_generate(config: ExportGenerateConfig) -> Path:
             later=f"hf upload {config.push_to_hub} {output}",
             allow_patterns=list(EXPORTED),
         )
-        print(f"pushed to {url}")
+        report(f"pushed to {url}")
     return output
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -37,20 +36,21 @@ from bild_align.pipeline.train.setup import (
     training_arguments,
     wandb_offline_unless_logged_in,
 )
+from bild_align.reporting import report
 from bild_align.runs.files import write_text_atomic
 
 
 def _resume_point(output_dir: str) -> str | None:
     checkpoint, skipped, aside = resume_point(output_dir)
     if skipped:
-        print(
+        report(
             f"--resume: skipping incomplete checkpoint(s) {', '.join(skipped)} (moved to "
             f"{aside}: a file is missing or its weights are truncated)"
         )
     if checkpoint is None:
-        print(f"--resume: no complete checkpoint in {output_dir} yet, starting from the beginning")
+        report(f"--resume: no complete checkpoint in {output_dir} yet, starting from the beginning")
     else:
-        print(f"--resume: continuing from {checkpoint}")
+        report(f"--resume: continuing from {checkpoint}")
     return checkpoint
 
 
@@ -89,7 +89,7 @@ def run_training(
     except UserError as error:
         if recipe.uses_teacher:
             raise
-        print(f"bild-align: warning: {error}; the alignment measures are skipped", file=sys.stderr)
+        report(f"bild-align: warning: {error}; the alignment measures are skipped", stderr=True)
         teacher = None
     trainer = AlignmentTrainer(
         model=model,
@@ -105,7 +105,7 @@ def run_training(
         vocab_size=len(tokenizer),
     )
     if recipe.large_model is None:
-        print(
+        report(
             "no large_model in the recipe: the alignment measures (expected acceptance, ...)"
             " are not computed"
         )
@@ -128,7 +128,7 @@ def run_training(
         tokenizer.save_pretrained(str(output))
         keep_drafter_record(recipe.small_model, output)  # the encoder is still the large one's
         record_result(recipe, trainer, final_metrics, time.monotonic() - started, resume)
-        print(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
+        report(f"model saved to {output} (eval: {_format_metrics(final_metrics)})")
         if recipe.fallback_head:
             run_fallback_head(recipe)
         _publish(hub, output, push_to_hub)
@@ -149,7 +149,7 @@ def _publish(hub, output: Path, repo_id: str | None) -> None:
     if hub is None:
         write_text_atomic(output / "README.md", render_card(card_facts(output), str(output)))
         return
-    print(f"pushed to {publish_model(hub, output, repo_id)}")
+    report(f"pushed to {publish_model(hub, output, repo_id)}")
 
 
 def run_fallback_head(recipe: TrainRecipe) -> Path:
@@ -165,19 +165,19 @@ def run_fallback_head(recipe: TrainRecipe) -> Path:
         )
     rows = split_calibration(recipe)["train"]
     rows = rows.select(range(min(len(rows), recipe.fallback_head_rows)))
-    print(f"fitting the fallback head of {output} on {len(rows)} calibration rows")
+    report(f"fitting the fallback head of {output} on {len(rows)} calibration rows")
     inputs = "prompt" if "prompt" in rows.column_names else "source"  # decoder-only: prompts
-    path, report = train_fallback_head(
+    path, fit = train_fallback_head(
         output,
         list(rows[inputs]),
         list(rows["target"]),
         max_source_length=recipe.max_source_length,
         max_target_length=recipe.max_target_length,
     )
-    print(
-        f"fallback head saved to {path}: held-out accuracy {report['held_out_accuracy']:.3f} "
-        f"(the top probability's best threshold: {report['top_probability_accuracy']:.3f}; "
-        f"agreement rate {report['agreement_rate']:.3f}, {report['positions']} positions)"
+    report(
+        f"fallback head saved to {path}: held-out accuracy {fit['held_out_accuracy']:.3f} "
+        f"(the top probability's best threshold: {fit['top_probability_accuracy']:.3f}; "
+        f"agreement rate {fit['agreement_rate']:.3f}, {fit['positions']} positions)"
     )
     return path
 

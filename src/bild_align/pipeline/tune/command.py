@@ -18,7 +18,6 @@ another budget judges them again without decoding.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -51,6 +50,7 @@ from bild_align.pipeline.tune.search import (
     refinements,
 )
 from bild_align.pipeline.tune.session import TuneSession
+from bild_align.reporting import report
 from bild_align.runs.files import (
     check_output_file,
     check_writable_folder,
@@ -84,10 +84,10 @@ def run_tune(config: TuneConfig) -> dict:
     if config.save:  # before the work, not after it
         check_writable_folder(Path(config.small).expanduser(), "--save (the small model's folder)")
     if config.split == "test":
-        print(
+        report(
             "warning: tuning on the test split: the thresholds are then chosen on the data "
             "they are reported on; tune on validation and report on test",
-            file=sys.stderr,
+            stderr=True,
         )
     task = get_task(
         config.task,
@@ -103,13 +103,13 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
     session = TuneSession(config, task, output)
     _check_enough_rows(len(session.sources), config.max_samples)
     if session.done:
-        print(f"resuming: {len(session.done)} decodings already done ({session.log.path})")
+        report(f"resuming: {len(session.done)} decodings already done ({session.log.path})")
     rows = len(session.sources)
     if session.metric != task.metric:
-        print(
+        report(
             f"note: some rows of {config.task} have no reference; quality is BLEU against the "
             "large model's outputs (agreement), the large model scoring 100",
-            file=sys.stderr,
+            stderr=True,
         )
     references = session.references if session.metric == task.metric else None
     weights = resample_weights(rows, config.bootstrap, config.seed)
@@ -151,10 +151,10 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
                     judged[setting] = judge(session.decoded(setting, progress))
                     speed[setting] = session.speedup(setting, costs)
     except KeyboardInterrupt:
-        print(
+        report(
             f"\ninterrupted: {len(session.done)} finished decodings are kept in "
             f"{session.log.path}; run the same command again to finish",
-            file=sys.stderr,
+            stderr=True,
         )
         raise
     points = settings_on_front(judged, speed, session.done, config.max_drop, config.min_quality)
@@ -201,11 +201,11 @@ def _check_enough_rows(rows: int, max_samples: int | None) -> None:
             "give bounds within about a point)"
         )
     if rows < FEW_ROWS:
-        print(
+        report(
             f"warning: {rows} rows give wide bounds on the quality drop: a budget is met only "
             f"by settings close to exact; a few hundred rows (or more) bound it within about "
             "a point",
-            file=sys.stderr,
+            stderr=True,
         )
 
 
