@@ -18,11 +18,13 @@ from bild_align.measure.significance import paired_drop, resample_weights
 from bild_align.models.saved_policy import load_policy, saved_policy_for
 from bild_align.models.toy import deepen, random_inputs, random_llama, random_t5
 from bild_align.pipeline.tune.search import (
-    Setting,
     budget_met,
     fit_costs,
     modelled_seconds,
     neighbours,
+    setting,
+    setting_fields,
+    setting_of,
 )
 from bild_align.pipeline.tune.session import TuneSession
 from bild_align.testing.helpers import write_pairs
@@ -182,21 +184,15 @@ def test_cost_model_recovers_known_costs_and_never_goes_negative():
 
 
 def test_neighbours_move_one_setting_at_a_time():
-    setting = Setting("max_prob", 4.0, 0.2, 10)
-    found = neighbours(setting)
-    assert setting not in found and len(found) == 6
+    start = setting("max_prob", 4.0, 0.2, 10)
+    found = neighbours(start)
+    assert start not in found and len(found) == 6
     for other in found:
-        changed = [
-            a != b
-            for a, b in zip(
-                (setting.rb, setting.fb, setting.steps),
-                (other.rb, other.fb, other.steps),
-                strict=True,
-            )
-        ]
-        assert sum(changed) == 1 and other.rule == "max_prob"
-    assert Setting("entropy", 1.0, 0.2, 10) in neighbours(Setting("entropy", 0.0, 0.2, 10))
-    assert all(s.fb <= 1 for s in neighbours(Setting("max_prob", 2.0, 0.9, 3)))
+        before, after = setting_fields(start), setting_fields(other)
+        changed = [before[name] != after[name] for name in ("rb", "fb", "steps")]
+        assert sum(changed) == 1 and other.fallback_rule == "max_prob"
+    assert setting("entropy", 1.0, 0.2, 10) in neighbours(setting("entropy", 0.0, 0.2, 10))
+    assert all(s.fallback_threshold <= 1 for s in neighbours(setting("max_prob", 2.0, 0.9, 3)))
     assert budget_met({"upper_drop": 0.9, "lower_quality": 20}, 1.0, None)
     assert not budget_met({"upper_drop": 0.9, "lower_quality": 20}, 1.0, 25.0)
 
@@ -258,7 +254,7 @@ def test_tune_writes_the_front_and_saves_the_choice(byte_pair_dirs, task, tmp_pa
     # the decodings are kept for a rerun with another budget
     assert (tmp_path / "out" / "tune.json.partial.jsonl").exists()
     policy = load_policy(byte_pair_dirs[0])
-    assert policy == Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy()
+    assert policy == setting_of(chosen)
     saved = json.loads((byte_pair_dirs[0] / "bild_policy.json").read_text())
     assert saved["pair"]["large"] == str(byte_pair_dirs[1])
     with pytest.raises(UserError, match="tuned with the large model"):

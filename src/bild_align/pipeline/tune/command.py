@@ -45,9 +45,9 @@ from bild_align.pipeline.tune.report import (
     tune_results,
 )
 from bild_align.pipeline.tune.search import (
-    Setting,
     coarse_grid,
     refinements,
+    setting_of,
 )
 from bild_align.pipeline.tune.session import TuneSession
 from bild_align.reporting import report
@@ -113,7 +113,7 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
         )
     references = session.references if session.metric == task.metric else None
     weights = resample_weights(rows, config.bootstrap, config.seed)
-    grid = coarse_grid(session.rules, config.rb, config.fb, config.max_small_steps)
+    grid = coarse_grid(session.rules, config.rb, config.fb, config.max_small_steps, session.head)
     try:
         with tqdm(total=rows * (2 + len(grid)), desc="tune", unit="row") as progress:
             large = session.decoded("large", progress)
@@ -175,9 +175,7 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
             f"{closest['upper_drop']:.2f}); the front is in {output}"
         )
     if config.save:
-        policy = Setting(chosen["rule"], chosen["rb"], chosen["fb"], chosen["steps"]).policy(
-            session.head
-        )
+        policy = setting_of(chosen, session.head)
         tuned = {k: results[k] for k in ("task", "split", "examples", "budget", "metric")}
         tuned.update({k: chosen[k] for k in ("quality", "drop", "upper_drop", "speedup")})
         tuned["measured_speedup"] = chosen.get("measured_speedup")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bild_align.measure.pareto import pareto_front
 from bild_align.measure.plots import new_plot, save_plot
-from bild_align.pipeline.tune.search import budget_met
+from bild_align.pipeline.tune.search import budget_met, setting_fields, setting_key
 
 PNG_MARKER = "bild-align tune front"
 
@@ -86,13 +86,14 @@ def tune_results(config, session, points: list[dict], chosen: dict | None, costs
 def settings_on_front(
     judged: dict, speed: dict, done: dict, max_drop: float, min_quality: float | None
 ) -> list[dict]:
-    """Each judged setting (a Setting, or "large" / "small") with its modelled speedup, its
+    """Each judged setting (a BiLDPolicy, or "large" / "small") with its modelled speedup, its
     large calls per token, whether it meets the budget and whether it is on the front."""
     points = []
     for key, judgement in judged.items():
-        name = key if isinstance(key, str) else key.key
+        name = key if isinstance(key, str) else setting_key(key)
         counts = done[name]["counts"]
-        method = {"method": key} if isinstance(key, str) else {"method": "bild", **key.as_dict()}
+        searched = not isinstance(key, str)
+        method = {"method": "bild", **setting_fields(key)} if searched else {"method": key}
         points.append(
             {
                 "key": name,

@@ -1,8 +1,8 @@
 """The arithmetic of `bild-align tune`: settings, their neighbours, a cost model, the budget.
 
     grid = coarse_grid(("max_prob", "entropy"), rb=(0, 2, 4, 8), fb=(0.1, 0.2), steps=(10,))
-    setting.policy()                       # the BiLDPolicy it stands for; setting.key: its name
-    neighbours(setting)                    # the settings around it, for refinement
+    setting_key(policy), setting_fields(policy)   # a searched BiLDPolicy's name, its JSON
+    neighbours(policy)                     # the settings around it, for refinement
     costs = fit_costs(features, seconds)   # seconds per small step, large call, ... (least squares)
     modelled_seconds(costs, counts)        # a setting's time from its decision counts
     budget_met(judgement, max_drop=1.0, min_quality=None)
@@ -18,7 +18,7 @@ and the chosen setting is verified with real timing afterwards.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,49 +28,67 @@ from bild_align.core.policies import BiLDPolicy
 COST_FEATURES = ("small_steps", "large_calls", "checked_tokens", "small_inputs", "large_inputs")
 
 
-@dataclass(frozen=True, order=True)
-class Setting:
-    rule: str
-    rb: float
-    fb: float
-    steps: int
+def setting(rule: str, rb: float, fb: float, steps: int, head=None) -> BiLDPolicy:
+    """The policy of one searched setting (a learned rule carries the small model's head)."""
+    return BiLDPolicy(
+        fallback_threshold=fb,
+        rollback_threshold=rb,
+        max_small_steps=int(steps),
+        fallback_rule=rule,
+        fallback_head=head if rule == "learned" else None,
+    )
 
-    @property
-    def key(self) -> str:
-        return f"{self.rule} rb={self.rb:g} fb={self.fb:g} steps={self.steps}"
 
-    def policy(self, fallback_head=None) -> BiLDPolicy:
-        head = fallback_head if self.rule == "learned" else None
-        return BiLDPolicy(self.fb, self.rb, self.steps, self.rule, head)
+def setting_of(fields: Mapping, head=None) -> BiLDPolicy:
+    """The policy of a setting as tune.json writes it ({"rule", "rb", "fb", "steps"})."""
+    return setting(fields["rule"], fields["rb"], fields["fb"], fields["steps"], head)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+
+def setting_fields(policy: BiLDPolicy) -> dict:
+    """A setting as tune.json writes it."""
+    return {
+        "rule": policy.fallback_rule,
+        "rb": policy.rollback_threshold,
+        "fb": policy.fallback_threshold,
+        "steps": policy.max_small_steps,
+    }
+
+
+def setting_key(policy: BiLDPolicy) -> str:
+    """A setting's name, e.g. `max_prob rb=2 fb=0.4 steps=5`."""
+    return (
+        f"{policy.fallback_rule} rb={policy.rollback_threshold:g} "
+        f"fb={policy.fallback_threshold:g} steps={policy.max_small_steps}"
+    )
+
+
+def setting_order(policy: BiLDPolicy) -> tuple:
+    return tuple(setting_fields(policy).values())
 
 
 def coarse_grid(
-    rules: Iterable[str], rb: Iterable[float], fb: Iterable[float], steps: Iterable[int]
-) -> list[Setting]:
-    return [
-        Setting(rule, float(r), float(f), int(s))
-        for rule in rules
-        for r in rb
-        for f in fb
-        for s in steps
-    ]
+    rules: Iterable[str],
+    rb: Iterable[float],
+    fb: Iterable[float],
+    steps: Iterable[int],
+    head=None,
+) -> list[BiLDPolicy]:
+    return [setting(rule, r, f, s, head) for rule in rules for r in rb for f in fb for s in steps]
 
 
-def neighbours(setting: Setting) -> list[Setting]:
+def neighbours(policy: BiLDPolicy) -> list[BiLDPolicy]:
     """The settings one move away: rollback threshold scaled by 2/3 or 3/2 (0, the exact mode,
     moves to 1), fallback threshold halved or raised by half (capped at 1), max_small_steps
     scaled by 2/3 or 3/2 (at least 2)."""
-    rb_moves = (1.0,) if setting.rb == 0 else (setting.rb * 2 / 3, setting.rb * 1.5)
-    fb_moves = (setting.fb / 2, min(1.0, setting.fb * 1.5))
-    step_moves = (max(2, round(setting.steps * 2 / 3)), round(setting.steps * 1.5))
-    found = {Setting(setting.rule, round(rb, 3), setting.fb, setting.steps) for rb in rb_moves}
-    found |= {Setting(setting.rule, setting.rb, round(fb, 4), setting.steps) for fb in fb_moves}
-    found |= {Setting(setting.rule, setting.rb, setting.fb, steps) for steps in step_moves}
-    found.discard(setting)
-    return sorted(found)
+    rb, fb, steps = policy.rollback_threshold, policy.fallback_threshold, policy.max_small_steps
+    rb_moves = (1.0,) if rb == 0 else (rb * 2 / 3, rb * 1.5)
+    fb_moves = (fb / 2, min(1.0, fb * 1.5))
+    step_moves = (max(2, round(steps * 2 / 3)), round(steps * 1.5))
+    found = {replace(policy, rollback_threshold=round(move, 3)) for move in rb_moves}
+    found |= {replace(policy, fallback_threshold=round(move, 4)) for move in fb_moves}
+    found |= {replace(policy, max_small_steps=move) for move in step_moves}
+    found.discard(policy)
+    return sorted(found, key=setting_order)
 
 
 def cost_features(counts: Mapping[str, float], uses_small: bool, uses_large: bool) -> list[float]:
@@ -116,12 +134,13 @@ def budget_met(judgement: Mapping[str, float], max_drop: float, min_quality: flo
 
 def refinements(
     judged: dict, speed: dict, max_drop: float, min_quality: float | None
-) -> list[Setting]:
+) -> list[BiLDPolicy]:
     """Unexplored neighbours of each rule's fastest setting within the budget (or, where none
     is, its best-quality one)."""
     fresh = []
-    for rule in sorted({s.rule for s in judged if isinstance(s, Setting)}):
-        mine = [s for s in judged if isinstance(s, Setting) and s.rule == rule]
+    searched = [s for s in judged if isinstance(s, BiLDPolicy)]
+    for rule in sorted({s.fallback_rule for s in searched}):
+        mine = [s for s in searched if s.fallback_rule == rule]
         ok = [s for s in mine if budget_met(judged[s], max_drop, min_quality)]
         best = (
             max(ok, key=lambda s: speed[s]) if ok else max(mine, key=lambda s: judged[s]["quality"])

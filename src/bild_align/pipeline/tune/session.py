@@ -20,13 +20,20 @@ from tqdm.auto import tqdm
 
 from bild_align.configs import TuneConfig
 from bild_align.core.decoding import autoregressive_generate, bild_generate
+from bild_align.core.policies import BiLDPolicy
 from bild_align.data.prompts import Prompter
 from bild_align.data.tasks import load_rows
 from bild_align.measure.timing import timed
 from bild_align.models.batched_generate import chunked, length_sorted
 from bild_align.models.fallback_heads import HEAD_FILE, load_fallback_head
 from bild_align.models.loading import fit_lengths, load_pair, resolve_device, use_plain_generation
-from bild_align.pipeline.tune.search import Setting, cost_features, fit_costs, modelled_seconds
+from bild_align.pipeline.tune.search import (
+    cost_features,
+    fit_costs,
+    modelled_seconds,
+    setting_key,
+    setting_of,
+)
 from bild_align.runs.records import PartialLog
 
 # settings that change no decoding: a rerun with other values reuses the kept decodings
@@ -97,7 +104,7 @@ class TuneSession:
             self.device
         )
 
-    def generate(self, setting: Setting | str, input_ids, attention_mask):
+    def generate(self, setting: BiLDPolicy | str, input_ids, attention_mask):
         if setting == "generate":  # eval's reference: transformers' own greedy generate
             sequences = self.large.generate(
                 input_ids,
@@ -120,14 +127,14 @@ class TuneSession:
             self.large,
             input_ids,
             attention_mask,
-            policy=setting.policy(self.head),
+            policy=setting,
             max_new_tokens=self.max_new_tokens,
             vocab_size=self.vocab_size,
         )
 
-    def decoded(self, setting: Setting | str, progress) -> dict:
+    def decoded(self, setting: BiLDPolicy | str, progress) -> dict:
         """Every row's output and the summed counts, decoded in batches (or kept from before)."""
-        key = setting if isinstance(setting, str) else setting.key
+        key = setting if isinstance(setting, str) else setting_key(setting)
         if key in self.done:
             progress.update(len(self.sources))
             return self.done[key]
@@ -181,7 +188,7 @@ class TuneSession:
         if place is not None:
             checked += [front[i] for i in (place - 1, place + 1) if 0 <= i < len(front)]
         checked += [point for point in also if point not in checked]
-        settings = [Setting(p["rule"], p["rb"], p["fb"], p["steps"]) for p in checked]
+        settings = [setting_of(point, self.head) for point in checked]
         timings = self.time_rows(["generate", "large", *settings])
         generate, large = (sum(seconds for seconds, _ in runs) for runs in timings[:2])
         for point, runs in zip(checked, timings[2:], strict=True):
@@ -189,7 +196,7 @@ class TuneSession:
             point["measured_speedup"] = generate / mine
             point["measured_speedup_same_engine"] = large / mine
 
-    def fit_cost_model(self, grid: list[Setting]) -> dict:
+    def fit_cost_model(self, grid: list[BiLDPolicy]) -> dict:
         """Time transformers' generate of the large model (eval's reference), the large and the
         small model alone on the decoders' engine, and two settings (the first and the last of
         the grid), one input at a time, interleaved; fit each decision's cost, and how much
@@ -212,7 +219,7 @@ class TuneSession:
         rows = len(self.sources)
         counts = self.done["large"]["counts"]
         large = modelled_seconds(per_unit, _features("large", counts, rows))
-        record = self.done[key if isinstance(key, str) else key.key]
+        record = self.done[key if isinstance(key, str) else setting_key(key)]
         mine = modelled_seconds(per_unit, _features(key, record["counts"], rows))
         return large * costs["generate_over_large"] / mine if mine > 0 else 0.0
 
@@ -235,7 +242,7 @@ def search_rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ..
     return tuple(rule for rule in rules if rule != "learned"), None
 
 
-def _features(setting: Setting | str, counts: dict, rows: int) -> list[float]:
+def _features(setting: BiLDPolicy | str, counts: dict, rows: int) -> list[float]:
     if setting == "small":  # the small model alone counts its steps as large calls
         counts = {**counts, "small_steps": counts["large_calls"], "large_calls": 0}
     return cost_features(
