@@ -212,7 +212,7 @@ def test_calibrate_options_reach_the_config(monkeypatch, tmp_path):
 
 def test_demo_rejects_a_fallback_above_one(capsys):
     assert cli.main(["demo", "--sweep-fb", "0.2,1.5"]) == 2
-    assert "within [0, 1]" in capsys.readouterr().err
+    assert "--fb and --sweep-fb must lie in [0, 1]" in capsys.readouterr().err
 
 
 def test_demo_objectives_get_their_own_aligned_folder():

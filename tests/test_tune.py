@@ -314,7 +314,7 @@ def test_ctrl_c_keeps_finished_decodings_and_the_rerun_resumes(
         (["--max-drop", "nan"], "finite number"),
         (["--min-quality", "inf"], "finite number"),
         (["--fallback", "max_prob,learnt"], "unknown fallback rule learnt"),
-        (["--fb", "0.1,1.5"], "--fb values must lie in [0, 1]"),
+        (["--fb", "0.1,1.5"], "--fb must lie in [0, 1]"),
         (["--confidence", "1"], "--confidence must lie in [0.5, 1)"),
         (["--refine", "-1"], "whole number >= 0"),
     ],

@@ -8,7 +8,6 @@ prefixes(large, input_ids, mask)               # what each row's decoder is fed 
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the policies import the number checks, and must not import torch (`configs`)
@@ -95,11 +94,6 @@ def check_pair(
             "The large model has no decoder_start_token_id; set "
             "large.generation_config.decoder_start_token_id."
         )
-
-
-def check_number(name: str, value: object, meaning: str) -> None:
-    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0):
-        raise ValueError(f"{name} must be a number >= 0 (got {value!r}): {meaning}")
 
 
 def check_count(name: str, value: object) -> None:

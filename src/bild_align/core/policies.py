@@ -16,11 +16,13 @@ order the work differently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from bild_align.core.checks import check_count, check_number
+from bild_align.core.checks import check_count
 
 # The defaults of every tool and of bild_generate. rb=2 keeps quality close to the large model's
 # on the pairs we measured; the demo's tuned setting (rb=6, fb=0.3) trades more for speed.
@@ -32,6 +34,45 @@ MAX_SMALL_STEPS = 10
 # never above the top probability, so its thresholds sit lower), or a learned head's
 # probability that the large model agrees (`fallback_head.FallbackHead`).
 FALLBACK_RULES = ("max_prob", "entropy", "learned")
+
+
+def rollback_threshold_ok(value: object) -> bool:
+    """A rollback threshold is a number >= 0 (0: the exact mode; infinity: never roll back)."""
+    return _number(value) and value >= 0
+
+
+def fallback_threshold_ok(value: object, at_most_one: bool = False) -> bool:
+    """A fallback threshold is a number >= 0 (above 1 the small model always hands over),
+    within [0, 1] where settings are searched or swept."""
+    return _number(value) and 0 <= value <= (1 if at_most_one else math.inf)
+
+
+def threshold_problems(
+    rollback: Sequence[float],
+    fallback: Sequence[float],
+    *,
+    names: tuple[str, str] = ("--rb", "--fb"),
+    fallback_at_most_one: bool = False,
+) -> Iterator[str]:
+    """Every range check of the two thresholds, in words: the policies' and every command's."""
+    rb_name, fb_name = names
+    if not rollback or not all(map(rollback_threshold_ok, rollback)):
+        yield f"{rb_name} must be a number >= 0 (0 is the exact mode; got {_listed(rollback)})"
+    if not fallback or not all(fallback_threshold_ok(value) for value in fallback):
+        yield (
+            f"{fb_name} must be a number >= 0 (the small model hands over below it; got "
+            f"{_listed(fallback)})"
+        )
+    elif fallback_at_most_one and not all(fallback_threshold_ok(v, True) for v in fallback):
+        yield f"{fb_name} must lie in [0, 1] where settings are searched (got {_listed(fallback)})"
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+
+
+def _listed(values: Sequence) -> str:
+    return ", ".join(f"{value!r}" for value in values) or "none"
 
 
 @dataclass(frozen=True)
@@ -87,10 +128,11 @@ class BiLDPolicy:
     schedule: ClassVar[Schedule] = Schedule()
 
     def __post_init__(self) -> None:
-        fallback = "the small model hands over below it; 0 never falls back, above 1 always"
-        check_number("fallback_threshold", self.fallback_threshold, fallback)
-        rollback = "the large model's cross-entropy above which a draft is replaced; 0: exact"
-        check_number("rollback_threshold", self.rollback_threshold, rollback)
+        names = ("rollback_threshold", "fallback_threshold")
+        for problem in threshold_problems(
+            [self.rollback_threshold], [self.fallback_threshold], names=names
+        ):
+            raise ValueError(problem)
         check_count("max_small_steps", self.max_small_steps)
         for name in ("fallback_threshold", "rollback_threshold"):  # frozen: set as dataclasses do
             object.__setattr__(self, name, float(getattr(self, name)))

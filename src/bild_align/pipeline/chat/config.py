@@ -10,6 +10,8 @@ from bild_align.core.policies import (
     FALLBACK_THRESHOLD,
     MAX_SMALL_STEPS,
     ROLLBACK_THRESHOLD,
+    fallback_threshold_ok,
+    rollback_threshold_ok,
 )
 from bild_align.options import (
     name_list,
@@ -48,8 +50,8 @@ class ChatConfig(Config):
 
 # chat's /command -> (type, check, the check in words)
 CHAT_LIMITS: dict[str, tuple[type, Callable[[float], bool], str]] = {
-    "rb": (float, lambda v: v >= 0, ">= 0"),
-    "fb": (float, lambda v: v >= 0, ">= 0"),
+    "rb": (float, rollback_threshold_ok, ">= 0"),
+    "fb": (float, fallback_threshold_ok, ">= 0"),
     "steps": (int, lambda v: v >= 1, ">= 1"),
     "gamma": (int, lambda v: v >= 1, ">= 1"),
     # a cap, so that a typo cannot start minutes of decoding (Ctrl-C also stops one)

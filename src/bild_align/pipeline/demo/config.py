@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bild_align.core.policies import threshold_problems
 from bild_align.options import (
     nonnegative_int,
     number_list,
@@ -112,9 +113,12 @@ class DemoConfig(Config):
         return f"drafter-{self.drafter_layers}"
 
     def problems(self) -> Iterator[str]:
-        thresholds = (self.rb, *self.sweep_rb), (self.fb, *self.sweep_fb)
-        if any(rb < 0 for rb in thresholds[0]) or not all(0 <= fb <= 1 for fb in thresholds[1]):
-            yield ("rollback thresholds must be >= 0 and fallback ones within [0, 1]")
+        yield from threshold_problems(
+            (self.rb, *self.sweep_rb),
+            (self.fb, *self.sweep_fb),
+            names=("--rb and --sweep-rb", "--fb and --sweep-fb"),
+            fallback_at_most_one=True,
+        )
         if not 0 <= self.on_policy_fraction <= 1:
             yield ("--on-policy-fraction must lie within [0, 1]")
         if not self.sweep_rb or not self.sweep_fb:

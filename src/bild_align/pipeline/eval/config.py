@@ -11,6 +11,7 @@ from bild_align.core.policies import (
     FALLBACK_THRESHOLD,
     MAX_SMALL_STEPS,
     ROLLBACK_THRESHOLD,
+    threshold_problems,
 )
 from bild_align.options import (
     name_list,
@@ -121,14 +122,9 @@ class EvalConfig(Config):
         numbers = [*self.rb, *self.fb, self.max_drop]
         if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
             yield ("--rb, --fb and --max-drop must be finite numbers")
-        if not self.rb or any(rb < 0 for rb in self.rb):
-            yield ("--rb values must be >= 0 (0 is the exact mode)")
-        if not self.fb or any(fb < 0 for fb in self.fb):
-            yield ("--fb values must be >= 0")
+        yield from threshold_problems(self.rb, self.fb, fallback_at_most_one=self.sweep)
         if self.max_drop < 0:
             yield ("--max-drop must be >= 0")
-        if self.sweep and any(fb > 1 for fb in self.fb):
-            yield ("in a sweep, --fb values must lie in [0, 1]")
         if not self.sweep and (len(self.rb) > 1 or len(self.fb) > 1):
             yield ("several --rb/--fb values need --sweep")
         if self.shared_checks and self.batch_size == 1:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bild_align.core.policies import (
     FALLBACK_RULES,
     MAX_SMALL_STEPS,
+    threshold_problems,
 )
 from bild_align.options import (
     finite_float,
@@ -132,7 +133,4 @@ class TuneConfig(Config):
                 f"unknown fallback rule {', '.join(unknown) or '(none)'}; choose from "
                 f"{', '.join(FALLBACK_RULES)}"
             )
-        if not self.rb or any(rb < 0 for rb in self.rb):
-            yield ("--rb values must be >= 0 (0 is the exact mode)")
-        if not self.fb or any(not 0 <= fb <= 1 for fb in self.fb):
-            yield ("--fb values must lie in [0, 1]")
+        yield from threshold_problems(self.rb, self.fb, fallback_at_most_one=True)
