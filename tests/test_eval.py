@@ -254,7 +254,10 @@ def test_eval_user_mistakes_exit_2(byte_pair_dirs, pairs_file, tmp_path, capsys)
         str(tmp_path / "x.json"),
     ]
     cases = [
-        (["--small", str(small), "--large", str(large), "--rb", "-1"], "--rb must be a number >= 0"),
+        (
+            ["--small", str(small), "--large", str(large), "--rb", "-1"],
+            "--rb must be a number >= 0",
+        ),
         (
             ["--small", str(small), "--large", str(large), "--sweep", "--fb", "0.5,1.5"],
             "must lie in [0, 1]",
