@@ -2,16 +2,16 @@
 output layer (decoder-only), and a few of its decoder layers, as an ordinary model folder.
 
     drafter, layers = build_drafter(large, layers=2, init="first-last")   # a new model
-    save_drafter(drafter, tokenizer, "drafter-2", made_from={...}, layers=layers)
     kept = most_used_tokens(tokenized_targets, k=8000, always=special_ids(large, tokenizer))
-    save_drafter(drafter, tokenizer, "drafter-2", made_from={...}, layers=layers, vocab=kept)
+    save_drafter(drafter, tokenizer, "drafter-2", made_from={...}, layers=layers,
+                 init="first-last", vocab={"ids": kept})   # vocab: only with --vocab-size
     prepare_drafter(small, large, small_dir, large_revision)  # load_pair does it: tie, reduce
 
 A drafter's encoder is the large model's, weight for weight: `train` keeps it frozen, and
 `tie_shared_encoder` makes the two models hold one encoder module, so that every decoder
-encodes each input once (`core.shared_encoder`). `bild_drafter.json` records what the folder
+encodes each input once (`core.engines.shared_encoder`). `bild_drafter.json` records what the folder
 was made from, and the output layer's kept token ids when made with `--vocab-size`:
-wherever bild-align loads the drafter it scores only those (`core.output_layer`).
+wherever bild-align loads the drafter it scores only those (`core.engines.output_layer`).
 """
 
 from __future__ import annotations
@@ -197,11 +197,14 @@ def encoders_equal(small, large) -> bool:
     )
 
 
-def tie_shared_encoder(small, large, small_dir: str | None, large_revision: str) -> bool:
+def tie_shared_encoder(
+    small, large, small_dir: str | None, large_revision: str, record: dict | None = None
+) -> bool:
     """Make a drafter of this large model hold the large model's encoder module (and input
     embedding), so that memory holds one encoder and the decoders encode once. True when
-    tied; a drafter of another large model stays an ordinary small model (said in a note)."""
-    record = read_record(small_dir)
+    tied; a drafter of another large model stays an ordinary small model (said in a note).
+    `record`: the folder's drafter record when the caller has read it already."""
+    record = record or read_record(small_dir)
     if record is None or record.get("shares") != "encoder":
         return False
     made_from = record.get("made_from", {})
@@ -240,7 +243,7 @@ def prepare_drafter(
     record = read_record(small_dir)
     if record is not None:
         revision = large_revision() if callable(large_revision) else large_revision
-        prepared["shares_encoder"] = tie_shared_encoder(small, large, small_dir, revision)
+        prepared["shares_encoder"] = tie_shared_encoder(small, large, small_dir, revision, record)
         kept = (record.get("vocab") or {}).get("ids")
         if kept:
             restrict_vocab(small, kept)

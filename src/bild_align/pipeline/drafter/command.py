@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bild_align.configs import DrafterConfig, check
+from bild_align.core.engines.output_layer import output_size
 from bild_align.errors import UserError
 from bild_align.models.drafters import (
     build_drafter,
@@ -48,7 +49,7 @@ def _calibration_targets(name: str) -> list[str]:
 
 
 def _kept_vocab(config: DrafterConfig, targets: list[str], large, tokenizer) -> dict:
-    vocab = len(tokenizer) if tokenizer is not None else large.config.vocab_size
+    vocab = output_size(large)  # the ids the large model scores
     if config.vocab_size >= vocab:
         raise UserError(
             f"--vocab-size {config.vocab_size}: the vocabulary has {vocab} tokens; give fewer"
