@@ -316,7 +316,7 @@ def test_chat_wraps_a_decoder_only_input_in_the_prompt_template(causal_pair_dirs
     monkeypatch.setattr(chat.Console, "decode", spy)
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     config = ChatConfig(small=small, large=large, prompt_template="DE: {source}\nEN:")
-    chat.run_chat(config, ChatSettings(max=6), given=set(), lines=["Hallo"])
+    chat.run_chat(config, ChatSettings(max_new_tokens=6), given=set(), lines=["Hallo"])
     model = AutoModelForCausalLM.from_pretrained(large).eval()
     tokenizer = AutoTokenizer.from_pretrained(large)
     expected = _greedy_completion(model, tokenizer, "DE: Hallo\nEN:", 6)

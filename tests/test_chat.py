@@ -20,7 +20,7 @@ def _console(byte_pair_dirs, colour=False):
         AutoTokenizer.from_pretrained(large_dir),
         output,
         colour=colour,
-        settings=ChatSettings(max=12),
+        settings=ChatSettings(max_new_tokens=12),
     )
     return console, output
 

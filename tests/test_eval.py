@@ -32,7 +32,9 @@ def _config(byte_pair_dirs, pairs_file, output, **extra):
 
 
 def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, tmp_path):
-    results = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "a.json", rb=(0.0,)))
+    results = run_eval(
+        _config(byte_pair_dirs, pairs_file, tmp_path / "a.json", rollback_threshold=(0.0,))
+    )
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["config"]["sample_ids"] == [f"validation-{i}" for i in range(6)]
     for key in (
@@ -42,8 +44,8 @@ def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, t
         "large_revision",
         "task",
         "split",
-        "rb",
-        "fb",
+        "rollback_threshold",
+        "fallback_threshold",
         "metric",
         "dtype",
         "max_new_tokens",
@@ -70,14 +72,20 @@ def test_results_file_is_complete_and_reproducible(byte_pair_dirs, pairs_file, t
     assert methods["bild"]["identical_to_large"] == 6
     assert methods["assisted"]["outputs"] == methods["large"]["outputs"]
     assert methods["bild"]["stats"]["generated"] > 0
-    again = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "b.json", rb=(0.0,)))
+    again = run_eval(
+        _config(byte_pair_dirs, pairs_file, tmp_path / "b.json", rollback_threshold=(0.0,))
+    )
     assert again["config"]["sample_ids"] == results["config"]["sample_ids"]
     assert [r["outputs"] for r in again["methods"]] == [r["outputs"] for r in results["methods"]]
 
 
 def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_file, tmp_path):
-    one = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "one.json", rb=(0.0,)))
-    config = _config(byte_pair_dirs, pairs_file, tmp_path / "four.json", rb=(0.0,), batch_size=4)
+    one = run_eval(
+        _config(byte_pair_dirs, pairs_file, tmp_path / "one.json", rollback_threshold=(0.0,))
+    )
+    config = _config(
+        byte_pair_dirs, pairs_file, tmp_path / "four.json", rollback_threshold=(0.0,), batch_size=4
+    )
     batched = run_eval(config)
     methods = {row["method"]: row for row in batched["methods"]}
     # assisted decodes one input at a time
@@ -97,8 +105,8 @@ def test_batches_measure_throughput_with_the_same_outputs(byte_pair_dirs, pairs_
     assert methods["bild"]["stats"]["generated"] == one["methods"][-1]["stats"]["generated"]
     # rows kept in step: still exact, and recorded in the configuration
     config = _config(
-        byte_pair_dirs, pairs_file, tmp_path / "shared.json", rb=(0.0,), batch_size=4,
-        shared_checks=True,
+        byte_pair_dirs, pairs_file, tmp_path / "shared.json", rollback_threshold=(0.0,),
+        batch_size=4, shared_checks=True,
     )  # fmt: skip
     shared = run_eval(config)
     assert shared["config"]["shared_checks"] is True
@@ -131,7 +139,16 @@ def test_a_bart_pair_decodes_its_batches_together_with_batch_ones_outputs(
     dirs = bart_pair_dirs
     assert all(lean.supports(AutoModelForSeq2SeqLM.from_pretrained(d).eval()) for d in dirs)
     runs = [
-        run_eval(_config(dirs, pairs_file, tmp_path / f"{size}.json", rb=(rb,), fb=(fb,), **batch))
+        run_eval(
+            _config(
+                dirs,
+                pairs_file,
+                tmp_path / f"{size}.json",
+                rollback_threshold=(rb,),
+                fallback_threshold=(fb,),
+                **batch,
+            )
+        )
         for size, batch in (("one", {}), ("four", {"batch_size": 4}))
     ]
     one, four = ({row["method"]: row for row in run["methods"]} for run in runs)
@@ -184,8 +201,8 @@ def test_sweep_writes_csv_plot_and_best(byte_pair_dirs, pairs_file, tmp_path):
             byte_pair_dirs,
             pairs_file,
             output,
-            rb=(0.0, 2.0, 5.0),
-            fb=(0.2, 0.8),
+            rollback_threshold=(0.0, 2.0, 5.0),
+            fallback_threshold=(0.2, 0.8),
             sweep=True,
             baselines=("large",),
         )
@@ -315,8 +332,8 @@ def test_recipe_supplies_models_task_and_thresholds(byte_pair_dirs, pairs_file, 
     assert code == 0
     saved = json.loads(output.read_text())
     assert saved["config"]["small"] == str(small) and saved["config"]["large"] == str(large)
-    assert saved["config"]["rb"] == [0.0]  # from the recipe
-    assert saved["config"]["fb"] == [0.2]  # the command line wins
+    assert saved["config"]["rollback_threshold"] == [0.0]  # from the recipe
+    assert saved["config"]["fallback_threshold"] == [0.2]  # the command line wins
     bild = next(row for row in saved["methods"] if row["method"] == "bild")
     assert bild["identical_to_large"] == 2
 

@@ -63,7 +63,7 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
     byte_pair_dirs, pairs_file, tmp_path, monkeypatch
 ):
     output = tmp_path / "r.json"
-    config = _config(byte_pair_dirs, pairs_file, output, rb=(0.0, 4.0), sweep=True)
+    config = _config(byte_pair_dirs, pairs_file, output, rollback_threshold=(0.0, 4.0), sweep=True)
     real_timed, calls = harness.timed, []
 
     def interrupt_on_the_seventh_run(call, device):
@@ -83,7 +83,9 @@ def test_interrupted_eval_keeps_finished_examples_and_resumes(
         handle.write('{"runs": [{"seco')  # a line torn by a crash is redone, not fatal
 
     monkeypatch.setattr(harness, "timed", real_timed)
-    results = run_eval(_config(byte_pair_dirs, pairs_file, output, rb=(0.0, 4.0), sweep=True))
+    results = run_eval(
+        _config(byte_pair_dirs, pairs_file, output, rollback_threshold=(0.0, 4.0), sweep=True)
+    )
     assert results["config"]["resumed_after"] == 2
     for method in results["methods"]:
         assert len(method["outputs"]) == 5 and method["latency"]["count"] == 5
@@ -107,18 +109,24 @@ def test_interrupted_batched_eval_resumes_after_its_last_whole_batch(
 
     monkeypatch.setattr(harness, "timed", interrupt_on_the_fourth_run)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(_config(byte_pair_dirs, pairs_file, output, rb=(0.0,), batch_size=2))
+        run_eval(
+            _config(byte_pair_dirs, pairs_file, output, rollback_threshold=(0.0,), batch_size=2)
+        )
     lines = partial_path(output).read_text().splitlines()
     assert len(lines) == 1 + 1  # fingerprint + the first batch
     assert len(json.loads(lines[1])["runs"][0]["outputs"]) == 2
 
     monkeypatch.setattr(harness, "timed", real_timed)
-    results = run_eval(_config(byte_pair_dirs, pairs_file, output, rb=(0.0,), batch_size=2))
+    results = run_eval(
+        _config(byte_pair_dirs, pairs_file, output, rollback_threshold=(0.0,), batch_size=2)
+    )
     assert results["config"]["resumed_after"] == 2
     for method in results["methods"]:
         assert len(method["outputs"]) == 5 and method["latency"]["count"] == 3  # 2 + 2 + 1
     assert results["methods"][1]["outputs"] == results["methods"][0]["outputs"]
-    fresh = run_eval(_config(byte_pair_dirs, pairs_file, tmp_path / "b.json", rb=(0.0,)))
+    fresh = run_eval(
+        _config(byte_pair_dirs, pairs_file, tmp_path / "b.json", rollback_threshold=(0.0,))
+    )
     assert fresh["methods"][0]["outputs"] == results["methods"][0]["outputs"]
 
 
@@ -138,7 +146,7 @@ def test_small_model_with_padded_embeddings_is_evaluated(byte_pair_dirs, pairs_f
     padded = byte_level_model(num_layers=1, seed=3)
     padded.resize_token_embeddings(400)  # 384 byte ids, padded for speed
     small = save_with_byte_tokenizer(padded, tmp_path / "padded")
-    config = _config(byte_pair_dirs, pairs_file, tmp_path / "r.json", rb=(0.0,))
+    config = _config(byte_pair_dirs, pairs_file, tmp_path / "r.json", rollback_threshold=(0.0,))
     config.small = str(small)
     results = run_eval(config)
     large_outputs, bild_outputs = (row["outputs"] for row in results["methods"])

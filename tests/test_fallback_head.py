@@ -147,7 +147,7 @@ def test_train_fallback_head_only_then_eval_and_tune_use_it(byte_pair_dirs, tmp_
             "--fallback", "learned", "--fb", "0.5", "--output", str(output)]  # fmt: skip
     assert main(argv) == 0
     saved = json.loads(output.read_text())
-    assert saved["config"]["fallback"] == "learned"
+    assert saved["config"]["fallback_rule"] == "learned"
     assert saved["methods"][1]["stats"]["small_steps"] > 0
     tune = ["tune", "--small", str(small_dir), "--large", str(byte_pair_dirs[1]), "--task",
             str(calibration), "--split", "train", "--max-new-tokens", "6", "--rb", "0,3",

@@ -32,12 +32,14 @@ def test_thresholds_have_one_home():
     assert signature["rollback_threshold"].default == ROLLBACK_THRESHOLD
     assert signature["fallback_threshold"].default == FALLBACK_THRESHOLD
     assert signature["max_small_steps"].default == MAX_SMALL_STEPS
-    assert _default(EvalConfig, "rb") == (ROLLBACK_THRESHOLD,)
-    assert _default(EvalConfig, "fb") == (FALLBACK_THRESHOLD,)
-    assert _default(ChatSettings, "rb") == ROLLBACK_THRESHOLD
-    assert _default(ChatSettings, "steps") == MAX_SMALL_STEPS
-    assert _default(RecipeEval, "rb") == [ROLLBACK_THRESHOLD]  # a training recipe's eval:
-    assert _default(RecipeEval, "fb") == [FALLBACK_THRESHOLD]
+    assert _default(EvalConfig, "rollback_threshold") == (ROLLBACK_THRESHOLD,)
+    assert _default(EvalConfig, "fallback_threshold") == (FALLBACK_THRESHOLD,)
+    assert _default(ChatSettings, "rollback_threshold") == ROLLBACK_THRESHOLD
+    assert _default(ChatSettings, "max_small_steps") == MAX_SMALL_STEPS
+    assert _default(RecipeEval, "rollback_threshold") == [
+        ROLLBACK_THRESHOLD
+    ]  # a training recipe's eval:
+    assert _default(RecipeEval, "fallback_threshold") == [FALLBACK_THRESHOLD]
 
 
 @pytest.mark.parametrize("config_class", CONFIGS)
@@ -88,12 +90,14 @@ def test_eval_command_line_reaches_the_config(monkeypatch, tmp_path):
         ],
     )
     assert (config.small, config.large, config.task) == ("S", "L", "T")
-    assert config.rb == (3.0, 4.0) and config.fb == (FALLBACK_THRESHOLD,)
+    assert config.rollback_threshold == (3.0, 4.0) and config.fallback_threshold == (
+        FALLBACK_THRESHOLD,
+    )
     assert config.sweep and config.baselines == ("large",) and config.max_drop == 0.5
     assert config.split == "validation"  # the dataclass default
 
 
-def test_eval_recipe_sits_between_defaults_and_command_line(monkeypatch, tmp_path):
+def test_eval_recipe_sits_between_defaults_and_command_line(monkeypatch, tmp_path, caplog):
     recipe = tmp_path / "eval.yaml"
     recipe.write_text("small: ./aligned\nlarge: L\ntask: T\nrb: [4]\nfb: 0.3\nsplit: test\n")
     config = _captured(
@@ -103,7 +107,45 @@ def test_eval_recipe_sits_between_defaults_and_command_line(monkeypatch, tmp_pat
         ["eval", "--recipe", str(recipe), "--fb", "0.5"],
     )
     assert config.small == str(tmp_path / "aligned")  # ./ is relative to the recipe
-    assert config.rb == (4.0,) and config.fb == (0.5,) and config.split == "test"
+    assert (
+        config.rollback_threshold == (4.0,)
+        and config.fallback_threshold == (0.5,)
+        and config.split == "test"
+    )
+    # the recipe's rb and fb are the settings' earlier names: read as today's, with a note
+    assert "rb -> rollback_threshold, fb -> fallback_threshold" in caplog.text
+
+
+def test_every_setting_has_one_name_and_its_short_option(monkeypatch, tmp_path, capsys):
+    """The configs name the thresholds and the rule as BiLDPolicy does; --rb, --fb and
+    --fallback stay as short options; a recipe's earlier name and today's must agree."""
+    from bild_align.core.policies import BiLDPolicy
+    from bild_align.recipes import RecipeError, check_values
+
+    policy_names = set(inspect.signature(BiLDPolicy).parameters)
+    for config_class in (EvalConfig, ChatSettings, RecipeEval, DemoConfig):
+        names = {f.name for f in dataclasses.fields(config_class)}
+        assert not names & {"rb", "fb", "steps", "fallback", "sweep_rb", "sweep_fb"}
+    assert {"rollback_threshold", "fallback_threshold", "max_small_steps", "fallback_rule"} <= (
+        policy_names & {f.name for f in dataclasses.fields(EvalConfig)}
+    )
+    argv = ["eval", "--small", "S", "--large", "L", "--task", "T"]
+    for spelled in (
+        ["--rollback-threshold", "3", "--fallback-threshold", "0.2", "--fallback-rule", "entropy"],
+        ["--rb", "3", "--fb", "0.2", "--fallback", "entropy"],
+    ):
+        config = _captured(monkeypatch, "bild_align.pipeline.eval.command", "run_eval", [
+            *argv, *spelled, "--output", str(tmp_path / "r.json")
+        ])  # fmt: skip
+        assert (config.rollback_threshold, config.fallback_threshold) == ((3.0,), (0.2,))
+        assert config.fallback_rule == "entropy" and config.saved_policy is False
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    assert "--rollback-threshold X[,X...], --rb X[,X...]" in capsys.readouterr().out
+    with pytest.raises(RecipeError, match="rb \\(the earlier name\\) and rollback_threshold"):
+        check_values(EvalConfig, {"rb": [1.0], "rollback_threshold": [2.0]}, "r.yaml")
+    same = check_values(EvalConfig, {"rb": [2.0], "rollback_threshold": [2.0]}, "r.yaml")
+    assert same == {"rollback_threshold": (2.0,)}
 
 
 def test_eval_reads_a_training_recipe(monkeypatch, tmp_path):
@@ -119,7 +161,7 @@ def test_eval_reads_a_training_recipe(monkeypatch, tmp_path):
         ["eval", "--recipe", str(recipe), "--sweep"],
     )
     assert (config.small, config.large, config.split) == ("out", "L", "test")
-    assert config.rb == (1.0, 3.0) and config.sweep
+    assert config.rollback_threshold == (1.0, 3.0) and config.sweep
 
 
 def test_a_training_recipe_keeps_its_eval_thresholds_in_a_section(monkeypatch, tmp_path, caplog):
@@ -134,10 +176,19 @@ def test_a_training_recipe_keeps_its_eval_thresholds_in_a_section(monkeypatch, t
         "run_eval",
         ["eval", "--recipe", str(recipe)],
     )
-    assert (config.split, config.rb, config.fb) == ("test", (4.0,), (0.5,))
-    assert load_recipe(recipe).eval.sweep_rb == [1.0, 2.0, 3.0, 5.0]  # the section's default
-    recipe.write_text(head + "eval:\n  rb: [-1]\n")
-    with pytest.raises(RecipeError, match="section 'eval': key 'rb' must be a list of finite"):
+    assert (config.split, config.rollback_threshold, config.fallback_threshold) == (
+        "test",
+        (4.0,),
+        (0.5,),
+    )
+    assert load_recipe(recipe).eval.sweep_rollback_thresholds == [
+        1.0,
+        2.0,
+        3.0,
+        5.0,
+    ]  # the section's default
+    recipe.write_text(head + "eval:\n  rollback_threshold: [-1]\n")
+    with pytest.raises(RecipeError, match="'eval': key 'rollback_threshold' must be a list of fin"):
         load_recipe(recipe)
     recipe.write_text(head + "eval:\n  rbb: [1]\n")
     with pytest.raises(RecipeError, match="section 'eval': unknown key"):
@@ -147,13 +198,18 @@ def test_a_training_recipe_keeps_its_eval_thresholds_in_a_section(monkeypatch, t
         load_recipe(recipe)
     # a recipe written before the section existed still works, and says where the keys go now
     recipe.write_text(head + "eval_split: test\nrb: [2]\n")
-    assert load_recipe(recipe).eval.split == "test" and load_recipe(recipe).eval.rb == [2.0]
+    assert load_recipe(recipe).eval.split == "test" and load_recipe(
+        recipe
+    ).eval.rollback_threshold == [2.0]
     assert "now go in the recipe's `eval:` section" in caplog.text
 
 
 @pytest.mark.parametrize(
     "text, message",
-    [("small: S\nrollback: 3\n", "unknown key(s) rollback"), ("rb: fast\n", "key 'rb'")],
+    [
+        ("small: S\nrollback: 3\n", "unknown key(s) rollback"),
+        ("rb: fast\n", "key 'rollback_threshold'"),
+    ],
 )
 def test_eval_recipe_mistakes_exit_2(tmp_path, capsys, text, message):
     recipe = tmp_path / "eval.yaml"
@@ -177,7 +233,9 @@ def test_bench_and_demo_options_reach_their_configs(monkeypatch, tmp_path):
         "run_demo",
         ["demo", "--output-dir", str(tmp_path), "--sweep-fb", "0.4", "--rb", "5"],
     )
-    assert demo == DemoConfig(output_dir=str(tmp_path), sweep_fb=(0.4,), rb=5.0)
+    assert demo == DemoConfig(
+        output_dir=str(tmp_path), sweep_fallback_thresholds=(0.4,), rollback_threshold=5.0
+    )
 
 
 def test_calibrate_options_reach_the_config(monkeypatch, tmp_path):
@@ -241,7 +299,7 @@ def test_recipe_keys_given_twice_or_in_two_places_are_refused(tmp_path):
         with pytest.raises(RecipeError, match=message):
             load_recipe(recipe)
     recipe.write_text(head + "rb: [4]\neval:\n  rb: [4]\n")  # the same value twice is fine
-    assert load_recipe(recipe).eval.rb == [4.0]
+    assert load_recipe(recipe).eval.rollback_threshold == [4.0]
 
 
 def test_a_training_recipe_without_thresholds_leaves_eval_to_the_saved_policy(
@@ -265,4 +323,4 @@ def test_a_training_recipe_without_thresholds_leaves_eval_to_the_saved_policy(
         "run_eval",
         ["eval", "--recipe", str(recipe)],
     )
-    assert config.saved_policy is False and config.rb == (3.0,)
+    assert config.saved_policy is False and config.rollback_threshold == (3.0,)

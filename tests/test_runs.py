@@ -76,3 +76,26 @@ def test_a_released_lock_leaves_nothing_behind(tmp_path):
     with lock:
         (tmp_path / "results" / "tune.json").write_text("{}")
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["tune.json"]
+
+
+def test_a_run_recorded_with_the_settings_earlier_names_resumes(tmp_path):
+    """Fingerprints written before the settings took BiLDPolicy's names (rb, fb, fallback)
+    still match the same run, and still differ from another's."""
+    output = tmp_path / "eval.json"
+    earlier = {"rb": [2.0], "fb": [0.6], "fallback": "max_prob", "seed": 1}
+    partial_path(output).write_text(json.dumps({"fingerprint": earlier}) + "\n" + '{"key": "a"}\n')
+    today = {
+        "rollback_threshold": [2.0],
+        "fallback_threshold": [0.6],
+        "fallback_rule": "max_prob",
+        "seed": 1,
+    }
+    assert PartialLog(output, "an interrupted eval").open(today) == ([{"key": "a"}], 0)
+    with pytest.raises(UserError, match=r"other settings \(fallback_rule\)"):
+        PartialLog(output, "an interrupted eval").open({**today, "fallback_rule": "entropy"})
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"fingerprint": earlier}))
+    assert recorded_differences(run_file, today, "fix it") == []
+    assert recorded_differences(run_file, {**today, "rollback_threshold": [3.0]}, "x") == [
+        "rollback_threshold"
+    ]

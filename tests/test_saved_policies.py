@@ -91,9 +91,11 @@ def test_chat_with_another_rule_is_not_stopped_by_a_stale_head(pair, capsys):
 
     small, large = pair
     save_head(small, _head(), small_revision="local:someoneelse", vocab_size=384, report={})
-    settings = ChatSettings(max=4, rb=2.0, fb=0.5, fallback="max_prob")
-    run_chat(ChatConfig(small=str(small), large=str(large)), settings,
-             given={"rb", "fb", "fallback", "max"}, lines=["das Haus"])  # fmt: skip
+    settings = ChatSettings(
+        max_new_tokens=4, rollback_threshold=2.0, fallback_threshold=0.5, fallback_rule="max_prob"
+    )
+    given = {"rollback_threshold", "fallback_threshold", "fallback_rule", "max_new_tokens"}
+    run_chat(ChatConfig(small=str(small), large=str(large)), settings, given, ["das Haus"])
     captured = capsys.readouterr()
     assert "/fallback learned is unavailable" in captured.err
     assert "bild" in captured.out and "tokens" in captured.out
@@ -103,8 +105,9 @@ def test_chat_refuses_a_max_that_would_run_for_minutes(pair, capsys):
     from bild_align.pipeline.chat.command import run_chat
 
     small, large = pair
-    settings = ChatSettings(max=4, rb=2.0)
-    run_chat(ChatConfig(small=str(small), large=str(large)), settings, given={"rb", "max"},
+    settings = ChatSettings(max_new_tokens=4, rollback_threshold=2.0)
+    given = {"rollback_threshold", "max_new_tokens"}
+    run_chat(ChatConfig(small=str(small), large=str(large)), settings, given,
              lines=["/max 100000", "/settings"])  # fmt: skip
     out = capsys.readouterr().out
     assert "/max needs one integer: from 1 to 4096" in out and "max=4" in out

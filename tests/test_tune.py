@@ -396,7 +396,8 @@ def test_eval_uses_the_saved_policy_when_given_no_thresholds(policy_pair, task, 
     assert _eval(*policy_pair, task, tmp_path / "a.json") == 0
     assert "using the tuned policy in" in capsys.readouterr().err
     config = json.loads((tmp_path / "a.json").read_text())["config"]
-    assert (config["rb"], config["fb"], config["max_small_steps"], config["fallback"]) == (
+    names = ("rollback_threshold", "fallback_threshold", "max_small_steps", "fallback_rule")
+    assert tuple(config[name] for name in names) == (
         [3.5],
         [0.25],
         7,
@@ -405,7 +406,7 @@ def test_eval_uses_the_saved_policy_when_given_no_thresholds(policy_pair, task, 
     assert _eval(*policy_pair, task, tmp_path / "b.json", "--rb", "2") == 0
     assert "tuned policy" not in capsys.readouterr().err
     config = json.loads((tmp_path / "b.json").read_text())["config"]
-    assert (config["rb"], config["fallback"]) == ([2.0], "max_prob")
+    assert (config["rollback_threshold"], config["fallback_rule"]) == ([2.0], "max_prob")
 
 
 def test_a_policy_tuned_for_another_large_model_is_refused(
@@ -423,7 +424,7 @@ def test_chat_uses_the_saved_policy_and_switches_rules(policy_pair, capsys):
     from bild_align.pipeline.chat.command import run_chat
 
     small, large = map(str, policy_pair)
-    settings = ChatSettings(max=6)
+    settings = ChatSettings(max_new_tokens=6)
     run_chat(ChatConfig(small=small, large=large), settings, given={"max"}, lines=[
         "/settings", "/fallback max_prob", "/fallback vibes", "das Haus"
     ])  # fmt: skip
@@ -431,9 +432,14 @@ def test_chat_uses_the_saved_policy_and_switches_rules(policy_pair, capsys):
     assert "using the tuned policy" in captured.err
     assert "rb=3.5 fb=0.25 steps=7 fallback=entropy" in captured.out
     assert "fallback=max_prob" in captured.out and "use /fallback max_prob or" in captured.out
-    settings = ChatSettings(max=6, rb=1.0)
-    run_chat(ChatConfig(small=small, large=large), settings, given={"rb"}, lines=["/settings"])
-    assert "tuned policy" not in capsys.readouterr().err and settings.fallback == "max_prob"
+    settings = ChatSettings(max_new_tokens=6, rollback_threshold=1.0)
+    run_chat(
+        ChatConfig(small=small, large=large),
+        settings,
+        given={"rollback_threshold"},
+        lines=["/settings"],
+    )
+    assert "tuned policy" not in capsys.readouterr().err and settings.fallback_rule == "max_prob"
 
 
 def test_the_summary_shows_the_chosen_setting_even_off_the_front():

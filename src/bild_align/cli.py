@@ -108,7 +108,8 @@ def _run_eval(args: Namespace) -> int | None:
     given = given_options(args)
     values = eval_settings(args.recipe, sweep=given.get("sweep", False)) if args.recipe else {}
     values = fill_defaults({**values, **given}, "small", "large", "task")
-    thresholds = {"rb", "fb", "max_small_steps", "fallback", "sweep", "reference_compat"}
+    thresholds = {"rollback_threshold", "fallback_threshold", "max_small_steps", "fallback_rule"}
+    thresholds |= {"sweep", "reference_compat"}
     values.setdefault("saved_policy", not thresholds & set(values))
     config = build(EvalConfig, values, COMMAND_LINE)
     results = run_eval(config)
@@ -208,10 +209,11 @@ def _train_arguments(parser: ArgumentParser) -> None:
 def _eval_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--recipe",
-        help="an eval recipe (YAML with any of the keys below, e.g. small, large, task, rb, "
-        "fb, sweep), or a training recipe, which supplies --small (its output_dir), --large, "
-        "--task, and from its eval: section --split and the thresholds (rb / fb, or "
-        "sweep_rb / sweep_fb with --sweep); options given here win",
+        help="an eval recipe (YAML with any of the keys below, e.g. small, large, task, "
+        "rollback_threshold, fallback_threshold, sweep), or a training recipe, which supplies "
+        "--small (its output_dir), --large, --task, and from its eval: section --split and "
+        "the thresholds (rollback_threshold / fallback_threshold, or the sweep_ grids with "
+        "--sweep); options given here win",
     )
 
 

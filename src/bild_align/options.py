@@ -3,10 +3,12 @@ on the dataclass field.
 
     @dataclass
     class EvalConfig:
-        rb: tuple[float, ...] = option((2.0,), "rollback threshold(s)", parse=number_list)
+        rollback_threshold: tuple[float, ...] = option(
+            (2.0,), "rollback threshold(s)", parse=number_list, aliases=("--rb",)
+        )
 
-    add_options(parser, EvalConfig)            # --rb, with its type, help and default
-    given = given_options(parser.parse_args()) # only what the user typed: {"rb": (3.0,)}
+    add_options(parser, EvalConfig)            # --rollback-threshold (--rb): type, help, default
+    given = given_options(parser.parse_args()) # what the user typed: {"rollback_threshold": (3.0,)}
     config = build(EvalConfig, {**from_recipe, **given}, "the command line")
 
 Options default to argparse.SUPPRESS, so that `given_options` tells typed values from defaults
@@ -36,6 +38,7 @@ def option(
     default_text: str | None = None,
     command_line: bool = True,
     metavar: str | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """A config field with what its command-line option needs.
 
@@ -43,7 +46,8 @@ def option(
     flag: the option's name when not the field's (`max` -> `--max-new-tokens`);
     default_text: the default in words, for fields whose default is None ("the task's");
     command_line: False for fields set only from code or a recipe;
-    metavar: the value's name in --help when the parser's does not say it (`REPO`).
+    metavar: the value's name in --help when the parser's does not say it (`REPO`);
+    aliases: the option's short names, e.g. ("--rb",) beside --rollback-threshold.
     """
     metadata = {
         "help": help,
@@ -53,6 +57,7 @@ def option(
         "default_text": default_text,
         "command_line": command_line,
         "metavar": metavar,
+        "aliases": aliases,
     }
     if isinstance(default, list | dict | set) or dataclasses.is_dataclass(default):
         frozen = default
@@ -139,6 +144,11 @@ def flag_of(f: dataclasses.Field) -> str:
     return "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
 
 
+def flags_of(f: dataclasses.Field) -> tuple[str, ...]:
+    """The option's name and its short names."""
+    return (flag_of(f), *f.metadata.get("aliases", ()))
+
+
 def _default_words(f: dataclasses.Field) -> str:
     if f.metadata.get("default_text"):
         return f.metadata["default_text"]
@@ -201,7 +211,7 @@ def add_options(
         if required and not over_recipe:
             common["required"] = True
         if f.default is False and not over_recipe:
-            parser.add_argument(flag_of(f), action="store_true", **common)
+            parser.add_argument(*flags_of(f), action="store_true", **common)
             continue
         parse = f.metadata.get("parse") or _guess_parse(f)
         extra: dict[str, Any] = (
@@ -215,7 +225,7 @@ def add_options(
                 or _METAVARS.get(parse)
                 or flag_of(f)[2:].replace("-", "_").upper()
             )
-        parser.add_argument(flag_of(f), **common, **extra)
+        parser.add_argument(*flags_of(f), **common, **extra)
 
 
 def given_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
     recipe = load_recipe("recipes/iwslt.yaml", overrides={"learning_rate": 1e-4})
     recipe.learning_rate      # 1e-4: the command line wins
-    config = build(EvalConfig, {"small": "S", "rb": [2.0]}, COMMAND_LINE)   # any stage's config
+    config = build(EvalConfig, {"small": "S", "rollback_threshold": [2.0]}, COMMAND_LINE)
 
 Unknown keys, values of the wrong type and missing required keys are errors (`RecipeError`,
-a `UserError`) that name the key and the file.
+a `UserError`) that name the key and the file. A setting's earlier name (rb, fb, sweep_rb, ...:
+`core.policies.EARLIER_NAMES`) is read as its current one, with a note.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bild_align.configs import TrainRecipe, check
+from bild_align.core.policies import EARLIER_NAMES
 from bild_align.errors import UserError
 
 logger = logging.getLogger(__name__)  # notes; the command line shows them on stderr
@@ -86,6 +88,7 @@ def check_values(recipe_class: type, values: dict[str, Any], source: str) -> dic
     5e-4 read as text becomes a float, a list becomes a tuple); errors name the key and `source`."""
     hints = typing.get_type_hints(recipe_class)
     fields = [f.name for f in dataclasses.fields(recipe_class)]
+    values = _current_names(values, fields, source)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise RecipeError(
@@ -107,6 +110,30 @@ def check_values(recipe_class: type, values: dict[str, Any], source: str) -> dic
             )
         checked[key] = coerced
     return checked
+
+
+def _current_names(values: dict[str, Any], fields: list[str], source: str) -> dict[str, Any]:
+    """`values` with the settings' earlier names (rb, fb, ...: `EARLIER_NAMES`) read as
+    today's, said once; an earlier and a current name of one setting that disagree: refused."""
+    earlier = [key for key in values if EARLIER_NAMES.get(key) in fields and key not in fields]
+    if not earlier:
+        return values
+    renamed = dict(values)
+    for key in earlier:
+        name = EARLIER_NAMES[key]
+        value = renamed.pop(key)
+        if name in renamed and renamed[name] != value:
+            raise RecipeError(
+                f"{source}: {key} (the earlier name) and {name} disagree; keep {name}"
+            )
+        renamed[name] = value
+    if source != COMMAND_LINE:
+        logger.warning(
+            "bild-align: %s: earlier names read as today's: %s",
+            source,
+            ", ".join(f"{key} -> {EARLIER_NAMES[key]}" for key in earlier),
+        )
+    return renamed
 
 
 def build(recipe_class: type, values: dict[str, Any], source: str) -> Any:
@@ -272,10 +299,10 @@ _TRAINING_ONLY = ("calibration_dataset", "output_dir")
 def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
     """`EvalConfig` keys from a recipe, for `bild-align eval --recipe`.
 
-    An eval recipe holds EvalConfig keys (small, large, task, split, rb, fb, sweep, ...). A
-    training recipe supplies its output_dir as the small model, its large_model and task, its
-    `eval:` section's split and rb / fb (sweep_rb / sweep_fb with `sweep`), and its prompt
-    settings."""
+    An eval recipe holds EvalConfig keys (small, large, task, split, rollback_threshold,
+    fallback_threshold, sweep, ...). A training recipe supplies its output_dir as the small
+    model, its large_model and task, its `eval:` section's split and thresholds (the sweep_
+    grids with `sweep`), and its prompt settings."""
     from bild_align.configs import EvalConfig
 
     path = find_recipe(path)
@@ -286,16 +313,21 @@ def eval_settings(path: str | Path, sweep: bool) -> dict[str, Any]:
     # thresholds only where the recipe gives them: without, eval uses a saved policy
     section = values.get("eval") if isinstance(values.get("eval"), dict) else {}
     given = set(section) | {_EVAL_KEYS_MOVED[key] for key in _EVAL_KEYS_MOVED if key in values}
+    given = {EARLIER_NAMES.get(key, key) for key in given}
     chosen = {
         "small": recipe.output_dir,
         "large": recipe.large_model,
         "task": recipe.task,
         "split": recipe.eval.split,
-        "rb": tuple(recipe.eval.sweep_rb if sweep else recipe.eval.rb)
-        if sweep or "rb" in given
+        "rollback_threshold": tuple(
+            recipe.eval.sweep_rollback_thresholds if sweep else recipe.eval.rollback_threshold
+        )
+        if sweep or "rollback_threshold" in given
         else None,
-        "fb": tuple(recipe.eval.sweep_fb if sweep else recipe.eval.fb)
-        if sweep or "fb" in given
+        "fallback_threshold": tuple(
+            recipe.eval.sweep_fallback_thresholds if sweep else recipe.eval.fallback_threshold
+        )
+        if sweep or "fallback_threshold" in given
         else None,
         "prompt_template": recipe.prompt_template,
         "chat_template": recipe.chat_template or None,  # decoder-only pairs' prompts

@@ -34,6 +34,16 @@ MAX_SMALL_STEPS = 10
 # never above the top probability, so its thresholds sit lower), or a learned head's
 # probability that the large model agrees (`fallback_head.FallbackHead`).
 FALLBACK_RULES = ("max_prob", "entropy", "learned")
+# The settings' earlier names, which recipes and records written before may still hold; every
+# config names them as BiLDPolicy does (the short options --rb and --fb remain).
+EARLIER_NAMES = {
+    "rb": "rollback_threshold",
+    "fb": "fallback_threshold",
+    "steps": "max_small_steps",
+    "fallback": "fallback_rule",
+    "sweep_rb": "sweep_rollback_thresholds",
+    "sweep_fb": "sweep_fallback_thresholds",
+}
 
 
 def rollback_threshold_ok(value: object) -> bool:

@@ -21,6 +21,7 @@ import json
 import os
 from pathlib import Path
 
+from bild_align.core.policies import EARLIER_NAMES
 from bild_align.errors import UserError
 from bild_align.runs.files import (
     append_jsonl,
@@ -31,6 +32,19 @@ from bild_align.runs.files import (
 )
 
 
+def current_names(fingerprint: object) -> object:
+    """A recorded fingerprint with the settings' earlier names (rb, fb, fallback, ...) as
+    today's, so that a run recorded before the renaming resumes."""
+    if not isinstance(fingerprint, dict):
+        return fingerprint
+    return {
+        EARLIER_NAMES[key]
+        if key in EARLIER_NAMES and EARLIER_NAMES[key] not in fingerprint
+        else key: value
+        for key, value in fingerprint.items()
+    }
+
+
 def recorded_differences(run_file: Path, fingerprint: dict, fix: str) -> list[str]:
     """The keys in which the run recorded in `run_file` (a JSON object with a "fingerprint")
     differs from `fingerprint`; none when there is no record. A damaged record names `fix`."""
@@ -39,7 +53,8 @@ def recorded_differences(run_file: Path, fingerprint: dict, fix: str) -> list[st
     record = read_json_file(run_file, fix)
     if not isinstance(record, dict):
         raise UserError(f"{run_file} is damaged (not a run record); {fix}")
-    return differing_keys(record.get("fingerprint", {}), json.loads(json.dumps(fingerprint)))
+    recorded = current_names(record.get("fingerprint", {}))
+    return differing_keys(recorded, json.loads(json.dumps(fingerprint)))
 
 
 def partial_path(output: str | os.PathLike) -> Path:
@@ -81,8 +96,9 @@ class PartialLog:
                 f"{self.path} holds something other than bild-align's partial results; move it "
                 "away or choose another --output"
             )
-        if records[0] != self.header:
-            differing = differing_keys(records[0]["fingerprint"], self.header["fingerprint"])
+        recorded = current_names(records[0]["fingerprint"])
+        if recorded != self.header["fingerprint"]:
+            differing = differing_keys(recorded, self.header["fingerprint"])
             raise UserError(
                 f"{self.path} holds {self.what} with other settings "
                 f"({', '.join(differing) or 'its record'}); run that command again to finish it, "

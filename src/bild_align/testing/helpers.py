@@ -176,7 +176,7 @@ def pairs_eval_config(small, large, pairs, output, **extra):
     return EvalConfig(
         small=str(small), large=str(large), task=str(pairs), source_column="de",
         target_column="en", max_new_tokens=6, output=str(output), baselines=("large",),
-        rb=(0.0,), **extra,
+        rollback_threshold=(0.0,), **extra,
     )  # fmt: skip
 
 

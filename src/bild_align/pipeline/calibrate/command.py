@@ -16,7 +16,7 @@ across processes and the main process merges the shards into one dataset.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -54,6 +54,22 @@ def _push_later(repo_id: str, output: Path) -> str:
     return f"hf upload {repo_id} {output} --repo-type dataset"
 
 
+@dataclass
+class _Run:
+    """What a calibration decodes, made before anything is written."""
+
+    config: CalibrateConfig  # with the output folder and the fitted lengths
+    output: Path
+    rows: object
+    model: object
+    tokenizer: object
+    prompter: Prompter
+    inputs: list
+    lengths: list
+    fingerprint: dict  # the run's identity, recorded in run.json
+    generation: dict
+
+
 def run_calibration(config: CalibrateConfig) -> Path:
     import torch
     from accelerate import PartialState
@@ -73,10 +89,38 @@ def run_calibration(config: CalibrateConfig) -> Path:
     if config.push_to_hub:
         later = "calibrate without --push-to-hub and push later with `hf upload`"
         hub = check_hub_access(config.push_to_hub, config.private, repo_type="dataset", later=later)
+    run = _set_up(config, task, output, state.device if state.num_processes > 1 else None)
+    if not config.overwrite:  # before anything is written: a refused start leaves the output
+        check_same_run(output, run.fingerprint)
+    state.wait_for_everyone()
+    lock = run_lock(output)
+    if state.is_main_process:
+        lock.acquire()
+        claim_output(output, run.fingerprint, config.overwrite)
+    state.wait_for_everyone()
+    try:
+        _decode_unless_complete(run, state)
+    finally:
+        lock.release()
+    if hub is not None and state.is_main_process:
+        url = upload(
+            hub,
+            output,
+            config.push_to_hub,
+            repo_type="dataset",
+            later=_push_later(config.push_to_hub, output),
+            allow_patterns=["README.md", "data/*"],
+        )
+        report(f"pushed to {url}")
+    return output
+
+
+def _set_up(config: CalibrateConfig, task: Task, output: Path, device) -> _Run:
+    """Load the rows and the large model (on `device` when processes split the work), fit the
+    lengths and check that every prompt fits."""
     rows = load_rows(task, config.split, config.max_samples)
-    device = state.device if state.num_processes > 1 else config.device
     model, tokenizer, revision = load_seq2seq_or_causal(
-        config.large, dtype=config.dtype, device=device
+        config.large, dtype=config.dtype, device=device or config.device
     )
     prompter = Prompter.for_model(model, task, config.prompt_template, config.chat_template)
     prompter.check_tokenizer(tokenizer)
@@ -99,70 +143,53 @@ def run_calibration(config: CalibrateConfig) -> Path:
     generation = use_plain_generation(model)
     inputs = prompter.row_inputs(tokenizer, rows, config.max_source_length)
     lengths = prompter.input_lengths(tokenizer, inputs, config.max_source_length)
-    # before anything is written: a refused start leaves the output as it was
     prompter.check_fits(model, max(lengths), config.max_new_tokens)  # decoder-only context
     fingerprint = run_fingerprint(config, task, revision, rows_digest(rows))
     if prompter.decoder_only:  # (absent for encoder-decoder runs, whose records predate it)
         fingerprint.update(prompter.describe())
-    if not config.overwrite:
-        check_same_run(output, fingerprint)
-    state.wait_for_everyone()
-    lock = run_lock(output)
-    if state.is_main_process:
-        lock.acquire()
-        claim_output(output, fingerprint, config.overwrite)
-    state.wait_for_everyone()
-    meta = {
-        **fingerprint,
-        "generation": {
-            **generation,
-            "max_new_tokens": config.max_new_tokens,
-        },
-        "bild_align_version": bild_align.__version__,
-    }
-    try:
-        run = read_run(output)
-        complete = run.get("complete") and data_complete(output, config.split, len(rows))
-        if complete:
-            if state.is_main_process:
-                report(f"{output} already holds this complete run ({run.get('rows')} rows)")
-        else:
-            if run.get("complete") and state.is_main_process:
-                report(
-                    f"{data_file(output, config.split)} is missing or damaged; decoding its "
-                    f"{len(rows)} rows again",
-                    stderr=True,
-                )
-            try:
-                _decode_missing(
-                    config, rows, inputs, lengths, model, tokenizer, prompter, output, state
-                )
-            except KeyboardInterrupt:  # its finished rows are in the shards by now
-                if state.is_main_process:
-                    kept = len(ShardStore(output / SHARDS).done_ids())
-                    report(
-                        f"\ninterrupted: {kept} of {len(rows)} rows are kept in {output / SHARDS};"
-                        " run the same command again to finish",
-                        stderr=True,
-                    )
-                raise
-            state.wait_for_everyone()
-            if state.is_main_process:
-                finalize(output, ShardStore(output / SHARDS), len(rows), meta)
-            state.wait_for_everyone()
-    finally:
-        lock.release()
-    if hub is not None and state.is_main_process:
-        url = upload(
-            hub,
-            output,
-            config.push_to_hub,
-            repo_type="dataset",
-            later=_push_later(config.push_to_hub, output),
-            allow_patterns=["README.md", "data/*"],
+    return _Run(
+        config, output, rows, model, tokenizer, prompter, inputs, lengths, fingerprint, generation
+    )
+
+
+def _decode_unless_complete(run: _Run, state) -> None:
+    """Decode the rows no shard holds yet and merge the shards into the dataset, unless the
+    folder already holds this complete run."""
+    config, output, rows = run.config, run.output, run.rows
+    recorded = read_run(output)
+    if recorded.get("complete") and data_complete(output, config.split, len(rows)):
+        if state.is_main_process:
+            report(f"{output} already holds this complete run ({recorded.get('rows')} rows)")
+        return
+    if recorded.get("complete") and state.is_main_process:
+        report(
+            f"{data_file(output, config.split)} is missing or damaged; decoding its "
+            f"{len(rows)} rows again",
+            stderr=True,
         )
-        report(f"pushed to {url}")
-    return output
+    try:
+        _decode_missing(
+            config, rows, run.inputs, run.lengths, run.model, run.tokenizer, run.prompter,
+            output, state,
+        )  # fmt: skip
+    except KeyboardInterrupt:  # its finished rows are in the shards by now
+        if state.is_main_process:
+            kept = len(ShardStore(output / SHARDS).done_ids())
+            report(
+                f"\ninterrupted: {kept} of {len(rows)} rows are kept in {output / SHARDS}; run "
+                "the same command again to finish",
+                stderr=True,
+            )
+        raise
+    state.wait_for_everyone()
+    if state.is_main_process:
+        meta = {
+            **run.fingerprint,
+            "generation": {**run.generation, "max_new_tokens": config.max_new_tokens},
+            "bild_align_version": bild_align.__version__,
+        }
+        finalize(output, ShardStore(output / SHARDS), len(rows), meta)
+    state.wait_for_everyone()
 
 
 def _decode_missing(

@@ -27,7 +27,8 @@ from bild_align.models.saved_policy import policy_path, saved_policy_for
 from bild_align.pipeline.chat.console import Console
 from bild_align.reporting import report
 
-POLICY_SETTINGS = ("rb", "fb", "steps", "fallback")  # what a saved policy sets
+# what a saved policy sets
+POLICY_SETTINGS = ("rollback_threshold", "fallback_threshold", "max_small_steps", "fallback_rule")
 
 
 def _prompt_template(config: ChatConfig, large) -> str | None:
@@ -63,16 +64,16 @@ def run_chat(
         saved = saved_policy_for(config.small, large_revision, settings.vocab_size)
         if saved is not None:
             policy = saved[0]
-            settings.rb, settings.fb = policy.rollback_threshold, policy.fallback_threshold
-            settings.steps, settings.fallback = policy.max_small_steps, policy.fallback_rule
+            for name in POLICY_SETTINGS:
+                setattr(settings, name, getattr(policy, name))
             report(
                 f"bild-align: using the tuned policy in {policy_path(config.small)}: "
-                f"rb={settings.rb:g} fb={settings.fb:g} steps={settings.steps} "
-                f"fallback={settings.fallback}",
+                f"rb={policy.rollback_threshold:g} fb={policy.fallback_threshold:g} "
+                f"steps={policy.max_small_steps} fallback={policy.fallback_rule}",
                 stderr=True,
             )
     head = None
-    if settings.fallback == "learned":
+    if settings.fallback_rule == "learned":
         head = load_fallback_head(config.small, small_revision)
     elif (Path(config.small).expanduser() / HEAD_FILE).is_file():  # for /fallback learned
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from bild_align.core.policies import (
     FALLBACK_RULES,
@@ -14,6 +14,7 @@ from bild_align.core.policies import (
     rollback_threshold_ok,
 )
 from bild_align.options import (
+    flags_of,
     name_list,
     option,
     positive_int,
@@ -48,18 +49,18 @@ class ChatConfig(Config):
     device: str = _device()
 
 
-# chat's /command -> (type, check, the check in words)
-CHAT_LIMITS: dict[str, tuple[type, Callable[[float], bool], str]] = {
-    "rb": (float, rollback_threshold_ok, ">= 0"),
-    "fb": (float, fallback_threshold_ok, ">= 0"),
-    "steps": (int, lambda v: v >= 1, ">= 1"),
-    "gamma": (int, lambda v: v >= 1, ">= 1"),
+# chat's /command -> (the setting it changes, its type, check, the check in words)
+CHAT_LIMITS: dict[str, tuple[str, type, Callable[[float], bool], str]] = {
+    "rb": ("rollback_threshold", float, rollback_threshold_ok, ">= 0"),
+    "fb": ("fallback_threshold", float, fallback_threshold_ok, ">= 0"),
+    "steps": ("max_small_steps", int, lambda v: v >= 1, ">= 1"),
+    "gamma": ("gamma", int, lambda v: v >= 1, ">= 1"),
     # a cap, so that a typo cannot start minutes of decoding (Ctrl-C also stops one)
-    "max": (int, lambda v: 1 <= v <= 4096, "from 1 to 4096"),
-    "temperature": (float, lambda v: v > 0, "> 0"),
-    "top-k": (int, lambda v: v >= 0, ">= 0 (0: off)"),
-    "top-p": (float, lambda v: 0 < v <= 1, "in (0, 1]"),
-    "seed": (int, lambda v: v >= 0, ">= 0"),
+    "max": ("max_new_tokens", int, lambda v: 1 <= v <= 4096, "from 1 to 4096"),
+    "temperature": ("temperature", float, lambda v: v > 0, "> 0"),
+    "top-k": ("top_k", int, lambda v: v >= 0, ">= 0 (0: off)"),
+    "top-p": ("top_p", float, lambda v: 0 < v <= 1, "in (0, 1]"),
+    "seed": ("seed", int, lambda v: v >= 0, ">= 0"),
 }
 
 
@@ -67,22 +68,24 @@ CHAT_LIMITS: dict[str, tuple[type, Callable[[float], bool], str]] = {
 class ChatSettings(Config):
     """`bild-align chat`'s settings; the console's /commands change them between inputs."""
 
-    rb: float = option(ROLLBACK_THRESHOLD, "rollback threshold, >= 0")
-    fb: float = option(FALLBACK_THRESHOLD, "fallback threshold, >= 0")
-    steps: int = option(
-        MAX_SMALL_STEPS,
-        "BiLD's most consecutive small-model tokens",
-        flag="max_small_steps",
-        parse=positive_int,
+    rollback_threshold: float = option(
+        ROLLBACK_THRESHOLD, "rollback threshold, >= 0", aliases=("--rb",)
     )
-    fallback: str = option(
+    fallback_threshold: float = option(
+        FALLBACK_THRESHOLD, "fallback threshold, >= 0", aliases=("--fb",)
+    )
+    max_small_steps: int = option(
+        MAX_SMALL_STEPS, "BiLD's most consecutive small-model tokens", parse=positive_int
+    )
+    fallback_rule: str = option(
         "max_prob",
         "BiLD's fallback rule: max_prob (the small model's top probability), entropy "
         "(exp(-entropy) of its distribution) or learned (the small model's fallback head)",
         choices=FALLBACK_RULES,
+        aliases=("--fallback",),
     )
     gamma: int = option(4, "speculative decoding's draft length", parse=positive_int)
-    max: int = option(64, "output length limit", flag="max_new_tokens", parse=positive_int)
+    max_new_tokens: int = option(64, "output length limit", parse=positive_int)
     show: tuple[str, ...] = option(
         ("bild", "large"), "outputs to show: " + ",".join(CHAT_OUTPUTS), parse=name_list
     )
@@ -97,10 +100,11 @@ class ChatSettings(Config):
 
     def problems(self) -> Iterator[str]:
         """Each setting outside its range, in words (`check` raises the first)."""
-        for name, (_, valid, words) in CHAT_LIMITS.items():
-            value = getattr(self, name.replace("-", "_"))
+        flags = {f.name: flags_of(f)[-1] for f in fields(self)}  # --rb rather than its long name
+        for name, _, valid, words in CHAT_LIMITS.values():
+            value = getattr(self, name)
             if not valid(value):
-                yield (f"--{name} {value}: must be {words}")
+                yield (f"{flags[name]} {value}: must be {words}")
         unknown = [name for name in self.show if name not in CHAT_OUTPUTS]
         if unknown:
             yield (f"--show: unknown output {', '.join(unknown)}; use {', '.join(CHAT_OUTPUTS)}")
@@ -122,7 +126,7 @@ class ChatSettings(Config):
             else "greedy"
         )
         return (
-            f"rb={self.rb} fb={self.fb} steps={self.steps} fallback={self.fallback} "
-            f"gamma={self.gamma} "
-            f"max={self.max} show={','.join(self.show)} {mode}"
+            f"rb={self.rollback_threshold} fb={self.fallback_threshold} "
+            f"steps={self.max_small_steps} fallback={self.fallback_rule} gamma={self.gamma} "
+            f"max={self.max_new_tokens} show={','.join(self.show)} {mode}"
         )

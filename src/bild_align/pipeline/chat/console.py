@@ -104,7 +104,7 @@ class Console:
                     "--fallback-head-only`"
                 )
             else:
-                settings.fallback = values[0]
+                settings.fallback_rule = values[0]
                 self.say(settings.describe())
         elif name in CHAT_LIMITS:
             self._set_number(name, values)
@@ -113,7 +113,7 @@ class Console:
         return True
 
     def _set_number(self, name: str, values: list[str]) -> None:
-        kind, valid, words = CHAT_LIMITS[name]
+        field, kind, valid, words = CHAT_LIMITS[name]
         try:
             value = kind(values[0]) if len(values) == 1 else None
         except ValueError:
@@ -121,7 +121,7 @@ class Console:
         if value is None or not valid(value):
             self.say(f"/{name} needs one {'integer' if kind is int else 'number'}: {words}")
             return
-        setattr(self.settings, name.replace("-", "_"), value)
+        setattr(self.settings, field, value)
         self.say(self.settings.describe())
 
     # -- decoding --
@@ -134,10 +134,10 @@ class Console:
                 self.large,
                 ids,
                 mask,
-                rollback_threshold=s.rb,
-                fallback_threshold=s.fb,
-                max_small_steps=s.steps,
-                fallback_rule=s.fallback,
+                rollback_threshold=s.rollback_threshold,
+                fallback_threshold=s.fallback_threshold,
+                max_small_steps=s.max_small_steps,
+                fallback_rule=s.fallback_rule,
                 fallback_head=self.fallback_head,
                 max_new_tokens=max_new,
                 vocab_size=s.vocab_size,
@@ -184,7 +184,7 @@ class Console:
         if self.prompt_template:  # a decoder-only model's prompt around the input
             text = self.prompt_template.replace("{source}", text)
         batch = self.tokenizer(text, return_tensors="pt")
-        max_new = self.settings.max
+        max_new = self.settings.max_new_tokens
         if limit is not None:
             length = batch.input_ids.shape[1]
             if length > limit:  # cut as eval cuts (the tokenizer keeps its closing token)

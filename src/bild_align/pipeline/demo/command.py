@@ -162,8 +162,7 @@ def _evaluate(config, root: Path, small: str, large: str, aligned_dir: Path, tun
     unaligned = run_eval(
         EvalConfig(
             small=small,
-            rb=(config.rb,),
-            fb=(config.fb,),
+            **_fixed_setting(config),
             output=str(root / "eval_unaligned.json"),
             **common,
         )
@@ -171,8 +170,12 @@ def _evaluate(config, root: Path, small: str, large: str, aligned_dir: Path, tun
     aligned = run_eval(
         EvalConfig(
             small=str(aligned_dir),
-            rb=tuple(sorted({config.rb, *config.sweep_rb})),
-            fb=tuple(sorted({config.fb, *config.sweep_fb})),
+            rollback_threshold=tuple(
+                sorted({config.rollback_threshold, *config.sweep_rollback_thresholds})
+            ),
+            fallback_threshold=tuple(
+                sorted({config.fallback_threshold, *config.sweep_fallback_thresholds})
+            ),
             sweep=True,
             baselines=("large", "small"),
             output=str(root / "eval_aligned.json"),
@@ -182,7 +185,7 @@ def _evaluate(config, root: Path, small: str, large: str, aligned_dir: Path, tun
     results = {"unaligned": unaligned, "aligned": aligned}
     if tuned is None:
         return results
-    settings = {"fixed": {"rb": (config.rb,), "fb": (config.fb,)}, "tuned": _eval_settings(tuned)}
+    settings = {"fixed": _fixed_setting(config), "tuned": _eval_settings(tuned)}
     for batch_size in (1, 8):
         for name, setting in settings.items():
             if batch_size == 1 and name == "fixed":
@@ -218,7 +221,7 @@ def _evaluate_drafter(config, root: Path, large: str, aligned: Path, tuned) -> d
     batch 1 and, when tuned, batch 8."""
     from bild_align.pipeline.eval.command import EvalConfig, run_eval
 
-    setting = _eval_settings(tuned) if tuned else {"rb": (config.rb,), "fb": (config.fb,)}
+    setting = _eval_settings(tuned) if tuned else _fixed_setting(config)
     name = "drafter_tuned" if tuned else "drafter_fixed"
     results = {}
     for batch_size in (1, 8) if tuned else (1,):
@@ -236,12 +239,20 @@ def _evaluate_drafter(config, root: Path, large: str, aligned: Path, tuned) -> d
 
 
 def _eval_settings(chosen: dict) -> dict:
-    """EvalConfig fields for a setting `tune` chose."""
+    """EvalConfig fields for a setting `tune` chose (as tune.json writes it)."""
     return {
-        "rb": (chosen["rb"],),
-        "fb": (chosen["fb"],),
+        "rollback_threshold": (chosen["rb"],),
+        "fallback_threshold": (chosen["fb"],),
         "max_small_steps": chosen["steps"],
-        "fallback": chosen["rule"],
+        "fallback_rule": chosen["rule"],
+    }
+
+
+def _fixed_setting(config: DemoConfig) -> dict:
+    """EvalConfig fields for the demo's fixed thresholds."""
+    return {
+        "rollback_threshold": (config.rollback_threshold,),
+        "fallback_threshold": (config.fallback_threshold,),
     }
 
 

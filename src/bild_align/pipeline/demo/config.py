@@ -38,13 +38,23 @@ class DemoConfig(Config):
         None, "calibrate only the first N train rows", parse=positive_int, default_text="all"
     )
     eval_samples: int = option(200, "test sentences evaluated", parse=positive_int)
-    rb: float = option(6.0, "rollback threshold of the BiLD rows")
-    fb: float = option(0.3, "fallback threshold of the BiLD rows")
-    sweep_rb: tuple[float, ...] = option(
-        (3.0, 4.0, 6.0, 8.0), "rollback thresholds of the sweep", parse=number_list
+    rollback_threshold: float = option(
+        6.0, "rollback threshold of the BiLD rows", aliases=("--rb",)
     )
-    sweep_fb: tuple[float, ...] = option(
-        (0.2, 0.3, 0.4, 0.5), "fallback thresholds of the sweep", parse=number_list
+    fallback_threshold: float = option(
+        0.3, "fallback threshold of the BiLD rows", aliases=("--fb",)
+    )
+    sweep_rollback_thresholds: tuple[float, ...] = option(
+        (3.0, 4.0, 6.0, 8.0),
+        "rollback thresholds of the sweep",
+        parse=number_list,
+        aliases=("--sweep-rb",),
+    )
+    sweep_fallback_thresholds: tuple[float, ...] = option(
+        (0.2, 0.3, 0.4, 0.5),
+        "fallback thresholds of the sweep",
+        parse=number_list,
+        aliases=("--sweep-fb",),
     )
     max_new_tokens: int = option(64, "output length limit", parse=positive_int)
     tune_samples: int | None = option(
@@ -114,14 +124,14 @@ class DemoConfig(Config):
 
     def problems(self) -> Iterator[str]:
         yield from threshold_problems(
-            (self.rb, *self.sweep_rb),
-            (self.fb, *self.sweep_fb),
+            (self.rollback_threshold, *self.sweep_rollback_thresholds),
+            (self.fallback_threshold, *self.sweep_fallback_thresholds),
             names=("--rb and --sweep-rb", "--fb and --sweep-fb"),
             fallback_at_most_one=True,
         )
         if not 0 <= self.on_policy_fraction <= 1:
             yield ("--on-policy-fraction must lie within [0, 1]")
-        if not self.sweep_rb or not self.sweep_fb:
+        if not self.sweep_rollback_thresholds or not self.sweep_fallback_thresholds:
             yield ("--sweep-rb and --sweep-fb need one or more numbers")
         if self.tune_samples and self.tune_samples < MIN_DEMO_ROWS:  # tune's own minimum
             yield (

@@ -36,15 +36,16 @@ def summary_table(results: dict, config: DemoConfig) -> str:
     model's `generate` (and, where measured, over the large model alone on our engine) and
     large-model calls per token of every run."""
     unaligned, aligned = results["unaligned"], results["aligned"]
-    chosen = {"rb": config.rb, "fb": config.fb}
+    rb, fb = config.rollback_threshold, config.fallback_threshold
+    chosen = {"rb": rb, "fb": fb}  # as eval's results name a setting
     best = aligned["sweep"]["best"]
     rows = [
         ("large model alone", _find(unaligned, "large")),
         ("small model alone (unaligned)", _find(unaligned, "small")),
         ("small model alone (aligned)", _find(aligned, "small")),
         ("assisted generation (transformers)", _find(unaligned, "assisted")),
-        (f"BiLD unaligned rb={config.rb:g} fb={config.fb:g}", _find(unaligned, "bild", chosen)),
-        (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(aligned, "bild", chosen)),
+        (f"BiLD unaligned rb={rb:g} fb={fb:g}", _find(unaligned, "bild", chosen)),
+        (f"BiLD aligned rb={rb:g} fb={fb:g}", _find(aligned, "bild", chosen)),
     ]
     if best is not None:
         setting = {"rb": best["rb"], "fb": best["fb"]}
@@ -68,7 +69,7 @@ def summary_table(results: dict, config: DemoConfig) -> str:
         # each BiLD row's speedup is over the large model of its own run, shown above it
         batched = [
             ("large model alone", _find(fixed, "large")),
-            (f"BiLD aligned rb={config.rb:g} fb={config.fb:g}", _find(fixed, "bild")),
+            (f"BiLD aligned rb={rb:g} fb={fb:g}", _find(fixed, "bild")),
             ("large model alone (the tuned setting's run)", _find(tuned, "large")),
             (f"BiLD aligned, tuned {_tuned_words(tuned)}", _find(tuned, "bild")),
         ]
@@ -103,6 +104,7 @@ def summary_table(results: dict, config: DemoConfig) -> str:
 def _tuned_words(results: dict) -> str:
     config = results["config"]
     return (
-        f"{config['fallback']} rb={config['rb'][0]:g} fb={config['fb'][0]:g} "
+        f"{config['fallback_rule']} rb={config['rollback_threshold'][0]:g} "
+        f"fb={config['fallback_threshold'][0]:g} "
         f"steps={config['max_small_steps']}"
     )

@@ -18,7 +18,7 @@ Pareto front and a PNG plot.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bild_align.configs import EvalConfig, check
@@ -83,23 +83,75 @@ def _with_saved_policy(config: EvalConfig, large_revision: str, vocab_size: int)
     )
     return replace(
         config,
-        rb=(policy.rollback_threshold,),
-        fb=(policy.fallback_threshold,),
+        rollback_threshold=(policy.rollback_threshold,),
+        fallback_threshold=(policy.fallback_threshold,),
         max_small_steps=policy.max_small_steps,
-        fallback=policy.fallback_rule,
+        fallback_rule=policy.fallback_rule,
     )
 
 
+@dataclass
+class _Setup:
+    """What an eval run decodes with, made before any file is written."""
+
+    config: EvalConfig  # with the saved policy's thresholds when it uses one
+    rows: object
+    device: str
+    tokenizer: object
+    prompter: Prompter
+    methods: list
+    settings: dict  # the run's identity beside the config (revisions, lengths, sample ids)
+    encoded: list
+    batches: list
+    eos_ids: object
+
+
 def _run_locked(config: EvalConfig, task) -> dict:
+    setup = _set_up(config, task)
+    config = setup.config
+    log = PartialLog(config.output, "the finished examples of an interrupted eval")
+    fingerprint = {
+        **{key: value for key, value in asdict(config).items() if key != "output"},
+        **setup.settings,
+    }
+    done, damaged = resume(log, fingerprint, setup.methods, setup.batches)
+    _say_before_measuring(config, setup, task, log, done, damaged)
+    try:
+        measure(
+            setup.methods,
+            setup.encoded,
+            setup.batches,
+            done,
+            setup.tokenizer,
+            setup.prompter,
+            setup.device,
+            log,
+            setup.eos_ids,
+        )
+    except KeyboardInterrupt:
+        report(
+            f"\ninterrupted: {len(setup.methods[0].outputs)} of {len(setup.rows)} examples are "
+            f"kept in {log.path}; run the same command again to finish",
+            stderr=True,
+        )
+        raise
+    results = _results(setup, task, done)
+    write_json_atomic(config.output, results)
+    log.finish()
+    return results
+
+
+def _set_up(config: EvalConfig, task) -> _Setup:
+    """Load the rows and the pair, fit the lengths, make the methods and encode the batches;
+    a prompt that cannot fit is refused here, before the partial log is opened."""
     rows = load_rows(task, config.split, config.max_samples)
     device = resolve_device(config.device)
     pair = load_pair(config.small, config.large, dtype=config.dtype, device=device)
-    small, large, tokenizer, vocab_size = pair.small, pair.large, pair.tokenizer, pair.vocab_size
-    small_revision, large_revision = pair.small_revision, pair.large_revision
+    small, large, tokenizer = pair.small, pair.large, pair.tokenizer
     prompter = Prompter.for_model(large, task, config.prompt_template, config.chat_template)
     prompter.check_tokenizer(tokenizer)
     if config.saved_policy and not config.sweep:
-        config = _with_saved_policy(config, large_revision, vocab_size)
+        config = _with_saved_policy(config, pair.large_revision, pair.vocab_size)
     max_source_length, max_new_tokens = fit_lengths(
         {config.large: large, config.small: small},
         config.max_source_length,
@@ -113,13 +165,12 @@ def _run_locked(config: EvalConfig, task) -> dict:
     generation = use_plain_generation(large)  # every method decodes with the same settings
     use_plain_generation(small)
     head = None
-    if config.fallback == "learned":
-        head = load_fallback_head(config.small, small_revision)
-    methods = eval_methods(config, small, large, max_new_tokens, vocab_size, head)
+    if config.fallback_rule == "learned":
+        head = load_fallback_head(config.small, pair.small_revision)
     references = list(rows["reference"])
     settings = {
-        "small_revision": small_revision,
-        "large_revision": large_revision,
+        "small_revision": pair.small_revision,
+        "large_revision": pair.large_revision,
         "task_source": task.source,
         "metric": task.metric,
         "prefix": task.prefix,
@@ -130,15 +181,23 @@ def _run_locked(config: EvalConfig, task) -> dict:
         "generation": generation,
         **(prompter.describe() if prompter.decoder_only else {}),
     }
-    fingerprint = {
-        **{key: value for key, value in asdict(config).items() if key != "output"},
-        **settings,
-    }
     encoded = encoded_batches(rows, prompter, tokenizer, config.batch_size, max_source_length)
     prompter.check_fits(large, max(batch.input_ids.shape[1] for batch in encoded), max_new_tokens)
-    log = PartialLog(config.output, "the finished examples of an interrupted eval")
-    batches = list(chunked(settings["sample_ids"], config.batch_size))
-    done, damaged = resume(log, fingerprint, methods, batches)
+    return _Setup(
+        config=config,
+        rows=rows,
+        device=device,
+        tokenizer=tokenizer,
+        prompter=prompter,
+        methods=eval_methods(config, small, large, max_new_tokens, pair.vocab_size, head),
+        settings=settings,
+        encoded=encoded,
+        batches=list(chunked(settings["sample_ids"], config.batch_size)),
+        eos_ids=eos_token_ids(large),
+    )
+
+
+def _say_before_measuring(config: EvalConfig, setup: _Setup, task, log, done, damaged) -> None:
     if damaged:
         report(
             f"note: {damaged} damaged line(s) in {log.path} were skipped; their examples "
@@ -146,47 +205,30 @@ def _run_locked(config: EvalConfig, task) -> dict:
             stderr=True,
         )
     if done:
-        report(f"resuming: {done} of {len(rows)} examples already done ({log.path})")
-    missing = settings["rows_without_reference"]
-    if 0 < missing < len(references):
+        report(f"resuming: {done} of {len(setup.rows)} examples already done ({log.path})")
+    missing, rows = setup.settings["rows_without_reference"], len(setup.rows)
+    if 0 < missing < rows:
         report(
-            f"note: {missing} of {len(references)} rows have no reference; the "
-            f"{task.metric} score leaves them out",
+            f"note: {missing} of {rows} rows have no reference; the {task.metric} score leaves "
+            "them out",
             stderr=True,
         )
-
     if config.batch_size > 1 and "assisted" in config.baselines:
         report(
             "note: the assisted baseline is left out: transformers' assisted generation "
             "decodes one input at a time",
             stderr=True,
         )
-    sources = list(rows["source"])
-    try:
-        measure(
-            methods,
-            encoded,
-            batches,
-            done,
-            tokenizer,
-            prompter,
-            device,
-            log,
-            eos_token_ids(large),
-        )
-    except KeyboardInterrupt:
-        kept = len(methods[0].outputs)
-        report(
-            f"\ninterrupted: {kept} of {len(sources)} examples are kept in {log.path}; run the "
-            "same command again to finish",
-            stderr=True,
-        )
-        raise
 
+
+def _results(setup: _Setup, task, done: int) -> dict:
+    """The results file's content: the configuration, the environment, every method's row,
+    the failed methods, and a sweep's report (its CSV and plot written beside)."""
+    config, methods = setup.config, setup.methods
     results = {
-        "config": {**asdict(config), **settings, "resumed_after": done or None},
-        "environment": environment(device),
-        "methods": method_rows(methods, references, task.metric),
+        "config": {**asdict(config), **setup.settings, "resumed_after": done or None},
+        "environment": environment(setup.device),
+        "methods": method_rows(methods, list(setup.rows["reference"]), task.metric),
     }
     failed = failed_methods(methods)
     if failed:  # reported, and the command's exit code says so
@@ -196,6 +238,4 @@ def _run_locked(config: EvalConfig, task) -> dict:
         results["sweep"] = sweep_report(
             results, paths["sweep CSV"], paths["sweep plot"], config.max_drop
         )
-    write_json_atomic(config.output, results)
-    log.finish()
     return results

@@ -46,31 +46,36 @@ class EvalConfig(Config):
     task: str = _task()
     split: str = option("validation", "benchmark split")
     max_samples: int | None = _max_samples()
-    rb: tuple[float, ...] = option(
+    rollback_threshold: tuple[float, ...] = option(
         (ROLLBACK_THRESHOLD,),
         "rollback threshold(s), >= 0; 0 is the exact mode (not with --reference-compat, "
         "which leaves the drafted tail unchecked as the original code does)",
         parse=number_list,
+        aliases=("--rb",),
     )
-    fb: tuple[float, ...] = option(
-        (FALLBACK_THRESHOLD,), "fallback threshold(s), in [0, 1] for sweeps", parse=number_list
+    fallback_threshold: tuple[float, ...] = option(
+        (FALLBACK_THRESHOLD,),
+        "fallback threshold(s), in [0, 1] for sweeps",
+        parse=number_list,
+        aliases=("--fb",),
     )
     sweep: bool = option(False, "evaluate every (rb, fb) pair of the lists")
     max_small_steps: int = option(
         MAX_SMALL_STEPS, "most consecutive small-model tokens", parse=positive_int
     )
-    fallback: str = option(
+    fallback_rule: str = option(
         "max_prob",
         "fallback rule: max_prob (the small model's top probability, the paper's), entropy "
         "(exp(-entropy) of its distribution) or learned (the fallback head beside the small "
         "model, from `bild-align train --fallback-head-only`)",
         choices=FALLBACK_RULES,
+        aliases=("--fallback",),
     )
     saved_policy: bool = option(
         False,
         "use the policy `bild-align tune --save` stored beside the small model for this large "
-        "model instead of rb, fb, max_small_steps and fallback (the command line sets it when "
-        "none of them is given)",
+        "model instead of the thresholds, max_small_steps and the fallback rule (the command "
+        "line sets it when none of them is given)",
         command_line=False,
     )
     max_new_tokens: int | None = _max_new_tokens()
@@ -119,13 +124,17 @@ class EvalConfig(Config):
         unknown = [name for name in self.baselines if name not in BASELINES]
         if unknown:
             yield (f"unknown baseline {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-        numbers = [*self.rb, *self.fb, self.max_drop]
+        numbers = [*self.rollback_threshold, *self.fallback_threshold, self.max_drop]
         if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
             yield ("--rb, --fb and --max-drop must be finite numbers")
-        yield from threshold_problems(self.rb, self.fb, fallback_at_most_one=self.sweep)
+        yield from threshold_problems(
+            self.rollback_threshold, self.fallback_threshold, fallback_at_most_one=self.sweep
+        )
         if self.max_drop < 0:
             yield ("--max-drop must be >= 0")
-        if not self.sweep and (len(self.rb) > 1 or len(self.fb) > 1):
+        if not self.sweep and (
+            len(self.rollback_threshold) > 1 or len(self.fallback_threshold) > 1
+        ):
             yield ("several --rb/--fb values need --sweep")
         if self.shared_checks and self.batch_size == 1:
             yield ("--shared-checks keeps the rows of a batch in step: give --batch-size N > 1")

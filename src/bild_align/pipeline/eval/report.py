@@ -183,7 +183,7 @@ def format_results(results: dict) -> str:
         f"quality: {signature['metric']} ({signature['signature']})"
         + ("" if results["methods"][0]["quality"] else " against the large outputs")
     )
-    if config.get("reference_compat") and 0.0 in config["rb"]:
+    if config.get("reference_compat") and 0.0 in config.get("rollback_threshold", ()):
         lines.append(
             "note: with --reference-compat, rb=0 is not exact: the original decoder does not "
             "check the drafted tail (outputs may differ from the large model's)"

@@ -61,7 +61,7 @@ def eval_methods(
                 fallback_threshold=fb,
                 rollback_threshold=rb,
                 max_small_steps=config.max_small_steps,
-                fallback_rule=config.fallback,
+                fallback_rule=config.fallback_rule,
                 fallback_head=fallback_head,
                 max_new_tokens=max_new_tokens,
                 reference_compat=config.reference_compat,
@@ -88,8 +88,8 @@ def eval_methods(
         methods.append(
             Method("assisted", {"assistant": "small"}, hf_generate(large, assistant_model=small))
         )
-    for rb in config.rb:
-        for fb in config.fb:
+    for rb in config.rollback_threshold:
+        for fb in config.fallback_threshold:
             methods.append(Method("bild", {"rb": rb, "fb": fb}, bild(rb, fb), stats=BiLDStats()))
     return methods
 

@@ -17,17 +17,26 @@ class RecipeEval(Config):
     """A training recipe's `eval:` section: what `bild-align eval --recipe` uses."""
 
     split: str = option("validation", "benchmark split")
-    rb: list[float] = option([ROLLBACK_THRESHOLD], "rollback threshold(s)")
-    fb: list[float] = option([FALLBACK_THRESHOLD], "fallback threshold(s)")
-    sweep_rb: list[float] = option([1.0, 2.0, 3.0, 5.0], "rollback grid for `eval --sweep`")
-    sweep_fb: list[float] = option([0.3, 0.5, 0.7, 0.9], "fallback grid for `eval --sweep`")
+    rollback_threshold: list[float] = option([ROLLBACK_THRESHOLD], "rollback threshold(s)")
+    fallback_threshold: list[float] = option([FALLBACK_THRESHOLD], "fallback threshold(s)")
+    sweep_rollback_thresholds: list[float] = option(
+        [1.0, 2.0, 3.0, 5.0], "rollback grid for `eval --sweep`"
+    )
+    sweep_fallback_thresholds: list[float] = option(
+        [0.3, 0.5, 0.7, 0.9], "fallback grid for `eval --sweep`"
+    )
 
     def problems(self, section: str = "") -> list[str]:
         """Each threshold list that is empty or holds a value that is not a finite number >= 0
         (`section`: the prefix its keys are named with, e.g. "eval.")."""
         return [
             f"key '{section}{key}' must be a list of finite numbers >= 0"
-            for key in ("rb", "fb", "sweep_rb", "sweep_fb")
+            for key in (
+                "rollback_threshold",
+                "fallback_threshold",
+                "sweep_rollback_thresholds",
+                "sweep_fallback_thresholds",
+            )
             if not getattr(self, key) or not all(_finite(v) and v >= 0 for v in getattr(self, key))
         ]
 
@@ -124,7 +133,9 @@ class TrainRecipe(Config):
     run_name: str | None = option(None, "run name for the logger")
     # what `bild-align eval --recipe` measures the aligned model with (not used by training)
     eval: RecipeEval = option(
-        RecipeEval(), "the recipe's eval section: split, rb, fb, sweep_rb, sweep_fb",
+        RecipeEval(),
+        "the recipe's eval section: split, rollback_threshold, fallback_threshold, "
+        "sweep_rollback_thresholds, sweep_fallback_thresholds",
         command_line=False,
     )  # fmt: skip
     fallback_head: bool = option(

@@ -104,52 +104,14 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
     _check_enough_rows(len(session.sources), config.max_samples)
     if session.done:
         report(f"resuming: {len(session.done)} decodings already done ({session.log.path})")
-    rows = len(session.sources)
     if session.metric != task.metric:
         report(
             f"note: some rows of {config.task} have no reference; quality is BLEU against the "
             "large model's outputs (agreement), the large model scoring 100",
             stderr=True,
         )
-    references = session.references if session.metric == task.metric else None
-    weights = resample_weights(rows, config.bootstrap, config.seed)
-    grid = coarse_grid(session.rules, config.rb, config.fb, config.max_small_steps, session.head)
     try:
-        with tqdm(total=rows * (2 + len(grid)), desc="tune", unit="row") as progress:
-            large = session.decoded("large", progress)
-            references = references or large["outputs"]
-
-            def stats_of(record):
-                return segment_statistics(session.metric, record["outputs"], references)
-
-            large_stats = stats_of(large)
-            large_scores = resampled_scores(session.metric, large_stats, weights)
-
-            def judge(record) -> dict:
-                stats = stats_of(record)
-                drop = paired_drop(
-                    session.metric, large_stats, stats, weights, config.confidence, large_scores
-                )
-                return {
-                    "quality": _score(session.metric, stats),
-                    "drop": drop["drop"],
-                    "upper_drop": drop["upper"],
-                    "lower_quality": lower_bound(session.metric, stats, weights, config.confidence),
-                }
-
-            judged = {"large": judge(large), "small": judge(session.decoded("small", progress))}
-            for setting in grid:
-                judged[setting] = judge(session.decoded(setting, progress))
-            costs = session.fit_cost_model(grid)
-            speed = {key: session.speedup(key, costs) for key in judged}
-            for _ in range(config.refine):
-                fresh = refinements(judged, speed, config.max_drop, config.min_quality)
-                if not fresh:
-                    break
-                progress.total += rows * len(fresh)
-                for setting in fresh:
-                    judged[setting] = judge(session.decoded(setting, progress))
-                    speed[setting] = session.speedup(setting, costs)
+        judged, speed, costs = _search(config, session, task)
     except KeyboardInterrupt:
         report(
             f"\ninterrupted: {len(session.done)} finished decodings are kept in "
@@ -175,15 +137,71 @@ def _run_locked(config: TuneConfig, task, output: Path) -> dict:
             f"{closest['upper_drop']:.2f}); the front is in {output}"
         )
     if config.save:
-        policy = setting_of(chosen, session.head)
-        tuned = {k: results[k] for k in ("task", "split", "examples", "budget", "metric")}
-        tuned.update({k: chosen[k] for k in ("quality", "drop", "upper_drop", "speedup")})
-        tuned["measured_speedup"] = chosen.get("measured_speedup")
-        tuned["command"] = command_line("tune", config)
-        path = save_policy(config.small, policy, pair=session.pair, tuned=tuned)
-        results["saved"] = str(path)
+        results["saved"] = str(_save(config, session, results, chosen))
         write_json_atomic(output, results)
     return results
+
+
+def _search(config: TuneConfig, session: TuneSession, task) -> tuple[dict, dict, dict]:
+    """Decode the large and small models and the coarse grid, fit the cost model, then refine
+    around the fastest settings within the budget: each setting's judgement (quality, drop and
+    their bounds), its modelled speedup, and the cost model."""
+    rows = len(session.sources)
+    weights = resample_weights(rows, config.bootstrap, config.seed)
+    grid = coarse_grid(
+        session.rules,
+        config.rollback_threshold,
+        config.fallback_threshold,
+        config.max_small_steps,
+        session.head,
+    )
+    with tqdm(total=rows * (2 + len(grid)), desc="tune", unit="row") as progress:
+        large = session.decoded("large", progress)
+        own = session.references if session.metric == task.metric else None
+        references = own or large["outputs"]  # without references: agreement with the large
+
+        def stats_of(record):
+            return segment_statistics(session.metric, record["outputs"], references)
+
+        large_stats = stats_of(large)
+        large_scores = resampled_scores(session.metric, large_stats, weights)
+
+        def judge(record) -> dict:
+            stats = stats_of(record)
+            drop = paired_drop(
+                session.metric, large_stats, stats, weights, config.confidence, large_scores
+            )
+            return {
+                "quality": _score(session.metric, stats),
+                "drop": drop["drop"],
+                "upper_drop": drop["upper"],
+                "lower_quality": lower_bound(session.metric, stats, weights, config.confidence),
+            }
+
+        judged = {"large": judge(large), "small": judge(session.decoded("small", progress))}
+        for setting in grid:
+            judged[setting] = judge(session.decoded(setting, progress))
+        costs = session.fit_cost_model(grid)
+        speed = {key: session.speedup(key, costs) for key in judged}
+        for _ in range(config.refine):
+            fresh = refinements(judged, speed, config.max_drop, config.min_quality)
+            if not fresh:
+                break
+            progress.total += rows * len(fresh)
+            for setting in fresh:
+                judged[setting] = judge(session.decoded(setting, progress))
+                speed[setting] = session.speedup(setting, costs)
+    return judged, speed, costs
+
+
+def _save(config: TuneConfig, session: TuneSession, results: dict, chosen: dict) -> Path:
+    """Write the chosen setting beside the small model, with what it was tuned on."""
+    tuned = {k: results[k] for k in ("task", "split", "examples", "budget", "metric")}
+    tuned.update({k: chosen[k] for k in ("quality", "drop", "upper_drop", "speedup")})
+    tuned["measured_speedup"] = chosen.get("measured_speedup")
+    tuned["command"] = command_line("tune", config)
+    policy = setting_of(chosen, session.head)
+    return save_policy(config.small, policy, pair=session.pair, tuned=tuned)
 
 
 # fewer rows cannot bound a quality drop: a paired bootstrap over them is its point estimate

@@ -65,18 +65,25 @@ class TuneConfig(Config):
         0.95, "one-sided confidence of the budget's bootstrap bound", parse=finite_float
     )
     bootstrap: int = option(1000, "bootstrap resamples", parse=positive_int)
-    fallback: tuple[str, ...] = option(
+    fallback_rule: tuple[str, ...] = option(
         FALLBACK_RULES,
         "fallback rules searched: max_prob (the small model's top probability), entropy "
         "(exp(-entropy) of its distribution), learned (the small model's fallback head; left "
         "out when it has none)",
         parse=name_list,
+        aliases=("--fallback",),
     )
-    rb: tuple[float, ...] = option(
-        (0.0, 2.0, 4.0, 8.0), "the coarse grid's rollback thresholds", parse=number_list
+    rollback_threshold: tuple[float, ...] = option(
+        (0.0, 2.0, 4.0, 8.0),
+        "the coarse grid's rollback thresholds",
+        parse=number_list,
+        aliases=("--rb",),
     )
-    fb: tuple[float, ...] = option(
-        (0.05, 0.1, 0.2, 0.4), "the coarse grid's fallback thresholds", parse=number_list
+    fallback_threshold: tuple[float, ...] = option(
+        (0.05, 0.1, 0.2, 0.4),
+        "the coarse grid's fallback thresholds",
+        parse=number_list,
+        aliases=("--fb",),
     )
     max_small_steps: tuple[int, ...] = option(
         (MAX_SMALL_STEPS,), "the coarse grid's max_small_steps", parse=positive_int_list
@@ -127,10 +134,12 @@ class TuneConfig(Config):
             yield (f"--max-drop must be >= 0 (got {self.max_drop:g})")
         if not 0.5 <= self.confidence < 1:
             yield (f"--confidence must lie in [0.5, 1) (got {self.confidence:g})")
-        unknown = [name for name in self.fallback if name not in FALLBACK_RULES]
-        if unknown or not self.fallback:
+        unknown = [name for name in self.fallback_rule if name not in FALLBACK_RULES]
+        if unknown or not self.fallback_rule:
             yield (
                 f"unknown fallback rule {', '.join(unknown) or '(none)'}; choose from "
                 f"{', '.join(FALLBACK_RULES)}"
             )
-        yield from threshold_problems(self.rb, self.fb, fallback_at_most_one=True)
+        yield from threshold_problems(
+            self.rollback_threshold, self.fallback_threshold, fallback_at_most_one=True
+        )

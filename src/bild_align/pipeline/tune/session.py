@@ -228,7 +228,7 @@ def search_rules(config: TuneConfig, small_revision: str) -> tuple[tuple[str, ..
     """The fallback rules to search, and the learned rule's head: without a head beside the
     small model the learned rule is left out (and said so), or refused when it is the only
     rule asked for."""
-    rules = config.fallback
+    rules = config.fallback_rule
     if "learned" not in rules:
         return rules, None
     if (Path(config.small).expanduser() / HEAD_FILE).is_file() or rules == ("learned",):
