@@ -242,3 +242,20 @@ def test_lean_t5_encoder_equals_transformers_encoder():
             hidden, _ = encode_t5(model, ids, mask)
         keep = mask.bool()
         torch.testing.assert_close(hidden[keep], expected[keep], rtol=1e-5, atol=1e-5)
+
+
+def test_a_single_query_position_bias_is_aligned_off_the_cpu():
+    """On the CPU a single query's relative-position bias is a view into one table (no copy);
+    elsewhere CUDA's fused attention kernels read the mask in aligned blocks and a view at an
+    arbitrary offset crashed them in float16 ("misaligned address", found on an H200), so there
+    it is a copy, at offset 0, with the view's values."""
+    model = random_t5(vocab_size=50, d_model=32, num_layers=1, seed=0)
+    lean = LeanT5Decoder(model, torch.tensor([[5, 6, 1]]), None, capacity=16)
+    on_cpu = lean._position_bias(5, 1, 6)
+    assert on_cpu.storage_offset() == lean.capacity - 1 - 5  # a view: no copy per step
+    shapes = [lean._position_bias(start, 1, start + 1).shape for start in range(lean.capacity)]
+    lean.bias_reversed = lean.bias_reversed.to("meta")  # stands for an accelerator here
+    for start in range(lean.capacity):  # a query at `start` sees start + 1 keys
+        bias = lean._position_bias(start, 1, start + 1)
+        assert bias.device.type == "meta" and bias.storage_offset() == 0
+        assert bias.shape == shapes[start] == (1, lean.heads, 1, start + 1)

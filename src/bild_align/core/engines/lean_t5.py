@@ -200,7 +200,10 @@ class LeanT5Decoder:
         """Relative-position bias plus the causal mask, (rows or 1, heads, width, extent)."""
         if isinstance(starts, int) and width == 1:
             first = self.capacity - 1 - starts
-            return self.bias_reversed[None, :, None, first : first + extent]
+            bias = self.bias_reversed[None, :, None, first : first + extent]
+            # CUDA's fused attention kernels read the mask in aligned blocks: a view starting
+            # anywhere crashes them in half precision ("misaligned address"); a copy is aligned
+            return bias if bias.device.type == "cpu" else bias.clone()
         keys = torch.arange(extent, device=self.embed.device)
         queries = query_positions(starts, width, keys.device)
         distance = queries[:, :, None] - keys  # (rows, width, extent)
