@@ -2,7 +2,7 @@
 beside its command): one home for every default and its help.
 
     from bild_align.configs import EvalConfig, check
-    config = EvalConfig(small="S", large="L", task="iwslt2017-de-en", rb=(4.0,))
+    config = EvalConfig(small="S", large="L", task="iwslt2017-de-en", rollback_threshold=(4.0,))
     check(config)                                      # UserError naming the first problem
     run_eval(config)                                   # bild_align.pipeline.eval.command
 

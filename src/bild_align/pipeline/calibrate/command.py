@@ -168,10 +168,7 @@ def _decode_unless_complete(run: _Run, state) -> None:
             stderr=True,
         )
     try:
-        _decode_missing(
-            config, rows, run.inputs, run.lengths, run.model, run.tokenizer, run.prompter,
-            output, state,
-        )  # fmt: skip
+        _decode_missing(run, state)
     except KeyboardInterrupt:  # its finished rows are in the shards by now
         if state.is_main_process:
             kept = len(ShardStore(output / SHARDS).done_ids())
@@ -192,9 +189,12 @@ def _decode_unless_complete(run: _Run, state) -> None:
     state.wait_for_everyone()
 
 
-def _decode_missing(
-    config, rows, inputs, lengths, model, tokenizer, prompter: Prompter, output: Path, state
-) -> None:
+def _decode_missing(run: _Run, state) -> None:
+    """Decode this process's share of the rows no shard holds yet, in length-sorted batches;
+    finished rows go to shards of `shard_rows` (what is buffered, on any way out)."""
+    config, rows, output = run.config, run.rows, run.output
+    inputs, model, tokenizer, prompter = run.inputs, run.model, run.tokenizer, run.prompter
+    lengths = run.lengths
     store = ShardStore(output / SHARDS)
     done = store.done_ids()
     sources, ids, references = (list(rows[name]) for name in ("source", "id", "reference"))

@@ -1,6 +1,6 @@
 """The arithmetic of `bild-align tune`: settings, their neighbours, a cost model, the budget.
 
-    grid = coarse_grid(("max_prob", "entropy"), rb=(0, 2, 4, 8), fb=(0.1, 0.2), steps=(10,))
+    grid = coarse_grid(("max_prob", "entropy"), (0, 2, 4, 8), (0.1, 0.2), (10,))  # rb, fb, steps
     setting_key(policy), setting_fields(policy)   # a searched BiLDPolicy's name, its JSON
     neighbours(policy)                     # the settings around it, for refinement
     costs = fit_costs(features, seconds)   # seconds per small step, large call, ... (least squares)
@@ -68,12 +68,19 @@ def setting_order(policy: BiLDPolicy) -> tuple:
 
 def coarse_grid(
     rules: Iterable[str],
-    rb: Iterable[float],
-    fb: Iterable[float],
-    steps: Iterable[int],
+    rollback_thresholds: Iterable[float],
+    fallback_thresholds: Iterable[float],
+    max_small_steps: Iterable[int],
     head=None,
 ) -> list[BiLDPolicy]:
-    return [setting(rule, r, f, s, head) for rule in rules for r in rb for f in fb for s in steps]
+    """Every combination of the rules and values given (tune's first search)."""
+    return [
+        setting(rule, rb, fb, steps, head)
+        for rule in rules
+        for rb in rollback_thresholds
+        for fb in fallback_thresholds
+        for steps in max_small_steps
+    ]
 
 
 def neighbours(policy: BiLDPolicy) -> list[BiLDPolicy]:
