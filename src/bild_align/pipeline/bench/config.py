@@ -48,10 +48,10 @@ class BenchConfig(Config):
     assistant_tokens: tuple[int, ...] = option(
         (4, 8, 16), "assisted generation's candidate draft lengths", command_line=False
     )
-    small_steps: tuple[int, ...] = option(
+    exact_max_small_steps: tuple[int, ...] = option(
         (4, 8, 16, 32), "exact BiLD's candidate max_small_steps", command_line=False
     )
-    exact_fallbacks: tuple[float, ...] = option(
+    exact_fallback_thresholds: tuple[float, ...] = option(
         (0.0, 0.3), "exact BiLD's candidate fallback thresholds", command_line=False
     )
     gammas: tuple[int, ...] = option(

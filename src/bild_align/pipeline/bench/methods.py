@@ -185,8 +185,8 @@ def exact_candidates(small, large, n: int, config: BenchConfig) -> list[Method]:
             fallback_threshold=fb,
             max_small_steps=k,
         )
-        for k in config.small_steps
-        for fb in config.exact_fallbacks
+        for k in config.exact_max_small_steps
+        for fb in config.exact_fallback_thresholds
     ]
 
 
